@@ -1,0 +1,283 @@
+"""The `funnelvalue` command: parse options, call the library, render, exit with a clear code.
+
+Exit codes: 0 all good · 1 some rows rejected · 2 configuration or usage error ·
+3 source or destination unavailable (nothing lost: rows stay pending).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from funnelvalue import __version__, report
+from funnelvalue.errors import FunnelvalueError
+from funnelvalue.ledger import Ledger
+from funnelvalue.mapping import STARTER, load_mapping
+from funnelvalue.pipeline import execute
+from funnelvalue.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Turn CRM funnel stages into valued Google Ads offline conversions.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+mapping_app = typer.Typer(
+    help="Check or create the stage-to-value mapping file.", no_args_is_help=True
+)
+app.add_typer(mapping_app, name="mapping")
+
+# Cron mails and log files are not terminals: give tables room instead of 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="Settings file (default config/funnelvalue.yaml).", show_default=False
+    ),
+]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping", "-m", help="Mapping file (default config/mapping.yaml).", show_default=False
+    ),
+]
+InputOpt = Annotated[
+    Path | None, typer.Option("--input", "-i", help="CRM export (CSV).", show_default=False)
+]
+DestinationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--destination",
+        "-d",
+        help="Where to send: csv (Google Ads import file).",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Import file path; {run_id} and {date} are filled in.",
+        show_default=False,
+    ),
+]
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        help="Ledger database URL (default sqlite:///state/funnelvalue.db).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+]
+LimitOpt = Annotated[int, typer.Option("--limit", help="Rows shown per table (0 = all).", min=0)]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")]
+
+
+def _logging(settings: Settings | None, verbose: bool) -> None:
+    level = "DEBUG" if verbose else (settings.log_level if settings else "INFO")
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextmanager
+def _user_errors(as_json: bool = False) -> Iterator[None]:
+    """Expected failures become one clear message and the documented exit code."""
+    try:
+        yield
+    except FunnelvalueError as exc:
+        if as_json:
+            print(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _settings(config: Path | None, verbose: bool, **options: Any) -> Settings:
+    settings = load_settings(config, **options)
+    _logging(settings, verbose)
+    return settings
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    mapping: MappingOpt = None,
+    input: InputOpt = None,
+    destination: DestinationOpt = None,
+    output: OutputOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = 20,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The daily job: read the CRM export, map stages to values, send what is new, record it.
+
+    Example: funnelvalue run --input export.csv --mapping config/mapping.yaml
+    """
+    with _user_errors(as_json):
+        settings = _settings(
+            config,
+            verbose,
+            mapping=mapping,
+            input=input,
+            destination=destination,
+            output=output,
+            ledger=ledger,
+        )
+        loaded = load_mapping(settings.mapping)
+        result = execute(settings, dry_run=False, mapping=loaded)
+    if as_json:
+        print(json.dumps(result.summary()))
+    else:
+        report.render_run(out, result, loaded, preview=False, limit=limit or None)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def preview(
+    config: ConfigOpt = None,
+    mapping: MappingOpt = None,
+    input: InputOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = 50,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Dry run: what would be sent, with values and ledger state, and every rejected row.
+
+    Writes nothing: not the ledger, not the import file.
+    Example: funnelvalue preview --input export.csv --limit 0
+    """
+    with _user_errors(as_json):
+        settings = _settings(config, verbose, mapping=mapping, input=input, ledger=ledger)
+        loaded = load_mapping(settings.mapping)
+        result = execute(settings, dry_run=True, mapping=loaded)
+    if as_json:
+        print(json.dumps(result.summary()))
+    else:
+        report.render_run(out, result, loaded, preview=True, limit=limit or None)
+    raise typer.Exit(result.exit_code)
+
+
+@mapping_app.command("check")
+def mapping_check(
+    config: ConfigOpt = None,
+    mapping: MappingOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Validate the mapping file and list every problem at once, with its line.
+
+    Example: funnelvalue mapping check --mapping config/mapping.yaml
+    """
+    with _user_errors():
+        settings = _settings(config, verbose, mapping=mapping)
+        loaded = load_mapping(settings.mapping)
+    out.print(report.mapping_table(loaded))
+    for advice in report.mapping_advice(loaded):
+        out.print(f"[yellow]advice:[/] {advice}")
+    out.print(
+        f"[green]✓[/] {settings.mapping} is valid: {len(loaded.stages)} stages, "
+        f"currency {loaded.currency}, timezone {loaded.timezone}"
+    )
+
+
+@mapping_app.command("init")
+def mapping_init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("config/mapping.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter mapping file to edit.
+
+    Example: funnelvalue mapping init config/mapping.yaml
+    """
+    if path.exists() and not force:
+        err.print(f"[bold red]error:[/] {path} exists; pass --force to overwrite it")
+        raise typer.Exit(2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER, encoding="utf-8")
+    out.print(f"wrote {path}; edit it, then run: funnelvalue mapping check --mapping {path}")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    ledger: LedgerOpt = None,
+    runs: Annotated[int, typer.Option("--runs", help="How many runs to list.", min=1)] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """The ledger at a glance: last runs, conversions per status, last rejections.
+
+    Example: funnelvalue status --runs 5
+    """
+    with _user_errors(as_json):
+        settings = _settings(config, False, ledger=ledger)
+        book = Ledger.open(settings.ledger, create=False)
+    try:
+        last = book.last_runs(runs)
+        counts = book.status_counts()
+        reasons = book.rejected_rows(last[0].id) if last else None
+    finally:
+        book.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "conversions": counts,
+                    "runs": [
+                        {
+                            "id": r.id,
+                            "status": r.status,
+                            "exit_code": r.exit_code,
+                            "started_at": r.started_at.isoformat(),
+                            "summary": r.summary,
+                            "message": r.message,
+                        }
+                        for r in last
+                    ],
+                }
+            )
+        )
+        return
+    if not last:
+        out.print(f"the ledger at {settings.ledger} has no runs yet")
+        return
+    out.print(report.runs_table(last))
+    out.print(
+        "Conversions by status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+    )
+    if reasons is not None and not reasons.empty:
+        top = reasons["reason"].str.split(":").str[0].value_counts().head(5)
+        out.print(f"Most common rejections in run #{last[0].id}:")
+        for reason, count in top.items():
+            out.print(f"  {count:>6,}  {reason}")
+
+
+@app.callback(invoke_without_command=True)
+def _version(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,373 @@
+"""Leads -> offline conversions: stage matching, values, identifiers and every local check.
+
+Everything here is column-wise pandas; per-row Python runs only over distinct values (stage
+names, emails to hash) or over the rows already rejected (to join their reasons). Each check
+adds a reason to the rows it fails, so a rejected row lists all its problems at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pycountry
+
+from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
+from funnelvalue.leads import LEAD_LEVEL
+from funnelvalue.mapping import FromColumn, Mapping
+
+CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
+CONSENT = {
+    "GRANTED": "GRANTED",
+    "DENIED": "DENIED",
+    "UNSPECIFIED": "UNSPECIFIED",
+    "YES": "GRANTED",
+    "TRUE": "GRANTED",
+    "1": "GRANTED",
+    "Y": "GRANTED",
+    "NO": "DENIED",
+    "FALSE": "DENIED",
+    "0": "DENIED",
+    "N": "DENIED",
+}
+
+CONVERSION_COLUMNS = [
+    "key",
+    "order_id",
+    "customer_id",
+    "lead_id",
+    "stage",
+    "stage_position",
+    "crm_stage",
+    "conversion_action",
+    "conversion_time",
+    "value",
+    "currency",
+    "click_id_kind",
+    "click_id",
+    "hashed_email",
+    "hashed_phone",
+    "consent",
+    "backfilled",
+    "source_row",
+]
+REJECT_COLUMNS = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
+USER_IDENTIFIERS = "email/phone"
+
+
+@dataclass
+class Built:
+    """The result of mapping one lead frame: what can be sent, what cannot and why."""
+
+    conversions: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_read: int
+    ignored: int = 0
+    merged_duplicates: int = 0
+    backfilled: int = 0
+    unknown_stages: dict[str, int] = field(default_factory=dict)
+    latest_change: pd.Timestamp | None = None  # the newest stage change read: the watermark
+
+
+def idempotency_key(
+    customer_id: str, action: pd.Series, lead_id: pd.Series, stage: pd.Series
+) -> pd.Series:
+    return customer_id + "|" + action + "|" + lead_id + "|" + stage
+
+
+def order_ids(keys: pd.Series) -> pd.Series:
+    """A short, stable hash of the key: unique per conversion, no PII, same on every replay."""
+    return pd.Series(
+        [hashlib.sha256(k.encode("utf-8")).hexdigest()[:24] for k in keys],
+        index=keys.index,
+        dtype="string",
+    )
+
+
+def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id: str) -> Built:
+    """Map normalised leads (see ``leads.normalise``) to conversions and rejects."""
+    rows_read = len(leads)
+    latest = leads["stage_changed_at"].max() if rows_read else None
+    frame = leads.copy()
+    if "source_row" not in frame.columns:
+        frame["source_row"] = np.arange(1, len(frame) + 1)
+    rejected: list[pd.DataFrame] = []
+
+    # 1. Which funnel stage each row means.
+    stage_names = [s.name for s in mapping.stages]
+    codes, uniques = pd.factorize(frame["stage"])
+    keys = [" ".join(str(u).split()).casefold() for u in uniques]
+    position_of_unique = np.array([mapping.stage_index.get(k, -1) for k in keys] + [-1])
+    ignored_unique = np.array([k in mapping.ignored for k in keys] + [False])
+    frame["crm_stage"] = frame["stage"]
+    frame["stage_position"] = position_of_unique[codes]
+    is_ignored = ignored_unique[codes]
+    early = pd.Series(pd.NA, index=frame.index, dtype="string")
+    early[frame["stage"].isna()] = "stage is empty"
+    unknown = (frame["stage_position"] < 0) & ~is_ignored & frame["stage"].notna()
+    early[unknown] = (
+        "unknown CRM stage '"
+        + frame.loc[unknown, "stage"]
+        + "': add it to a stage's crm_values or to ignore in the mapping"
+    )
+    early[frame["lead_id"].isna()] = "lead_id is empty"
+    early = early.fillna(frame["time_error"])
+    unknown_stages = frame.loc[unknown, "stage"].value_counts().to_dict()
+    bad_early = early.notna() & ~(is_ignored & frame["stage"].notna())
+    rejected.append(_rejects(frame[bad_early], early[bad_early], stage_names))
+    ignored = int((is_ignored & ~frame["lead_id"].isna()).sum())
+    frame = frame[~bad_early & ~is_ignored]
+
+    # 2. Lead-level facts (click id, email, ...) shared across the lead's rows.
+    if frame["lead_id"].duplicated().any():
+        present = [c for c in LEAD_LEVEL if c in frame.columns]
+        frame[present] = frame.groupby("lead_id", sort=False)[present].transform("first")
+
+    # 3. One conversion per lead and stage: the first time it was reached.
+    frame = frame.sort_values(["stage_changed_at", "source_row"], kind="stable")
+    before = len(frame)
+    frame = frame.drop_duplicates(["lead_id", "stage_position"], keep="first")
+    merged = before - len(frame)
+    frame["backfilled"] = False
+    if mapping.backfill_skipped_stages and len(mapping.stages) > 1:
+        frame = _backfill(frame, len(mapping.stages))
+    backfilled = int(frame["backfilled"].sum())
+
+    # 4. Values, currency, identifiers, times.
+    frame["stage"] = pd.Series(
+        np.array(stage_names, dtype=object)[frame["stage_position"]],
+        index=frame.index,
+        dtype="string",
+    )
+    actions = np.array([s.conversion_action for s in mapping.stages], dtype=object)
+    frame["conversion_action"] = pd.Series(
+        actions[frame["stage_position"]], index=frame.index, dtype="string"
+    )
+    reasons: list[pd.Series] = []
+    frame["value"], value_reasons = _values(frame, mapping)
+    reasons.append(value_reasons)
+    frame["currency"], currency_reason = _currency(frame, mapping)
+    reasons.append(currency_reason)
+    reasons.extend(_identifiers(frame, mapping))
+    reasons.extend(_time_checks(frame, mapping, now))
+    frame["consent"], consent_reason = _consent(frame)
+    reasons.append(consent_reason)
+
+    failed = pd.concat(reasons, axis=1)
+    bad = failed.notna().any(axis=1)
+    if bad.any():
+        joined = failed[bad].apply(lambda r: "; ".join(r.dropna()), axis=1).astype("string")
+        rejected.append(_rejects(frame[bad], joined, stage_names))
+    good = frame[~bad].copy()
+
+    good["customer_id"] = customer_id
+    good["key"] = idempotency_key(
+        customer_id, good["conversion_action"], good["lead_id"], good["stage"]
+    )
+    good["order_id"] = order_ids(good["key"])
+    good["conversion_time"] = good["stage_changed_at"].dt.floor("s")
+    good = good.sort_values(["conversion_time", "lead_id", "stage_position"], kind="stable")
+    rejects = pd.concat(rejected, ignore_index=True) if rejected else _empty_rejects()
+    return Built(
+        conversions=good[CONVERSION_COLUMNS].reset_index(drop=True),
+        rejects=rejects.sort_values("source_row", kind="stable").reset_index(drop=True),
+        rows_read=rows_read,
+        ignored=ignored,
+        merged_duplicates=merged,
+        backfilled=backfilled,
+        unknown_stages={str(k): int(v) for k, v in unknown_stages.items()},
+        latest_change=None if latest is None or pd.isna(latest) else latest,
+    )
+
+
+def _backfill(frame: pd.DataFrame, n_stages: int) -> pd.DataFrame:
+    """Add the stages a lead skipped, timed at the next stage it did reach.
+
+    A lead that jumps from 'lead' to 'won' did pass 'qualified' in reality; counting it keeps
+    the middle of the funnel honest for bidding. The added row borrows the later row's facts.
+    """
+    frame = frame.reset_index(drop=True)
+    leads, lead_codes = np.unique(frame["lead_id"].to_numpy(dtype=object), return_inverse=True)
+    donor = np.full((len(leads), n_stages), -1, dtype=np.int64)
+    donor[lead_codes, frame["stage_position"].to_numpy()] = np.arange(len(frame))
+    reached = donor >= 0
+    filled = donor.copy()
+    for position in range(n_stages - 2, -1, -1):
+        gap = filled[:, position] < 0
+        filled[gap, position] = filled[gap, position + 1]
+    lead_rows, positions = np.nonzero(~reached & (filled >= 0))
+    if len(lead_rows) == 0:
+        return frame
+    added = frame.iloc[filled[lead_rows, positions]].copy()
+    added["stage_position"] = positions
+    added["crm_stage"] = pd.NA
+    added["backfilled"] = True
+    return pd.concat([frame, added], ignore_index=True)
+
+
+def format_conversion_time(times: pd.Series, timezone: str) -> pd.Series:
+    """'2026-11-02 14:30:00+01:00': Google's format, in the account's zone, offset always shown."""
+    text = times.dt.tz_convert(timezone).dt.strftime("%Y-%m-%d %H:%M:%S%z").astype("string")
+    formatted: pd.Series = text.str.slice(0, -2) + ":" + text.str.slice(-2)
+    return formatted
+
+
+def parse_amounts(raw: pd.Series) -> pd.Series:
+    """Numbers as CRMs export them: '1054', '1,054.50', '1.054,50', '€ 99' -> float (NaN if not).
+
+    With both separators the last one is the decimal point; a lone comma is a thousands
+    separator only in the 1,234,567 pattern.
+    """
+    text = raw.astype("string").str.replace(
+        r"[\s\u00a0€$£¥]|^[A-Za-z]{3}|[A-Za-z]{3}$", "", regex=True
+    )
+    comma_decimal = text.str.contains(r",\d{1,2}$", na=False) | (
+        text.str.contains(",", regex=False, na=False)
+        & ~text.str.contains(".", regex=False, na=False)
+        & ~text.str.fullmatch(r"\d{1,3}(,\d{3})+").fillna(False).astype(bool)
+    )
+    text = text.mask(
+        comma_decimal, text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    )
+    text = text.mask(~comma_decimal, text.str.replace(",", "", regex=False))
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series]:
+    values = pd.Series(np.nan, index=frame.index, dtype="float64")
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for position, stage in enumerate(mapping.stages):
+        rows = frame["stage_position"] == position
+        if not rows.any():
+            continue
+        rule = stage.value
+        if not isinstance(rule, FromColumn):
+            values[rows] = rule
+            continue
+        column = rule.from_column
+        raw = (
+            frame.loc[rows, column]
+            if column in frame.columns
+            else pd.Series(pd.NA, index=frame.index[rows], dtype="string")
+        )
+        parsed = parse_amounts(raw)
+        empty = raw.isna()
+        unparseable = ~empty & parsed.isna()
+        if rule.default is not None:
+            parsed[empty] = rule.default
+        else:
+            reasons[empty[empty].index] = (
+                f"{column} is empty and stage '{stage.name}' has no default value"
+            )
+        reasons[unparseable[unparseable].index] = (
+            f"{column} '" + raw[unparseable].astype("string").str.slice(0, 30) + "' is not a number"
+        )
+        negative = parsed < 0
+        reasons[negative[negative].index] = f"{column} is negative; values must be >= 0"
+        values[rows] = parsed
+    return values.round(2), reasons
+
+
+def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series]:
+    currency = frame["currency"].str.upper().fillna(mapping.currency)
+    bad = ~currency.isin(CURRENCIES)
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    reasons[bad] = "currency '" + currency[bad] + "' is not an ISO 4217 code (e.g. EUR, USD)"
+    return currency.astype("string"), reasons
+
+
+def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> list[pd.Series]:
+    """Pick one identifier per row: gclid, else gbraid or wbraid, else hashed email/phone."""
+    gclid, gbraid, wbraid = frame["gclid"], frame["gbraid"], frame["wbraid"]
+    has_g, has_gb, has_wb = gclid.notna(), gbraid.notna(), wbraid.notna()
+    kind = pd.Series(pd.NA, index=frame.index, dtype="string")
+    kind[has_wb] = "wbraid"
+    kind[has_gb] = "gbraid"
+    kind[has_g] = "gclid"
+    click_id = gclid.fillna(gbraid).fillna(wbraid).astype("string")
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    both_braids = ~has_g & has_gb & has_wb
+    reasons[both_braids] = (
+        "both gbraid and wbraid are set; Google accepts only one "
+        "(keep the one from the landing page URL)"
+    )
+    malformed = kind.notna() & ~both_braids & ~valid_click_id(click_id)
+    reasons[malformed] = (
+        kind[malformed]
+        + " '"
+        + click_id[malformed].str.slice(0, 30)
+        + "' is malformed: click ids are 16+ characters of A-Z a-z 0-9 _ -"
+    )
+
+    no_click = kind.isna()
+    email = normalise_email(frame["email"].where(no_click))
+    phone = normalise_phone(frame["phone"].where(no_click), mapping.phone_country_code)
+    user = no_click & (email.notna() | phone.notna())
+    kind[user] = USER_IDENTIFIERS
+    frame["click_id_kind"] = kind
+    frame["click_id"] = click_id.where(~no_click)
+    frame["hashed_email"] = sha256_hex(email.where(user))
+    frame["hashed_phone"] = sha256_hex(phone.where(user))
+    nothing = no_click & ~user
+    offered = frame["email"].notna() | frame["phone"].notna()
+    reasons[nothing & offered] = (
+        "no click id, and the email/phone given is not usable (email must look like "
+        "name@example.com; phone needs +country code or phone_country_code in the mapping)"
+    )
+    reasons[nothing & ~offered] = "no click id (gclid, gbraid, wbraid) and no email or phone"
+    return [reasons]
+
+
+def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> list[pd.Series]:
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    time = frame["stage_changed_at"]
+    created = frame["created_at"]
+    future = time > now + timedelta(minutes=5)
+    reasons[future] = "stage_changed_at is in the future (check the export's timezone)"
+    before_created = created.notna() & (time < created)
+    reasons[before_created] = (
+        "stage was reached before the lead was created (created_at); usually a timezone mix-up"
+    )
+    oldest = created.where(created < time, time)  # the click is at or before the lead
+    expired = oldest < now - timedelta(days=mapping.lookback_days)
+    reasons[expired & reasons.isna()] = (
+        f"older than the {mapping.lookback_days}-day click lookback: Google would reject it "
+        "as expired"
+    )
+    return [reasons]
+
+
+def _consent(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    raw = frame["consent_ad_user_data"].str.upper()
+    consent = raw.map(CONSENT, na_action="ignore").astype("string")
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    bad = raw.notna() & consent.isna()
+    reasons[bad] = (
+        "consent_ad_user_data '"
+        + frame.loc[bad, "consent_ad_user_data"]
+        + "' must be GRANTED or DENIED"
+    )
+    return consent, reasons
+
+
+def _rejects(rows: pd.DataFrame, reasons: pd.Series, stage_names: list[str]) -> pd.DataFrame:
+    position = rows["stage_position"]
+    names = np.array([*stage_names, pd.NA], dtype=object)
+    return pd.DataFrame(
+        {
+            "source_row": rows["source_row"].to_numpy(),
+            "lead_id": rows["lead_id"].astype("string").to_numpy(),
+            "crm_stage": rows["crm_stage"].astype("string").to_numpy(),
+            "stage": pd.array(
+                names[np.where(position >= 0, position, len(stage_names))], dtype="string"
+            ),
+            "reason": reasons.astype("string").to_numpy(),
+        }
+    )
+
+
+def _empty_rejects() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in REJECT_COLUMNS})

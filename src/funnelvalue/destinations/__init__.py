@@ -1,0 +1,1 @@
+"""Where conversions go. Each destination returns one outcome per conversion it was given."""

@@ -1,0 +1,61 @@
+"""The Destination contract, the outcome frame it returns, and the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import pandas as pd
+
+from funnelvalue.mapping import Mapping
+from funnelvalue.settings import Settings
+
+OUTCOME_COLUMNS = ["key", "status", "error_code", "message", "retry_at"]
+STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed")
+
+
+class Destination(Protocol):
+    """Sends conversions; batching, retries and error mapping live inside."""
+
+    @property
+    def name(self) -> str:
+        """Where the conversions went (e.g. ``csv:out/import.csv``), for the ledger and summary."""
+        ...
+
+    def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
+        """One outcome row per input row (``OUTCOME_COLUMNS``); raises DestinationError when the
+        destination is unavailable as a whole, leaving the rows pending."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def outcomes(
+    keys: pd.Series, status: str, message: str | None = None, error_code: str | None = None
+) -> pd.DataFrame:
+    """The same outcome for every key (the common case: all written, all uploaded)."""
+    return pd.DataFrame(
+        {
+            "key": keys.to_numpy(),
+            "status": status,
+            "error_code": pd.Series([error_code] * len(keys), dtype="string"),
+            "message": pd.Series([message] * len(keys), dtype="string"),
+            "retry_at": pd.Series(pd.NaT, index=range(len(keys)), dtype="datetime64[us, UTC]"),
+        }
+    )
+
+
+DestinationFactory = Callable[[Settings, Mapping, int], Destination]
+
+
+def _csv(settings: Settings, mapping: Mapping, run_id: int) -> Destination:
+    from funnelvalue.destinations.csv_import import ImportFile
+
+    return ImportFile.for_run(settings.output, mapping.timezone, run_id)
+
+
+DESTINATIONS: dict[str, DestinationFactory] = {"csv": _csv}
+
+
+def make_destination(settings: Settings, mapping: Mapping, run_id: int) -> Destination:
+    return DESTINATIONS[settings.destination](settings, mapping, run_id)

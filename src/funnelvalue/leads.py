@@ -1,0 +1,150 @@
+"""The canonical lead frame every source produces and every later step relies on.
+
+One row per lead per stage reached. Sources hand over whatever their CRM gives (strings from a
+CSV, datetimes from SQL); ``normalise`` turns that into one shape: trimmed strings with empty
+cells as missing, timestamps as tz-aware UTC, and a ``time_error`` column that says why a
+timestamp could not be used, so the row can be rejected with a reason instead of dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping as MappingT
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from funnelvalue.errors import SourceError
+
+REQUIRED = ("lead_id", "stage", "stage_changed_at")
+OPTIONAL = (
+    "created_at",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "email",
+    "phone",
+    "amount",
+    "currency",
+    "consent_ad_user_data",
+)
+CANONICAL = REQUIRED + OPTIONAL
+TIMESTAMPS = ("stage_changed_at", "created_at")
+# Facts about the lead rather than about one stage change: an export with stage history often
+# fills them on one row only, so they are shared across all of the lead's rows.
+LEAD_LEVEL = ("created_at", "gclid", "gbraid", "wbraid", "email", "phone", "consent_ad_user_data")
+
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def canonical_header(name: str) -> str:
+    """'Lead ID ' -> 'lead_id': exports differ in case and spacing, not in meaning."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+def rename_columns(frame: pd.DataFrame, renames: MappingT[str, str]) -> pd.DataFrame:
+    """Apply the mapping's ``columns:`` renames, then canonicalise every header.
+
+    Renames are matched the same tolerant way as headers, so "Deal Stage", "deal stage" and
+    "deal_stage" all work in the mapping file.
+    """
+    wanted = {canonical_header(src): dst for src, dst in renames.items()}
+    new_names = []
+    for column in frame.columns:
+        key = canonical_header(str(column))
+        new_names.append(wanted.get(key, key))
+    renamed = frame.copy(deep=False)
+    renamed.columns = pd.Index(new_names)
+    return renamed.loc[:, ~renamed.columns.duplicated()]
+
+
+def check_columns(frame: pd.DataFrame, origin: str) -> None:
+    """A missing required column is a configuration problem: say which, and how to map it."""
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise SourceError(
+            f"{origin} has no column {', '.join(missing)} (columns found: {found}). "
+            "Rename them under `columns:` in the mapping file, e.g. "
+            f'columns: {{"Deal Stage": stage}}'
+        )
+
+
+def normalise(
+    frame: pd.DataFrame,
+    *,
+    timezone: str,
+    timestamp_format: str | None = None,
+) -> pd.DataFrame:
+    """Trim strings, blank -> missing, parse timestamps to UTC, add missing optional columns."""
+    out = frame.copy()
+    for column in CANONICAL:
+        if column not in out.columns:
+            out[column] = pd.Series(pd.NA, index=out.index, dtype="string")
+    for column in out.columns:
+        if column in TIMESTAMPS or column == "source_row":
+            continue
+        out[column] = _clean_text(out[column])
+    tz = ZoneInfo(timezone)
+    time_error = pd.Series(pd.NA, index=out.index, dtype="string")
+    for column in TIMESTAMPS:
+        parsed, bad = parse_timestamps(out[column], tz, timestamp_format)
+        time_error = time_error.fillna(_unreadable_time_reason(column, out[column], bad))
+        out[column] = parsed
+    missing = out["stage_changed_at"].isna() & time_error.isna()
+    time_error[missing] = "stage_changed_at is empty: the time the stage was reached is required"
+    out["time_error"] = time_error
+    return out
+
+
+def _clean_text(values: pd.Series) -> pd.Series:
+    as_text = values.astype("string").str.strip()
+    return as_text.mask(as_text == "")
+
+
+def parse_timestamps(
+    raw: pd.Series, tz: ZoneInfo, timestamp_format: str | None
+) -> tuple[pd.Series, pd.Series]:
+    """Parse a column to tz-aware UTC; return (times, mask of present-but-unusable cells).
+
+    Values with an offset keep it; naive values are read in the mapping's timezone. Datetime
+    columns from SQL sources are handled the same way. An ambiguous local time (the hour that
+    repeats when clocks go back) is read as the first occurrence; a time that does not exist
+    (the hour skipped in spring) moves forward: both are real CRM entries, not errors.
+    """
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert("UTC"), pd.Series(False, index=raw.index)
+    if pd.api.types.is_datetime64_dtype(raw.dtype):
+        local = raw.dt.tz_localize(
+            tz, ambiguous=np.ones(len(raw), bool), nonexistent="shift_forward"
+        )
+        return local.dt.tz_convert("UTC"), pd.Series(False, index=raw.index)
+    text = _clean_text(raw)
+    result = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    present = text.notna()
+    with_offset = present & text.str.contains(_OFFSET, na=False)
+    if with_offset.any():
+        result[with_offset] = pd.to_datetime(
+            text[with_offset], utc=True, format="ISO8601", errors="coerce"
+        ).astype("datetime64[us, UTC]")
+    naive = present & ~with_offset
+    if naive.any():
+        fmt = timestamp_format or "ISO8601"
+        local = pd.to_datetime(text[naive], format=fmt, errors="coerce")
+        local = local.dt.tz_localize(
+            tz, ambiguous=np.ones(len(local), bool), nonexistent="shift_forward"
+        )
+        result[naive] = local.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return result, present & result.isna()
+
+
+def _unreadable_time_reason(column: str, raw: pd.Series, bad: pd.Series) -> pd.Series:
+    reasons = pd.Series(pd.NA, index=raw.index, dtype="string")
+    if bad.any():
+        shown = raw[bad].astype("string").str.slice(0, 40)
+        reasons[bad] = (
+            f"{column} '" + shown + "' is not a date/time (expected e.g. 2026-11-02 14:30:00 "
+            "or 2026-11-02T14:30:00+01:00; set timestamp_format in the mapping for other layouts)"
+        )
+    return reasons

@@ -1,0 +1,617 @@
+"""The ledger: the single source of truth for "was this conversion already sent?".
+
+SQLAlchemy Core over a SQLite file by default, PostgreSQL by URL. A conversion is written as
+``pending`` (with everything needed to send it again) before it goes out, and moved to its
+outcome afterwards in the same transaction that closes the run, so a crash at any point leaves
+either "pending" (sent again next run; the order_id makes the replay harmless) or the outcome.
+Times are stored as naive UTC. Rows never expire on their own: Google's click window is 90 days
+and forgetting a key earlier is how old conversions get sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    func,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from funnelvalue.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("applied_at", DateTime, nullable=False),
+)
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("command", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # running | finished | failed | interrupted
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("source", String(500)),
+    Column("destination", String(500)),
+    Column("exit_code", Integer),
+    Column("summary", JSON),
+    Column("message", Text),
+)
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("key", String(700), primary_key=True),  # customer|action|lead_id|stage
+    Column("customer_id", String(20), nullable=False),
+    Column("conversion_action", String(300), nullable=False),
+    Column("lead_id", String(200), nullable=False),
+    Column("stage", String(200), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("conversion_time", DateTime, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("click_id_kind", String(20), nullable=False),
+    Column("click_id", String(512)),
+    Column("hashed_email", String(64)),
+    Column("hashed_phone", String(64)),
+    Column("consent", String(16)),
+    # pending | uploaded | duplicate | rejected | retry_after | failed
+    Column("status", String(20), nullable=False),
+    Column("error_code", String(100)),
+    Column("message", Text),
+    Column("retry_at", DateTime),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("destination", String(500)),
+    Column("first_run_id", Integer, ForeignKey("runs.id")),
+    Column("last_run_id", Integer, ForeignKey("runs.id")),
+    Column("sent_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_conversions_status", "status"),
+    Index("ix_conversions_customer", "customer_id"),
+)
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
+    Column("source_row", Integer),
+    Column("lead_id", String(200)),
+    Column("crm_stage", String(200)),
+    Column("stage", String(200)),
+    Column("reason", Text, nullable=False),
+)
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("source", String(500), primary_key=True),
+    Column("value", DateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+
+def _initial(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[runs, conversions, rejected_rows, watermarks])
+
+
+# Named, ordered, each applied once in its own transaction and recorded in schema_migrations.
+MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (("0001_initial", _initial),)
+
+# Ledger states of a built conversion, as preview shows them.
+NEW = "new"
+SENT = "already sent"
+CHANGED = "value changed"
+PENDING = "pending"
+RETRY_DUE = "retry due"
+RETRY_LATER = "retry later"
+REJECTED_BEFORE = "rejected before"
+FIXED = "fixed since rejected"
+TO_SEND = frozenset({NEW, PENDING, RETRY_DUE, FIXED})
+
+PAYLOAD = [
+    "customer_id",
+    "conversion_action",
+    "lead_id",
+    "stage",
+    "order_id",
+    "conversion_time",
+    "value",
+    "currency",
+    "click_id_kind",
+    "click_id",
+    "hashed_email",
+    "hashed_phone",
+    "consent",
+]
+DONE = ("uploaded", "duplicate")
+_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    command: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    summary: dict[str, Any]
+    message: str | None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _naive_utc(times: pd.Series) -> list[datetime | None]:
+    naive = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return [None if pd.isna(t) else t.to_pydatetime() for t in naive]
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame -> DB parameters: missing values become None, timestamps naive UTC."""
+    columns: dict[str, list[Any]] = {}
+    for name in frame.columns:
+        series = frame[name]
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            columns[name] = _naive_utc(series)
+        else:
+            values = series.astype(object).to_numpy()
+            columns[name] = [
+                None
+                if v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                else v.item()
+                if isinstance(v, np.generic)
+                else v
+                for v in values
+            ]
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+class Ledger:
+    """What was sent, when, with what outcome; plus run history and per-source watermarks."""
+
+    def __init__(self, engine: Engine | None, url: str) -> None:
+        self._engine = engine
+        self.url = url
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> Ledger:
+        """Open (and migrate) the ledger. With ``create=False`` nothing is ever written: a
+        missing SQLite file is read as an empty ledger (that is what preview needs)."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise LedgerError(
+                f"ledger URL '{url}' is not a database URL "
+                "(e.g. sqlite:///state/funnelvalue.db or "
+                "postgresql+psycopg://user@host/db)"
+            ) from exc
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise LedgerError(
+                f"ledger URL '{parsed.render_as_string()}': only SQLite and "
+                "PostgreSQL are supported"
+            )
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+            path = Path(database)
+            if not path.exists():
+                if not create:
+                    return cls(None, url)
+                path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = create_engine(url)
+            ledger = cls(engine, url)
+            if create:
+                ledger.migrate()
+            elif not inspect(engine).has_table("conversions"):
+                return cls(None, url)
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"cannot open the ledger at {parsed.render_as_string()}: "
+                f"{exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
+            ) from exc
+        except ModuleNotFoundError as exc:
+            raise LedgerError(
+                f"the database driver for {parsed.drivername} is not installed "
+                f"({exc.name}); for PostgreSQL: pip install 'funnelvalue[postgres]'"
+            ) from exc
+        return ledger
+
+    @property
+    def exists(self) -> bool:
+        return self._engine is not None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        if self._engine is None:
+            raise LedgerError("the ledger was opened read-only and does not exist yet")
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"ledger write failed: {exc}") from exc
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations this database has not seen; returns their names."""
+        applied: list[str] = []
+        with self._tx() as conn:
+            schema_migrations.create(conn, checkfirst=True)
+            done = set(conn.scalars(select(schema_migrations.c.name)))
+        for name, step in MIGRATIONS:
+            if name in done:
+                continue
+            with self._tx() as conn:
+                step(conn)
+                conn.execute(schema_migrations.insert().values(name=name, applied_at=utcnow()))
+            log.info("ledger migration %s applied", name)
+            applied.append(name)
+        return applied
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def start_run(self, command: str, source: str, destination: str) -> tuple[int, list[int]]:
+        """Open a run; earlier runs still marked running were killed: mark them interrupted."""
+        with self._tx() as conn:
+            stale = list(conn.scalars(select(runs.c.id).where(runs.c.status == "running")))
+            if stale:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(stale))
+                    .values(
+                        status="interrupted",
+                        finished_at=utcnow(),
+                        message="the process stopped before the run finished; its pending "
+                        "conversions are sent by the next run",
+                    )
+                )
+            run_id = conn.execute(
+                runs.insert().values(
+                    command=command,
+                    status="running",
+                    started_at=utcnow(),
+                    source=source,
+                    destination=destination,
+                )
+            ).inserted_primary_key
+        assert run_id is not None
+        return int(run_id[0]), stale
+
+    def fail_run(
+        self, run_id: int, exit_code: int, message: str, summary: dict[str, Any] | None = None
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status="failed",
+                    finished_at=utcnow(),
+                    exit_code=exit_code,
+                    message=message,
+                    summary=summary,
+                )
+            )
+
+    def last_runs(self, limit: int = 10) -> list[RunSummary]:
+        if self._engine is None:
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings()
+            return [
+                RunSummary(
+                    id=r["id"],
+                    command=r["command"],
+                    status=r["status"],
+                    started_at=r["started_at"],
+                    finished_at=r["finished_at"],
+                    exit_code=r["exit_code"],
+                    summary=r["summary"] or {},
+                    message=r["message"],
+                )
+                for r in rows
+            ]
+
+    def status_counts(self) -> dict[str, int]:
+        if self._engine is None:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(conversions.c.status, func.count()).group_by(conversions.c.status)
+            )
+            return {str(status): int(count) for status, count in rows}
+
+    # -- conversions --------------------------------------------------------------------
+
+    def classify(self, built: pd.DataFrame, now: pd.Timestamp) -> pd.Series:
+        """The ledger state of each built conversion (NEW, SENT, CHANGED, ...), by key."""
+        state = pd.Series(NEW, index=built.index, dtype="string")
+        if self._engine is None or built.empty:
+            return state
+        known = self._known(built["customer_id"].iloc[0])
+        if known.empty:
+            return state
+        merged = built[
+            [
+                "key",
+                "value",
+                "currency",
+                "click_id",
+                "hashed_email",
+                "hashed_phone",
+                "conversion_time",
+            ]
+        ].merge(known, on="key", how="left", suffixes=("", "_ledger"))
+        merged.index = built.index
+        status = merged["status_ledger"]
+        done = status.isin(DONE)
+        changed = done & (
+            ((merged["value"] - merged["value_ledger"]).abs() > 0.005)
+            | (merged["currency"] != merged["currency_ledger"])
+        )
+        state[done] = SENT
+        state[changed] = CHANGED
+        state[status.isin(["pending", "failed"])] = PENDING
+        retry = status == "retry_after"
+        due = retry & (
+            merged["retry_at_ledger"].isna() | (merged["retry_at_ledger"] <= now.tz_convert(None))
+        )
+        state[retry] = RETRY_LATER
+        state[due] = RETRY_DUE
+        rejected = status == "rejected"
+        if rejected.any():
+            state[rejected] = REJECTED_BEFORE
+            state[rejected & self._payload_differs(merged[rejected])] = FIXED
+        return state
+
+    def _known(self, customer_id: str) -> pd.DataFrame:
+        assert self._engine is not None
+        query = select(
+            conversions.c.key,
+            conversions.c.status,
+            conversions.c.value,
+            conversions.c.currency,
+            conversions.c.retry_at,
+        ).where(conversions.c.customer_id == customer_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["key", "status", "value", "currency", "retry_at"])
+        frame["retry_at"] = pd.to_datetime(frame["retry_at"])
+        return frame.rename(columns=lambda c: c if c == "key" else f"{c}_ledger")
+
+    def _payload_differs(self, rows: pd.DataFrame) -> pd.Series:
+        """For rows rejected before: did the identifier or the time change since (a fix)?"""
+        assert self._engine is not None
+        keys = rows["key"].tolist()
+        old: list[Any] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(keys), _CHUNK):
+                old.extend(
+                    conn.execute(
+                        select(
+                            conversions.c.key,
+                            conversions.c.click_id,
+                            conversions.c.hashed_email,
+                            conversions.c.hashed_phone,
+                            conversions.c.conversion_time,
+                        ).where(conversions.c.key.in_(keys[start : start + _CHUNK]))
+                    ).all()
+                )
+        before = pd.DataFrame(
+            old, columns=["key", "click_id", "hashed_email", "hashed_phone", "conversion_time"]
+        ).set_index("key")
+        now = rows.set_index("key")
+        differs = pd.Series(False, index=now.index)
+        for column in ("click_id", "hashed_email", "hashed_phone"):
+            differs |= now[column].astype(object).fillna("") != before[column].reindex(
+                now.index
+            ).astype(object).fillna("")
+        old_time = pd.to_datetime(before["conversion_time"].reindex(now.index)).dt.tz_localize(
+            "UTC"
+        )
+        differs |= now["conversion_time"] != old_time
+        return pd.Series(differs.to_numpy(), index=rows.index)
+
+    def due_elsewhere(
+        self, customer_id: str, exclude: pd.Series, now: pd.Timestamp
+    ) -> pd.DataFrame:
+        """Pending or due rows that today's input no longer has: sent from the ledger's copy."""
+        if self._engine is None:
+            return pd.DataFrame(columns=["key", *PAYLOAD])
+        query = select(conversions.c.key, *[conversions.c[c] for c in PAYLOAD]).where(
+            conversions.c.customer_id == customer_id,
+            (conversions.c.status.in_(["pending", "failed"]))
+            | (
+                (conversions.c.status == "retry_after")
+                & (conversions.c.retry_at <= now.tz_convert(None).to_pydatetime())
+            ),
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["key", *PAYLOAD])
+        frame = frame[~frame["key"].isin(set(exclude))]
+        frame["conversion_time"] = pd.to_datetime(frame["conversion_time"]).dt.tz_localize("UTC")
+        for column in ("key", *PAYLOAD):
+            if column not in ("conversion_time", "value"):
+                frame[column] = frame[column].astype("string")
+        frame["value"] = frame["value"].astype("float64")
+        return frame.reset_index(drop=True)
+
+    def mark_pending(self, run_id: int, batch: pd.DataFrame, destination: str) -> None:
+        """Write the batch as pending, with its payload, before anything is sent."""
+        if batch.empty:
+            return
+        now = utcnow()
+        params = _records(batch[["key", *PAYLOAD]])
+        for row in params:
+            row.update(
+                status="pending",
+                destination=destination,
+                last_run_id=run_id,
+                first_run_id=run_id,
+                updated_at=now,
+                attempts=0,
+            )
+        with self._tx() as conn:
+            insert = self._insert(conn)
+            stmt = insert(conversions)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[conversions.c.key],
+                set_={
+                    c: stmt.excluded[c]
+                    for c in [*PAYLOAD, "status", "destination", "last_run_id", "updated_at"]
+                },
+            )
+            for start in range(0, len(params), _CHUNK):
+                conn.execute(stmt, params[start : start + _CHUNK])
+            conn.execute(
+                update(runs).where(runs.c.id == run_id).values(summary={"pending": len(params)})
+            )
+
+    @staticmethod
+    def _insert(conn: Connection) -> Any:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        outcomes: pd.DataFrame,
+        rejects: pd.DataFrame,
+        watermark: tuple[str, pd.Timestamp] | None,
+        summary: dict[str, Any],
+        exit_code: int,
+    ) -> None:
+        """Record every outcome, the rejected rows, the watermark and the run, atomically."""
+        now = utcnow()
+        with self._tx() as conn:
+            self._record_outcomes(conn, run_id, outcomes, now)
+            if not rejects.empty:
+                rows = _records(rejects[["source_row", "lead_id", "crm_stage", "stage", "reason"]])
+                for row in rows:
+                    row["run_id"] = run_id
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(rejected_rows.insert(), rows[start : start + _CHUNK])
+            if watermark is not None:
+                source, value = watermark
+                stmt = self._insert(conn)(watermarks).values(
+                    source=source,
+                    value=value.tz_convert(None).to_pydatetime(),
+                    run_id=run_id,
+                    updated_at=now,
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[watermarks.c.source],
+                        set_={"value": stmt.excluded.value, "run_id": run_id, "updated_at": now},
+                    )
+                )
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status="finished", finished_at=now, exit_code=exit_code, summary=summary)
+            )
+
+    @staticmethod
+    def _record_outcomes(
+        conn: Connection, run_id: int, outcomes: pd.DataFrame, now: datetime
+    ) -> None:
+        """One UPDATE per distinct outcome (status, code, message, retry time), keys in chunks."""
+        if outcomes.empty:
+            return
+        frame = outcomes.copy()
+        frame["retry_at"] = frame["retry_at"].astype("datetime64[us, UTC]")
+        groups = frame.fillna({"error_code": "", "message": ""}).groupby(
+            ["status", "error_code", "message", "retry_at"], dropna=False, sort=False
+        )["key"]
+        for (status, code, message, retry_at), keys in groups:
+            retry = pd.Timestamp(retry_at) if not pd.isna(retry_at) else None  # type: ignore[call-overload, arg-type]
+            values: dict[str, Any] = {
+                "status": status,
+                "error_code": code or None,
+                "message": message or None,
+                "retry_at": None if retry is None else retry.tz_convert(None).to_pydatetime(),
+                "attempts": conversions.c.attempts + 1,
+                "last_run_id": run_id,
+                "updated_at": now,
+            }
+            if status in DONE:
+                values["sent_at"] = now
+            key_list = keys.tolist()
+            for start in range(0, len(key_list), _CHUNK):
+                conn.execute(
+                    update(conversions)
+                    .where(conversions.c.key.in_(key_list[start : start + _CHUNK]))
+                    .values(**values)
+                )
+
+    def watermark(self, source: str) -> pd.Timestamp | None:
+        if self._engine is None:
+            return None
+        with self._engine.connect() as conn:
+            value = conn.scalar(select(watermarks.c.value).where(watermarks.c.source == source))
+        return None if value is None else pd.Timestamp(value, tz="UTC")
+
+    def rejected_rows(self, run_id: int) -> pd.DataFrame:
+        if self._engine is None:
+            return pd.DataFrame()
+        with self._engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(rejected_rows)
+                    .where(rejected_rows.c.run_id == run_id)
+                    .order_by(rejected_rows.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return pd.DataFrame(rows)
+
+    def conversions_frame(self) -> pd.DataFrame:
+        """Every ledger row (tests and status use it; no raw PII is stored to leak)."""
+        if self._engine is None:
+            return pd.DataFrame()
+        with self._engine.connect() as conn:
+            return pd.DataFrame(conn.execute(select(conversions)).mappings().all())

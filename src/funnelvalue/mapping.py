@@ -1,0 +1,327 @@
+"""The stage-to-value mapping file: what marketers edit, so mistakes get named precisely.
+
+``load_mapping`` validates the whole file and reports every problem at once, each with its line,
+the stage it belongs to and how to fix it; a file with any problem never reaches an upload.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pycountry
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from funnelvalue.errors import ConfigError
+from funnelvalue.leads import CANONICAL, canonical_header
+from funnelvalue.yamlfile import YamlDocument, load_yaml
+
+_CUSTOMER_ID = re.compile(r"^\d{3}-?\d{3}-?\d{4}$")
+
+
+def stage_key(crm_value: str) -> str:
+    """How CRM stage names are compared: trimmed and case-insensitive."""
+    return " ".join(crm_value.split()).casefold()
+
+
+def check_currency(code: str) -> str:
+    """ISO 4217 code, upper-cased; raises ValueError with a hint otherwise."""
+    upper = code.strip().upper()
+    if pycountry.currencies.get(alpha_3=upper) is None:
+        raise ValueError(f"'{code}' is not an ISO 4217 currency code (e.g. EUR, USD, GBP)")
+    return upper
+
+
+class FromColumn(BaseModel):
+    """A value read per row from an export column, e.g. the deal amount for 'won'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    from_column: str = Field(min_length=1)
+    default: float | None = Field(default=None, ge=0)
+
+
+class Stage(BaseModel):
+    """One funnel stage: which CRM values mean it, which conversion action and value it sends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    crm_values: list[str] = Field(min_length=1)
+    conversion_action: str = Field(min_length=1)
+    value: float | FromColumn
+
+    @field_validator("crm_values", mode="before")
+    @classmethod
+    def _one_value_is_a_list(cls, raw: Any) -> Any:
+        return [raw] if isinstance(raw, str) else raw
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _fixed_or_from_column(cls, raw: Any) -> float | FromColumn:
+        if isinstance(raw, bool) or raw is None:
+            raise ValueError(_VALUE_HINT)
+        if isinstance(raw, int | float):
+            if raw < 0:
+                raise ValueError(f"value {raw} is negative; conversion values must be >= 0")
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return cls._fixed_or_from_column(float(raw.replace(",", "")))
+            except ValueError:
+                raise ValueError(_VALUE_HINT) from None
+        if isinstance(raw, dict):
+            return FromColumn.model_validate(raw)
+        raise ValueError(_VALUE_HINT)
+
+
+_VALUE_HINT = "value must be a number (e.g. 150) or {from_column: amount, default: 1000}"
+
+
+class Mapping(BaseModel):
+    """The whole mapping file. Stages are ordered: top of the funnel first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: str | None = None
+    currency: str
+    timezone: str = "UTC"
+    stages: list[Stage] = Field(min_length=1)
+    ignore: list[str] = Field(default_factory=list)
+    backfill_skipped_stages: bool = False
+    columns: dict[str, str] = Field(default_factory=dict)
+    timestamp_format: str | None = None
+    lookback_days: int = Field(default=90, ge=1, le=90)
+    phone_country_code: str | None = None
+
+    @field_validator("customer_id", mode="before")
+    @classmethod
+    def _customer_id(cls, raw: Any) -> Any:
+        if raw is None:
+            return None
+        text = str(raw).strip()
+        if not _CUSTOMER_ID.match(text):
+            raise ValueError(
+                f"'{raw}' is not a Google Ads customer id (10 digits, e.g. 123-456-7890)"
+            )
+        return text.replace("-", "")
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, raw: str) -> str:
+        return check_currency(raw)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, raw: str) -> str:
+        try:
+            ZoneInfo(raw)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"'{raw}' is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)"
+            ) from None
+        return raw
+
+    @field_validator("phone_country_code", mode="before")
+    @classmethod
+    def _phone_country_code(cls, raw: Any) -> Any:
+        if raw is None:
+            return None
+        text = str(raw).strip().lstrip("+")
+        if not text.isdigit() or not 1 <= len(text) <= 3:
+            raise ValueError(f"'{raw}' is not a country calling code (e.g. 49 or +1)")
+        return text
+
+    @cached_property
+    def stage_index(self) -> dict[str, int]:
+        """Normalised CRM value -> position of its stage in the funnel."""
+        return {
+            stage_key(value): position
+            for position, stage in enumerate(self.stages)
+            for value in stage.crm_values
+        }
+
+    @cached_property
+    def ignored(self) -> frozenset[str]:
+        return frozenset(stage_key(v) for v in self.ignore)
+
+    @property
+    def value_columns(self) -> set[str]:
+        return {s.value.from_column for s in self.stages if isinstance(s.value, FromColumn)}
+
+
+def load_mapping(path: Path) -> Mapping:
+    """Load and validate the mapping file; every problem is reported at once, with its line."""
+    document = load_yaml(path, "mapping file")
+    if not isinstance(document.data, dict):
+        raise ConfigError(
+            f"{path}: the mapping file must be a set of keys (currency:, stages:, ...); "
+            "run `funnelvalue mapping init` for a commented starter file"
+        )
+    problems: list[str] = []
+    mapping: Mapping | None = None
+    try:
+        mapping = Mapping.model_validate(document.data)
+    except ValidationError as exc:
+        problems.extend(_describe_error(document, err) for err in exc.errors())
+    problems.extend(_consistency_problems(document))
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise ConfigError(f"{path} has {len(problems)} {noun}; nothing was sent", problems)
+    assert mapping is not None
+    return mapping
+
+
+def _where(document: YamlDocument, loc: Sequence[str | int]) -> str:
+    line = document.line_of(loc)
+    parts: list[str] = []
+    stages = document.data.get("stages") if isinstance(document.data, dict) else None
+    for i, part in enumerate(loc):
+        if loc[:1] == ("stages",) and i == 1 and isinstance(part, int):
+            name = None
+            if isinstance(stages, list) and part < len(stages) and isinstance(stages[part], dict):
+                name = stages[part].get("name")
+            parts.append(f"stage '{name}'" if name else f"stage #{part + 1}")
+        elif i == 0 and part == "stages" and len(loc) > 1:
+            continue
+        else:
+            parts.append(str(part))
+    place = " → ".join(parts) or "file"
+    return f"line {line}, {place}" if line else place
+
+
+def _describe_error(document: YamlDocument, err: Any) -> str:
+    loc = [p for p in err["loc"] if p not in ("float", "FromColumn", "function-before[...]")]
+    kind = err["type"]
+    where = _where(document, loc)
+    if kind == "missing":
+        return f"{where}: missing — add `{loc[-1]}: ...`{_MISSING_HINTS.get(str(loc[-1]), '')}"
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(allowed)})"
+        return f"{where}: unknown key '{key}'{hint}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+_MISSING_HINTS = {
+    "currency": " (ISO 4217, e.g. EUR)",
+    "stages": " (a list of funnel stages, top first)",
+    "conversion_action": " (the Google Ads conversion action's name or id)",
+    "crm_values": ' (the CRM stage names that mean this stage, e.g. ["Closed Won"])',
+    "value": " (a number, or {from_column: amount, default: 1000})",
+    "name": " (a short name for the stage, e.g. qualified)",
+}
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+    if len(loc) >= 3 and loc[0] == "stages" and loc[2] == "value":
+        return list(FromColumn.model_fields)
+    if len(loc) >= 2 and loc[0] == "stages":
+        return list(Stage.model_fields)
+    return list(Mapping.model_fields)
+
+
+def _consistency_problems(document: YamlDocument) -> list[str]:
+    """Checks across stages that field validation cannot see, on the raw data."""
+    data = document.data
+    problems: list[str] = []
+    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    names = Counter(
+        s.get("name") for s in stages if isinstance(s, dict) and isinstance(s.get("name"), str)
+    )
+    owner: dict[str, int] = {}
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            problems.append(
+                f"{_where(document, ['stages', i])}: each stage must be a set of keys "
+                "(name:, crm_values:, conversion_action:, value:)"
+            )
+            continue
+        if names.get(stage.get("name"), 0) > 1:
+            problems.append(
+                f"{_where(document, ['stages', i, 'name'])}: stage name "
+                f"'{stage['name']}' is used twice; stage names must be unique"
+            )
+        values = stage.get("crm_values")
+        for value in [values] if isinstance(values, str) else values or []:
+            key = stage_key(str(value))
+            if key in owner and owner[key] != i:
+                other = stages[owner[key]].get("name", f"#{owner[key] + 1}")
+                problems.append(
+                    f"{_where(document, ['stages', i, 'crm_values'])}: CRM value "
+                    f"'{value}' is already mapped to stage '{other}'; a CRM value "
+                    "can mean only one stage"
+                )
+            owner.setdefault(key, i)
+    ignore = data.get("ignore")
+    for value in ignore if isinstance(ignore, list) else []:
+        if stage_key(str(value)) in owner:
+            stage = stages[owner[stage_key(str(value))]].get("name")
+            problems.append(
+                f"{_where(document, ['ignore'])}: '{value}' is both ignored and "
+                f"mapped to stage '{stage}'; remove it from one of them"
+            )
+    columns = data.get("columns")
+    value_columns = {
+        canonical_header(str(s["value"]["from_column"]))
+        for s in stages
+        if isinstance(s, dict)
+        and isinstance(s.get("value"), dict)
+        and s["value"].get("from_column")
+    }
+    for source, target in columns.items() if isinstance(columns, dict) else []:
+        if str(target) not in CANONICAL and canonical_header(str(target)) not in value_columns:
+            close = difflib.get_close_matches(str(target), CANONICAL, n=1)
+            hint = (
+                f" — did you mean '{close[0]}'?" if close else f" (one of: {', '.join(CANONICAL)})"
+            )
+            problems.append(
+                f"{_where(document, ['columns', source])}: '{source}' is renamed to "
+                f"'{target}', which is not a lead column{hint}"
+            )
+    return problems
+
+
+STARTER = """\
+# funnelvalue mapping: which CRM stage becomes which Google Ads conversion, worth how much.
+# Stages are ordered top of the funnel first. Check it with:  funnelvalue mapping check
+
+customer_id: "123-456-7890"      # your Google Ads account (dashes optional)
+currency: EUR                    # ISO 4217; a `currency` column in the export overrides it per row
+timezone: Europe/Berlin          # for CRM times written without an offset
+
+stages:
+  - name: lead
+    crm_values: ["New", "Open"]  # CRM stage names, matched ignoring case and extra spaces
+    conversion_action: "CRM lead"  # conversion action name (or numeric id) in Google Ads
+    value: 10
+  - name: qualified
+    crm_values: ["Sales Qualified Lead", "Engaging"]
+    conversion_action: "CRM qualified"
+    value: 150
+  - name: won
+    crm_values: ["Closed Won", "Won"]
+    conversion_action: "CRM won"
+    value: {from_column: amount, default: 1000}   # the deal amount; 1000 when it is empty
+
+ignore: ["Lost", "Disqualified"]   # CRM stages that are not conversions (not reported as unknown)
+backfill_skipped_stages: true      # a lead that jumps lead -> won also counts as 'qualified'
+
+# Optional:
+# columns:                         # your export's headers -> funnelvalue's names
+#   "Deal Stage": stage
+#   "Record ID": lead_id
+#   "Last Stage Change": stage_changed_at
+# timestamp_format: "%d/%m/%Y %H:%M"   # when times are not ISO 8601 (2026-11-02 14:30)
+# lookback_days: 90                # your conversion actions' click-through window (max 90)
+# phone_country_code: 49           # for phone numbers written without +country code
+"""

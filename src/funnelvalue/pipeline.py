@@ -1,0 +1,230 @@
+"""The one place that knows the order: source -> mapping -> ledger -> destination -> ledger.
+
+``execute`` is the daily job and the preview alike (``dry_run``); it returns a RunReport that
+the CLI renders and that Python callers can inspect. Library code never prints or exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from funnelvalue import ledger as states
+from funnelvalue.conversions import Built, build
+from funnelvalue.destinations.base import make_destination
+from funnelvalue.errors import ConfigError, DestinationError, FunnelvalueError
+from funnelvalue.ledger import Ledger
+from funnelvalue.mapping import Mapping, load_mapping
+from funnelvalue.settings import Settings
+from funnelvalue.sources.base import Source, make_source
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_REJECTS, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+@dataclass
+class RunReport:
+    """What happened (or, for a preview, what would happen), for people and for --json."""
+
+    dry_run: bool
+    source: str
+    destination: str
+    built: Built
+    conversions: pd.DataFrame  # every built conversion with its ledger ``state``
+    to_send: pd.DataFrame
+    run_id: int | None = None
+    outcomes: pd.DataFrame | None = None
+    interrupted_runs: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    exit_code: int = EXIT_OK
+
+    @property
+    def rejects(self) -> pd.DataFrame:
+        return self.built.rejects
+
+    def state_count(self, state: str) -> int:
+        return int((self.conversions["state"] == state).sum())
+
+    def outcome_count(self, *statuses: str) -> int:
+        if self.outcomes is None:
+            return 0
+        return int(self.outcomes["status"].isin(statuses).sum())
+
+    @property
+    def pending(self) -> int:
+        """Conversions that stay pending in the ledger for the next run."""
+        if self.dry_run:
+            return 0
+        if self.outcomes is None:
+            return len(self.to_send)
+        return len(self.to_send) - len(self.outcomes) + self.outcome_count("failed")
+
+    def summary(self) -> dict[str, Any]:
+        """The counts an operator (or a monitoring system) needs, as plain JSON types."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "source": self.source,
+            "destination": self.destination,
+            "rows_read": self.built.rows_read,
+            "ignored": self.built.ignored,
+            "conversions_built": len(self.conversions),
+            "backfilled": self.built.backfilled,
+            "duplicates_merged": self.built.merged_duplicates,
+            "rejected": len(self.rejects),
+            "unknown_stages": self.built.unknown_stages,
+            "already_sent": self.state_count(states.SENT),
+            "value_changed": self.state_count(states.CHANGED),
+            "retry_later": self.state_count(states.RETRY_LATER),
+            "rejected_before": self.state_count(states.REJECTED_BEFORE),
+            "to_send": len(self.to_send),
+            "sent": self.outcome_count("uploaded", "duplicate"),
+            "rejected_by_destination": self.outcome_count("rejected"),
+            "retry_after": self.outcome_count("retry_after"),
+            "pending": self.pending,
+            "output": self.destination.removeprefix("csv:")
+            if self.destination.startswith("csv:")
+            else None,
+            "interrupted_runs": self.interrupted_runs,
+            "warnings": self.warnings,
+            "error": self.error,
+            "exit_code": self.exit_code,
+        }
+        return data
+
+
+def execute(
+    settings: Settings,
+    *,
+    dry_run: bool,
+    mapping: Mapping | None = None,
+    now: pd.Timestamp | None = None,
+) -> RunReport:
+    """Run the daily job (or preview it). Raises FunnelvalueError for what stops it early."""
+    mapping = mapping or load_mapping(settings.mapping)
+    customer_id = settings.customer_id or mapping.customer_id
+    if not customer_id:
+        raise ConfigError(
+            "no Google Ads customer id: set `customer_id:` in the mapping file "
+            "or FUNNELVALUE_CUSTOMER_ID (it is part of every idempotency key)"
+        )
+    customer_id = customer_id.replace("-", "")
+    now = now or pd.Timestamp.now(tz="UTC")
+    source = make_source(settings, mapping)
+    ledger = Ledger.open(settings.ledger, create=not dry_run)
+    try:
+        if dry_run:
+            return _plan(
+                source,
+                ledger,
+                mapping,
+                customer_id,
+                now,
+                dry_run=True,
+                destination=settings.destination,
+            )
+        return _run(
+            settings=settings,
+            source=source,
+            ledger=ledger,
+            mapping=mapping,
+            customer_id=customer_id,
+            now=now,
+        )
+    finally:
+        ledger.close()
+
+
+def _plan(
+    source: Source,
+    ledger: Ledger,
+    mapping: Mapping,
+    customer_id: str,
+    now: pd.Timestamp,
+    *,
+    dry_run: bool,
+    destination: str,
+) -> RunReport:
+    leads = source.fetch(ledger.watermark(source.name))
+    built = build(leads, mapping, now, customer_id)
+    conversions = built.conversions.assign(state=ledger.classify(built.conversions, now))
+    fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
+    leftover = ledger.due_elsewhere(customer_id, conversions["key"], now)
+    if not leftover.empty:
+        log.info(
+            "%d pending conversions are no longer in the input; sending the ledger's copy",
+            len(leftover),
+        )
+    to_send = pd.concat([fresh, leftover], ignore_index=True) if not leftover.empty else fresh
+    report = RunReport(
+        dry_run=dry_run,
+        source=source.name,
+        destination=destination,
+        built=built,
+        conversions=conversions,
+        to_send=to_send,
+        warnings=list(source.warnings),
+    )
+    report.exit_code = EXIT_REJECTS if len(built.rejects) else EXIT_OK
+    return report
+
+
+def _run(
+    *,
+    settings: Settings,
+    source: Source,
+    ledger: Ledger,
+    mapping: Mapping,
+    customer_id: str,
+    now: pd.Timestamp,
+) -> RunReport:
+    run_id, interrupted = ledger.start_run("run", source.name, settings.destination)
+    if interrupted:
+        log.warning(
+            "run(s) %s did not finish; their pending conversions are sent now",
+            ", ".join(map(str, interrupted)),
+        )
+    try:
+        destination = make_destination(settings, mapping, run_id)
+        report = _plan(
+            source, ledger, mapping, customer_id, now, dry_run=False, destination=destination.name
+        )
+    except FunnelvalueError as exc:
+        ledger.fail_run(run_id, exc.exit_code, str(exc))
+        raise
+    report.run_id, report.interrupted_runs = run_id, interrupted
+    ledger.mark_pending(run_id, report.to_send, destination.name)
+    log.info("run %d: %d conversions to send to %s", run_id, len(report.to_send), destination.name)
+    try:
+        report.outcomes = destination.upload(report.to_send)
+    except DestinationError as exc:
+        report.error = str(exc)
+        report.exit_code = exc.exit_code
+        ledger.fail_run(run_id, exc.exit_code, str(exc), report.summary())
+        log.error("run %d: %s; %d conversions stay pending", run_id, exc, len(report.to_send))
+        return report
+    finally:
+        destination.close()
+    destination_rejects = report.outcome_count("rejected")
+    if len(report.rejects) or destination_rejects:
+        report.exit_code = EXIT_REJECTS
+    watermark = report.built.latest_change
+    ledger.finish_run(
+        run_id,
+        outcomes=report.outcomes,
+        rejects=report.rejects,
+        watermark=None if watermark is None else (source.name, watermark),
+        summary=report.summary(),
+        exit_code=report.exit_code,
+    )
+    log.info(
+        "run %d finished: %s",
+        run_id,
+        {k: v for k, v in report.summary().items() if isinstance(v, int) and v},
+    )
+    return report

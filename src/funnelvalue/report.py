@@ -1,0 +1,244 @@
+"""Terminal output: the run summary, the preview tables, the mapping and the ledger status.
+
+Rendering only; every number comes from a RunReport or the ledger.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from funnelvalue import ledger as states
+from funnelvalue.conversions import format_conversion_time
+from funnelvalue.ledger import RunSummary
+from funnelvalue.mapping import FromColumn, Mapping
+from funnelvalue.pipeline import RunReport
+
+STATE_STYLE = {
+    states.NEW: "green",
+    states.SENT: "dim",
+    states.CHANGED: "yellow",
+    states.PENDING: "cyan",
+    states.RETRY_DUE: "cyan",
+    states.RETRY_LATER: "dim",
+    states.REJECTED_BEFORE: "red",
+    states.FIXED: "green",
+}
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def summary_table(report: RunReport) -> Table:
+    s = report.summary()
+    title = (
+        "Preview (nothing sent, nothing written)"
+        if report.dry_run
+        else f"Run #{report.run_id} → {report.destination}"
+    )
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows: list[tuple[str, int, str]] = [
+        ("rows read", s["rows_read"], ""),
+        ("ignored stages (mapping `ignore`)", s["ignored"], "dim"),
+        ("conversions built", s["conversions_built"], ""),
+        ("  of which backfilled skipped stages", s["backfilled"], "dim"),
+        ("rejected rows (see below)", s["rejected"], "red" if s["rejected"] else ""),
+        ("already sent", s["already_sent"], "dim"),
+        ("value changed since sent (not re-sent)", s["value_changed"], "yellow"),
+        ("waiting to retry later", s["retry_later"], "dim"),
+        ("rejected before, unchanged", s["rejected_before"], "dim"),
+    ]
+    if report.dry_run:
+        rows.append(("would be sent", s["to_send"], "bold green"))
+    else:
+        rows += [
+            ("sent", s["sent"], "bold green"),
+            ("rejected by the destination", s["rejected_by_destination"], "red"),
+            ("retry after (too recent)", s["retry_after"], "yellow"),
+            ("pending for the next run", s["pending"], "yellow"),
+        ]
+    for label, count, style in rows:
+        if count or label in ("rows read", "conversions built", "sent", "would be sent"):
+            table.add_row(label, f"{count:,}", style=style or None)
+    return table
+
+
+def stage_totals(report: RunReport, mapping: Mapping) -> Table:
+    """Per stage: how many conversions go out now and with what value, beside all built."""
+    table = Table(title="Per stage", title_justify="left")
+    for column in ("stage", "conversion action", "built", "to send", "value to send", "currency"):
+        table.add_column(
+            column, justify="right" if column in ("built", "to send", "value to send") else "left"
+        )
+    built = report.conversions
+    sending = report.to_send
+    for stage in mapping.stages:
+        mine = sending[sending["stage"] == stage.name]
+        currencies = sorted(mine["currency"].dropna().unique()) or [mapping.currency]
+        for currency in currencies:
+            part = mine[mine["currency"] == currency]
+            table.add_row(
+                stage.name,
+                stage.conversion_action,
+                f"{int((built['stage'] == stage.name).sum()):,}",
+                f"{len(part):,}",
+                _money(float(part["value"].sum())),
+                currency,
+            )
+    return table
+
+
+def conversions_table(report: RunReport, timezone: str, limit: int | None) -> Table:
+    rows = report.conversions
+    shown = rows if limit is None else rows.head(limit)
+    title = f"Conversions ({len(rows):,})"
+    if limit is not None and len(rows) > limit:
+        title += f" — first {limit}; --limit 0 shows all"
+    table = Table(title=title, title_justify="left")
+    for column in ("lead", "stage", "action", "id", "time", "value", "ledger"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    times = format_conversion_time(shown["conversion_time"], timezone)
+    for row, time in zip(shown.to_dict("records"), times, strict=True):
+        stage = f"{row['stage']} (backfilled)" if row["backfilled"] else str(row["stage"])
+        state = str(row["state"])
+        table.add_row(
+            str(row["lead_id"]),
+            stage,
+            str(row["conversion_action"]),
+            str(row["click_id_kind"]),
+            str(time),
+            f"{_money(float(row['value']))} {row['currency']}",
+            f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+        )
+    return table
+
+
+def rejects_table(rejects: pd.DataFrame, limit: int | None) -> Table:
+    shown = rejects if limit is None else rejects.head(limit)
+    title = f"Rejected rows ({len(rejects):,})"
+    if limit is not None and len(rejects) > limit:
+        title += f" — first {limit}; --limit 0 shows all"
+    table = Table(title=title, title_justify="left", title_style="red")
+    for column in ("row", "lead", "CRM stage", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in shown.itertuples(index=False):
+        table.add_row(
+            str(row.source_row), _text(row.lead_id), _text(row.crm_stage), str(row.reason)
+        )
+    return table
+
+
+def _text(value: object) -> str:
+    return "" if value is None or value is pd.NA else str(value)
+
+
+def render_run(
+    console: Console, report: RunReport, mapping: Mapping, *, preview: bool, limit: int | None
+) -> None:
+    if preview:
+        console.print(conversions_table(report, mapping.timezone, limit))
+    console.print(stage_totals(report, mapping))
+    if len(report.rejects):
+        console.print(rejects_table(report.rejects, limit))
+    if report.built.unknown_stages:
+        listed = ", ".join(f"'{k}' ({v})" for k, v in report.built.unknown_stages.items())
+        console.print(
+            f"[yellow]Unknown CRM stages:[/] {listed} — map them under a stage's "
+            "crm_values or list them in `ignore`."
+        )
+    console.print(summary_table(report))
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if report.interrupted_runs:
+        console.print(
+            f"[yellow]note:[/] run(s) {report.interrupted_runs} were interrupted; "
+            "their pending conversions were included in this run."
+        )
+    if report.state_count(states.CHANGED):
+        console.print(
+            "[yellow]note:[/] conversions whose value changed after they were sent "
+            "are not re-uploaded (Google would refuse a duplicate); send them as "
+            "adjustments once the Google Ads API destination is configured."
+        )
+    if report.error:
+        console.print(f"[bold red]error:[/] {report.error}")
+
+
+def mapping_table(mapping: Mapping) -> Table:
+    table = Table(title="Stages (top of the funnel first)", title_justify="left")
+    for column in ("#", "stage", "CRM values", "conversion action", "value"):
+        table.add_column(column)
+    for position, stage in enumerate(mapping.stages, start=1):
+        value = stage.value
+        shown = (
+            f"from column {value.from_column}"
+            + (f" (default {_money(value.default)})" if value.default is not None else "")
+            if isinstance(value, FromColumn)
+            else _money(value)
+        )
+        table.add_row(
+            str(position),
+            stage.name,
+            ", ".join(stage.crm_values),
+            stage.conversion_action,
+            f"{shown} {mapping.currency}",
+        )
+    return table
+
+
+def mapping_advice(mapping: Mapping) -> list[str]:
+    """Things that are valid but probably not meant: worth a second look before bidding."""
+    advice: list[str] = []
+    fixed = [(s.name, s.value) for s in mapping.stages if not isinstance(s.value, FromColumn)]
+    for (upper, upper_value), (lower, lower_value) in itertools.pairwise(fixed):
+        if lower_value < upper_value:
+            advice.append(
+                f"stage '{lower}' is worth less ({_money(lower_value)}) than the "
+                f"earlier stage '{upper}' ({_money(upper_value)}); values usually grow "
+                "down the funnel"
+            )
+    if all(not isinstance(s.value, FromColumn) and s.value == 0 for s in mapping.stages):
+        advice.append("every stage is worth 0: value-based bidding needs values")
+    if not mapping.backfill_skipped_stages and len(mapping.stages) > 2:
+        advice.append(
+            "backfill_skipped_stages is off: leads that jump stages in the CRM will "
+            "not count for the stages they skipped"
+        )
+    return advice
+
+
+def runs_table(runs: Sequence[RunSummary]) -> Table:
+    table = Table(title="Last runs", title_justify="left")
+    for column in (
+        "run",
+        "started (UTC)",
+        "status",
+        "exit",
+        "read",
+        "sent",
+        "rejected",
+        "pending",
+        "message",
+    ):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        s = run.summary
+        table.add_row(
+            str(run.id),
+            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            run.status,
+            "" if run.exit_code is None else str(run.exit_code),
+            str(s.get("rows_read", "")),
+            str(s.get("sent", "")),
+            str(s.get("rejected", "")),
+            str(s.get("pending", "")),
+            (run.message or "")[:120],
+        )
+    return table

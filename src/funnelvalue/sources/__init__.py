@@ -1,0 +1,1 @@
+"""Where leads come from. Each source returns the canonical lead frame (see ``leads``)."""

@@ -1,0 +1,47 @@
+"""The Source contract and the registry the pipeline picks from by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+import pandas as pd
+
+from funnelvalue.mapping import Mapping
+from funnelvalue.settings import Settings
+
+
+class Source(Protocol):
+    """A CRM or export that yields lead stage changes."""
+
+    @property
+    def name(self) -> str:
+        """Stable identity (e.g. ``csv:examples/crm_leads.csv``): the watermark's key."""
+        ...
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things the operator should know that did not stop the read (e.g. Latin-1 input)."""
+        ...
+
+    def fetch(self, since: datetime | None) -> pd.DataFrame:
+        """Stage changes since ``since`` (None: everything), as a normalised lead frame with a
+        ``source_row`` column that points the user back at the record."""
+        ...
+
+
+SourceFactory = Callable[[Settings, Mapping], Source]
+
+
+def _csv(settings: Settings, mapping: Mapping) -> Source:
+    from funnelvalue.sources.csv_file import CsvSource
+
+    return CsvSource.from_settings(settings, mapping)
+
+
+SOURCES: dict[str, SourceFactory] = {"csv": _csv}
+
+
+def make_source(settings: Settings, mapping: Mapping) -> Source:
+    return SOURCES[settings.source](settings, mapping)
