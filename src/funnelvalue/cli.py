@@ -38,7 +38,7 @@ app.add_typer(mapping_app, name="mapping")
 
 # Cron mails and log files are not terminals: give tables room instead of 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOpt = Annotated[
     Path | None,

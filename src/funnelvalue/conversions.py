@@ -203,7 +203,6 @@ def _backfill(frame: pd.DataFrame, n_stages: int) -> pd.DataFrame:
         return frame
     added = frame.iloc[filled[lead_rows, positions]].copy()
     added["stage_position"] = positions
-    added["crm_stage"] = pd.NA
     added["backfilled"] = True
     return pd.concat([frame, added], ignore_index=True)
 

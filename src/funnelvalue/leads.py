@@ -35,7 +35,8 @@ TIMESTAMPS = ("stage_changed_at", "created_at")
 # fills them on one row only, so they are shared across all of the lead's rows.
 LEAD_LEVEL = ("created_at", "gclid", "gbraid", "wbraid", "email", "phone", "consent_ad_user_data")
 
-_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+# An offset only counts after a time of day: "2026-11-02" ends in "-02" but is a naive date.
+_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$")
 
 
 def canonical_header(name: str) -> str:

@@ -172,8 +172,11 @@ def load_mapping(path: Path) -> Mapping:
         problems.extend(_describe_error(document, err) for err in exc.errors())
     problems.extend(_consistency_problems(document))
     if problems:
+        problems.sort(key=lambda p: int(m.group(1)) if (m := re.match(r"line (\d+)", p)) else 0)
         noun = "problem" if len(problems) == 1 else "problems"
-        raise ConfigError(f"{path} has {len(problems)} {noun}; nothing was sent", problems)
+        raise ConfigError(
+            f"{path} has {len(problems)} {noun} (nothing is sent until they are fixed)", problems
+        )
     assert mapping is not None
     return mapping
 
@@ -183,7 +186,7 @@ def _where(document: YamlDocument, loc: Sequence[str | int]) -> str:
     parts: list[str] = []
     stages = document.data.get("stages") if isinstance(document.data, dict) else None
     for i, part in enumerate(loc):
-        if loc[:1] == ("stages",) and i == 1 and isinstance(part, int):
+        if tuple(loc[:1]) == ("stages",) and i == 1 and isinstance(part, int):
             name = None
             if isinstance(stages, list) and part < len(stages) and isinstance(stages[part], dict):
                 name = stages[part].get("name")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from funnelvalue import ledger as states
 from funnelvalue.conversions import Built, build
-from funnelvalue.destinations.base import make_destination
+from funnelvalue.destinations.base import check_destination, make_destination
 from funnelvalue.errors import ConfigError, DestinationError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import Mapping, load_mapping
@@ -115,6 +115,7 @@ def execute(
         )
     customer_id = customer_id.replace("-", "")
     now = now or pd.Timestamp.now(tz="UTC")
+    check_destination(settings.destination)
     source = make_source(settings, mapping)
     ledger = Ledger.open(settings.ledger, create=not dry_run)
     try:

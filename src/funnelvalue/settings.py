@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     )
 
     mapping: Path = Path("config/mapping.yaml")
-    source: Literal["csv"] = "csv"
+    source: str = Field(default="csv", description="csv")
     input: Path | None = Field(default=None, description="CRM export (CSV) for the csv source")
-    destination: Literal["csv"] = "csv"
+    destination: str = Field(default="csv", description="csv (Google Ads import file)")
     output: Path = Field(
         default=Path("out/google_ads_conversions.csv"),
         description="import file; {run_id} and {date} are replaced per run",

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from funnelvalue.errors import ConfigError
 from funnelvalue.mapping import Mapping
 from funnelvalue.settings import Settings
 
@@ -57,5 +58,13 @@ def _csv(settings: Settings, mapping: Mapping, run_id: int) -> Destination:
 DESTINATIONS: dict[str, DestinationFactory] = {"csv": _csv}
 
 
+def check_destination(name: str) -> None:
+    if name not in DESTINATIONS:
+        raise ConfigError(
+            f"unknown destination '{name}' (available: {', '.join(sorted(DESTINATIONS))})"
+        )
+
+
 def make_destination(settings: Settings, mapping: Mapping, run_id: int) -> Destination:
+    check_destination(settings.destination)
     return DESTINATIONS[settings.destination](settings, mapping, run_id)

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from funnelvalue.errors import ConfigError
 from funnelvalue.mapping import Mapping
 from funnelvalue.settings import Settings
 
@@ -44,4 +45,8 @@ SOURCES: dict[str, SourceFactory] = {"csv": _csv}
 
 
 def make_source(settings: Settings, mapping: Mapping) -> Source:
+    if settings.source not in SOURCES:
+        raise ConfigError(
+            f"unknown source '{settings.source}' (available: {', '.join(sorted(SOURCES))})"
+        )
     return SOURCES[settings.source](settings, mapping)

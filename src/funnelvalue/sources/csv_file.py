@@ -59,7 +59,8 @@ class CsvSource:
         if not self.path.is_file():
             raise SourceError(f"CRM export {self.path} does not exist")
         try:
-            head = self.path.open("rb").read(64 * 1024)
+            with self.path.open("rb") as handle:
+                head = handle.read(64 * 1024)
         except OSError as exc:
             raise SourceError(f"CRM export {self.path} cannot be read: {exc}") from exc
         encoding = "utf-8-sig"

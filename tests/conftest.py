@@ -1,0 +1,120 @@
+"""Shared fixtures: a clean environment, a working directory, a mapping and export builders."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from funnelvalue.mapping import STARTER, Mapping, load_mapping
+
+REPO = Path(__file__).resolve().parent.parent
+CUSTOMER = "1234567890"
+HEADER = [
+    "lead_id",
+    "stage",
+    "stage_changed_at",
+    "created_at",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "email",
+    "phone",
+    "amount",
+    "currency",
+    "consent_ad_user_data",
+]
+
+
+def gclid(n: int | str) -> str:
+    """A well-formed, deterministic click id for lead n."""
+    return f"Cj0KCQiA{str(n).rjust(8, '0')}abcdefghijklmnopqrstuvwxyz_-"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's FUNNELVALUE_* / GOOGLE_ADS_* settings or repo config."""
+    for name in list(os.environ):
+        if name.startswith(("FUNNELVALUE_", "GOOGLE_ADS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").floor("s")
+
+
+@pytest.fixture
+def mapping_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write the starter mapping with overrides (None removes a key) and return its path."""
+
+    def write(name: str = "mapping.yaml", **overrides: Any) -> Path:
+        data = yaml.safe_load(STARTER)
+        for key, value in overrides.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def mapping(mapping_file: Callable[..., Path]) -> Mapping:
+    return load_mapping(mapping_file(timezone="UTC"))
+
+
+def write_export(
+    path: Path, rows: Sequence[dict[str, Any]], header: Sequence[str] = HEADER, **csv_options: Any
+) -> Path:
+    with path.open("w", newline="", encoding=csv_options.pop("encoding", "utf-8")) as handle:
+        writer = csv.DictWriter(
+            handle, fieldnames=list(header), extrasaction="ignore", **csv_options
+        )
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return path
+
+
+def ts(moment: pd.Timestamp) -> str:
+    """An ISO time with offset, as a CRM API export writes it."""
+    return moment.isoformat()
+
+
+def funnel_rows(count: int, now: pd.Timestamp, *, start: int = 0) -> list[dict[str, Any]]:
+    """Leads 0..count-1: every lead 'New'; every 2nd 'Sales Qualified Lead'; every 5th 'Won'."""
+    rows: list[dict[str, Any]] = []
+    for n in range(start, start + count):
+        created = now - pd.Timedelta(days=20, minutes=n)
+        base = {"lead_id": f"L{n}", "created_at": ts(created), "gclid": gclid(n)}
+        rows.append({**base, "stage": "New", "stage_changed_at": ts(created)})
+        if n % 2 == 0:
+            rows.append(
+                {
+                    **base,
+                    "stage": "Sales Qualified Lead",
+                    "stage_changed_at": ts(created + pd.Timedelta(days=3)),
+                }
+            )
+        if n % 10 == 0:
+            rows.append(
+                {
+                    **base,
+                    "stage": "Closed Won",
+                    "amount": str(1000 + n),
+                    "stage_changed_at": ts(created + pd.Timedelta(days=10)),
+                }
+            )
+    return rows

@@ -1,0 +1,54 @@
+"""A destination with failure knobs, for pipeline tests (the dlt 'dummy' destination idea)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from funnelvalue.destinations.base import OUTCOME_COLUMNS
+from funnelvalue.errors import DestinationError
+
+
+@dataclass
+class FakeDestination:
+    """Accepts everything unless told otherwise.
+
+    ``unavailable`` raises on upload (rows must stay pending); ``verdicts`` maps a lead id to
+    (status, error_code, retry_at) for that lead's conversions.
+    """
+
+    unavailable: bool = False
+    verdicts: dict[str, tuple[str, str | None, pd.Timestamp | None]] = field(default_factory=dict)
+    received: list[pd.DataFrame] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "fake"
+
+    def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
+        if self.unavailable:
+            raise DestinationError("fake destination is down")
+        self.received.append(conversions.copy())
+        rows = []
+        for key, lead in zip(conversions["key"], conversions["lead_id"], strict=True):
+            status, code, retry_at = self.verdicts.get(lead, ("uploaded", None, None))
+            rows.append(
+                {
+                    "key": key,
+                    "status": status,
+                    "error_code": code,
+                    "message": code and f"fake says {code}",
+                    "retry_at": retry_at,
+                }
+            )
+        out = pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+        out["retry_at"] = pd.to_datetime(out["retry_at"], utc=True)
+        return out
+
+    def close(self) -> None:
+        return None
+
+    @property
+    def sent_keys(self) -> list[str]:
+        return [k for frame in self.received for k in frame["key"]]

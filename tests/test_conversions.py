@@ -1,0 +1,307 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from funnelvalue.conversions import Built, build, format_conversion_time, parse_amounts
+from funnelvalue.leads import normalise
+from funnelvalue.mapping import Mapping, load_mapping
+from tests.conftest import CUSTOMER, HEADER, funnel_rows, gclid, ts
+
+
+def built_from(rows: list[dict[str, Any]], mapping: Mapping, now: pd.Timestamp) -> Built:
+    frame = pd.DataFrame(rows, columns=HEADER).astype("string")
+    frame["source_row"] = range(2, len(frame) + 2)
+    return build(normalise(frame, timezone=mapping.timezone), mapping, now, CUSTOMER)
+
+
+def row(lead: str, stage: str, when: pd.Timestamp, **extra: Any) -> dict[str, Any]:
+    return {
+        "lead_id": lead,
+        "stage": stage,
+        "stage_changed_at": ts(when),
+        "gclid": gclid(lead),
+        **extra,
+    }
+
+
+def reasons(built: Built) -> dict[str, str]:
+    return dict(zip(built.rejects["lead_id"], built.rejects["reason"], strict=True))
+
+
+def test_funnel_maps_each_stage_to_its_action_and_value(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    built = built_from(funnel_rows(20, now), mapping, now)
+    conv = built.conversions
+    assert built.rejects.empty
+    assert conv.groupby("stage").size().to_dict() == {"lead": 20, "qualified": 10, "won": 2}
+    won = conv[conv["stage"] == "won"].set_index("lead_id")
+    assert won.loc["L10", "value"] == 1010
+    assert won.loc["L10", "conversion_action"] == "CRM won"
+    assert set(conv.loc[conv["stage"] == "qualified", "value"]) == {150}
+    assert conv["key"].str.startswith(f"{CUSTOMER}|").all()
+    assert conv["order_id"].str.fullmatch(r"[0-9a-f]{24}").all()
+    assert conv["order_id"].is_unique
+
+
+def test_order_id_is_stable_and_carries_no_pii(mapping: Mapping, now: pd.Timestamp) -> None:
+    rows = [row("L1", "New", now - pd.Timedelta(days=1), email="jane@example.com")]
+    first = built_from(rows, mapping, now).conversions
+    again = built_from(rows, mapping, now + pd.Timedelta(hours=1)).conversions
+    assert first["order_id"].tolist() == again["order_id"].tolist()
+    assert "jane" not in first["order_id"].iloc[0]
+    assert first["key"].iloc[0] == f"{CUSTOMER}|CRM lead|L1|lead"
+
+
+def test_stage_names_match_loosely_ignored_and_unknown_are_counted(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    t = now - pd.Timedelta(days=2)
+    built = built_from(
+        [
+            row("A", "  closed   WON ", t, amount="5"),
+            row("B", "lost", t),
+            row("C", "Negotiation", t),
+            row("D", "Negotiation", t),
+            row("E", None, t),
+        ],
+        mapping,
+        now,
+    )
+    assert built.conversions.set_index("lead_id").loc["A"].query("stage == 'won'")[
+        "value"
+    ].tolist() == [5]
+    assert built.ignored == 1
+    assert built.unknown_stages == {"Negotiation": 2}
+    why = reasons(built)
+    assert why["C"].startswith("unknown CRM stage 'Negotiation'")
+    assert why["E"] == "stage is empty"
+
+
+def test_backfill_adds_skipped_stages_at_the_next_reached_time(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    won_at = now - pd.Timedelta(days=2)
+    built = built_from(
+        [row("L1", "New", now - pd.Timedelta(days=9)), row("L1", "Won", won_at, amount="700")],
+        mapping,
+        now,
+    )
+    conv = built.conversions.set_index("stage")
+    assert built.backfilled == 1
+    assert conv.loc["qualified", "backfilled"]
+    assert conv.loc["qualified", "conversion_time"] == won_at
+    assert conv.loc["qualified", "value"] == 150
+    assert conv.loc["qualified", "click_id"] == gclid("L1")
+
+
+def test_backfill_off_and_top_stage_only(
+    mapping_file: Callable[..., Path], now: pd.Timestamp
+) -> None:
+    plain = load_mapping(mapping_file(backfill_skipped_stages=False, timezone="UTC"))
+    built = built_from([row("L1", "Won", now - pd.Timedelta(days=1), amount="1")], plain, now)
+    assert built.conversions["stage"].tolist() == ["won"]
+    full = load_mapping(mapping_file(timezone="UTC"))
+    built = built_from([row("L1", "Won", now - pd.Timedelta(days=1), amount="1")], full, now)
+    assert sorted(built.conversions["stage"]) == ["lead", "qualified", "won"]
+
+
+def test_repeated_stage_keeps_the_first_time_and_shares_lead_facts(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    first = now - pd.Timedelta(days=5)
+    rows = [
+        row("L1", "New", first),
+        {**row("L1", "Open", now - pd.Timedelta(days=4)), "gclid": None},
+    ]
+    built = built_from(rows, mapping, now)
+    assert built.merged_duplicates == 1
+    assert built.conversions["conversion_time"].tolist() == [first]
+    # a stage-history export with the click id on one row only still sends the others
+    rows = [row("L2", "New", first), {**row("L2", "Sales Qualified Lead", now), "gclid": None}]
+    conv = built_from(rows, mapping, now).conversions
+    assert conv["click_id"].tolist() == [gclid("L2"), gclid("L2")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1054", 1054.0),
+        ("1,054.50", 1054.5),
+        ("1.054,50", 1054.5),
+        ("€ 99", 99.0),
+        ("99,5", 99.5),
+        ("1,234,567", 1234567.0),
+        ("EUR 12.30", 12.3),
+        ("n/a", None),
+    ],
+)
+def test_amounts_as_crms_write_them(raw: str, expected: float | None) -> None:
+    value = parse_amounts(pd.Series([raw], dtype="string")).iloc[0]
+    assert (pd.isna(value) and expected is None) or value == expected
+
+
+def test_value_rules(mapping_file: Callable[..., Path], now: pd.Timestamp) -> None:
+    stages = [
+        {
+            "name": "won",
+            "crm_values": ["Won"],
+            "conversion_action": "W",
+            "value": {"from_column": "deal_size"},
+        }
+    ]
+    mapping = load_mapping(mapping_file(stages=stages, timezone="UTC"))
+    t = now - pd.Timedelta(days=1)
+    rows = [
+        row("A", "Won", t, deal_size="12"),
+        row("B", "Won", t),
+        row("C", "Won", t, deal_size="lots"),
+        row("D", "Won", t, deal_size="-3"),
+    ]
+    frame = pd.DataFrame(rows).reindex(columns=[*HEADER, "deal_size"]).astype("string")
+    built = build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER)
+    assert built.conversions["value"].tolist() == [12]
+    why = reasons(built)
+    assert why["B"] == "deal_size is empty and stage 'won' has no default value"
+    assert why["C"] == "deal_size 'lots' is not a number"
+    assert why["D"] == "deal_size is negative; values must be >= 0"
+
+
+def test_default_value_and_currency_override(mapping: Mapping, now: pd.Timestamp) -> None:
+    t = now - pd.Timedelta(days=1)
+    built = built_from(
+        [
+            row("A", "Won", t),
+            row("B", "Won", t, amount="10", currency="usd"),
+            row("C", "Won", t, amount="10", currency="EURO"),
+        ],
+        mapping,
+        now,
+    )
+    won = built.conversions[built.conversions["stage"] == "won"].set_index("lead_id")
+    assert won.loc["A", "value"] == 1000
+    assert won.loc["A", "currency"] == "EUR"
+    assert won.loc["B", "currency"] == "USD"
+    assert reasons(built)["C"] == "currency 'EURO' is not an ISO 4217 code (e.g. EUR, USD)"
+
+
+def test_identifier_choice_and_rejections(
+    mapping_file: Callable[..., Path], now: pd.Timestamp
+) -> None:
+    mapping = load_mapping(mapping_file(timezone="UTC", phone_country_code="49"))
+    t = now - pd.Timedelta(days=1)
+    braid = "0AAAAADxyz1234567890abcdef"
+    rows = [
+        row("G", "New", t, gbraid=braid),  # gclid wins over gbraid
+        {**row("GB", "New", t, gbraid=braid), "gclid": None},
+        {**row("WB", "New", t, wbraid=braid), "gclid": None},
+        {**row("BOTH", "New", t, gbraid=braid, wbraid=braid), "gclid": None},
+        {**row("BAD", "New", t), "gclid": "abc"},
+        {**row("MAIL", "New", t, email="Jane.Doe@gmail.com"), "gclid": None},
+        {**row("TEL", "New", t, phone="0151 1234567"), "gclid": None},
+        {**row("JUNK", "New", t, email="jane(at)example", phone="12"), "gclid": None},
+        {**row("NONE", "New", t), "gclid": None},
+    ]
+    built = built_from(rows, mapping, now)
+    kinds = built.conversions.set_index("lead_id")["click_id_kind"].to_dict()
+    assert kinds == {
+        "G": "gclid",
+        "GB": "gbraid",
+        "WB": "wbraid",
+        "MAIL": "email/phone",
+        "TEL": "email/phone",
+    }
+    conv = built.conversions.set_index("lead_id")
+    assert len(conv.loc["MAIL", "hashed_email"]) == 64
+    assert pd.isna(conv.loc["MAIL", "click_id"])
+    why = reasons(built)
+    assert why["BOTH"].startswith("both gbraid and wbraid are set")
+    assert why["BAD"].startswith("gclid 'abc' is malformed")
+    assert "email/phone given is not usable" in why["JUNK"]
+    assert "jane" not in why["JUNK"]  # reasons never quote personal data
+    assert why["NONE"] == "no click id (gclid, gbraid, wbraid) and no email or phone"
+
+
+def test_time_rules(mapping: Mapping, now: pd.Timestamp) -> None:
+    rows = [
+        row("FUTURE", "New", now + pd.Timedelta(hours=2)),
+        row("EARLY", "New", now - pd.Timedelta(days=2), created_at=ts(now - pd.Timedelta(days=1))),
+        row("OLD", "New", now - pd.Timedelta(days=91)),
+        row(
+            "OLDCLICK",
+            "New",
+            now - pd.Timedelta(days=3),
+            created_at=ts(now - pd.Timedelta(days=95)),
+        ),
+        row("NOTIME", "New", now),
+        row("OK", "New", now - pd.Timedelta(days=89)),
+    ]
+    rows[4]["stage_changed_at"] = None
+    built = built_from(rows, mapping, now)
+    assert built.conversions["lead_id"].tolist() == ["OK"]
+    why = reasons(built)
+    assert why["FUTURE"].startswith("stage_changed_at is in the future")
+    assert why["EARLY"].startswith("stage was reached before the lead was created")
+    assert why["OLD"].startswith("older than the 90-day click lookback")
+    assert why["OLDCLICK"].startswith("older than the 90-day click lookback")
+    assert why["NOTIME"].startswith("stage_changed_at is empty")
+
+
+def test_consent_values(mapping: Mapping, now: pd.Timestamp) -> None:
+    t = now - pd.Timedelta(days=1)
+    built = built_from(
+        [
+            row("A", "New", t, consent_ad_user_data="granted"),
+            row("B", "New", t, consent_ad_user_data="No"),
+            row("C", "New", t, consent_ad_user_data="maybe"),
+            row("D", "New", t),
+        ],
+        mapping,
+        now,
+    )
+    consent = built.conversions.set_index("lead_id")["consent"]
+    assert consent["A"] == "GRANTED"
+    assert consent["B"] == "DENIED"
+    assert pd.isna(consent["D"])
+    assert reasons(built)["C"] == "consent_ad_user_data 'maybe' must be GRANTED or DENIED"
+
+
+def test_a_row_with_several_problems_lists_them_all(mapping: Mapping, now: pd.Timestamp) -> None:
+    bad = {**row("X", "Won", now + pd.Timedelta(days=1), amount="abc"), "gclid": "bad"}
+    rejects = built_from([bad], mapping, now).rejects.set_index("stage")
+    assert rejects.loc[["lead", "qualified"], "crm_stage"].tolist() == ["Won", "Won"]
+    reason = rejects.loc["won", "reason"]
+    assert "amount 'abc' is not a number" in reason
+    assert "gclid 'bad' is malformed" in reason
+    assert "in the future" in reason
+
+
+def test_every_row_is_accounted_for(mapping: Mapping, now: pd.Timestamp) -> None:
+    rows = funnel_rows(50, now)
+    rows += [
+        row("U", "Huh", now),
+        row("I", "Lost", now),
+        {**row("N", "New", now), "gclid": "x"},
+        row("L0", "New", now - pd.Timedelta(days=1)),
+    ]  # a repeat of L0's first stage
+    built = built_from(rows, mapping, now)
+    original = built.conversions[~built.conversions["backfilled"]]
+    assert (
+        len(original) + len(built.rejects) + built.ignored + built.merged_duplicates
+        == built.rows_read
+        == len(rows)
+    )
+
+
+def test_conversion_time_format(now: pd.Timestamp) -> None:
+    times = pd.Series(pd.to_datetime(["2026-11-02 13:30:00", "2026-07-02 12:30:05"], utc=True))
+    assert format_conversion_time(times, "Europe/Berlin").tolist() == [
+        "2026-11-02 14:30:00+01:00",
+        "2026-07-02 14:30:05+02:00",
+    ]
+    assert format_conversion_time(times, "Asia/Kolkata").iloc[0] == "2026-11-02 19:00:00+05:30"

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from funnelvalue.leads import canonical_header, normalise, parse_timestamps, rename_columns
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_headers_are_matched_loosely_and_renamed() -> None:
+    assert canonical_header(" Lead ID ") == "lead_id"
+    assert canonical_header("GCLID") == "gclid"
+    frame = pd.DataFrame(columns=["Deal Stage", "Record ID", "Email"])
+    renamed = rename_columns(frame, {"deal stage": "stage", "Record ID": "lead_id"})
+    assert list(renamed.columns) == ["stage", "lead_id", "email"]
+
+
+def test_offsets_are_respected_and_naive_times_use_the_mapping_zone() -> None:
+    raw = pd.Series(
+        [
+            "2026-11-02 14:30:00+01:00",
+            "2026-11-02T14:30:00Z",
+            "2026-11-02 14:30:00",
+            "2026-07-02 14:30",
+            "2026-11-02",
+        ]
+    )
+    parsed, bad = parse_timestamps(raw, BERLIN, None)
+    assert not bad.any()
+    assert [t.isoformat() for t in parsed] == [
+        "2026-11-02T13:30:00+00:00",
+        "2026-11-02T14:30:00+00:00",
+        "2026-11-02T13:30:00+00:00",
+        "2026-07-02T12:30:00+00:00",
+        "2026-11-01T23:00:00+00:00",
+    ]
+
+
+def test_dst_edges_are_read_not_rejected() -> None:
+    raw = pd.Series(["2026-10-25 02:30:00", "2026-03-29 02:30:00"])  # repeated / skipped hour
+    parsed, bad = parse_timestamps(raw, BERLIN, None)
+    assert not bad.any()
+    assert parsed.iloc[0].isoformat() == "2026-10-25T00:30:00+00:00"  # first (summer) 02:30
+    assert parsed.iloc[1].isoformat() == "2026-03-29T01:00:00+00:00"  # moved to 03:00 CEST
+
+
+def test_custom_format_and_unparseable_values() -> None:
+    raw = pd.Series(["02/11/2026 14:30", "31/02/2026 10:00", None])
+    parsed, bad = parse_timestamps(raw, ZoneInfo("UTC"), "%d/%m/%Y %H:%M")
+    assert parsed.iloc[0].isoformat() == "2026-11-02T14:30:00+00:00"
+    assert bad.tolist() == [False, True, False]
+
+
+def test_datetime_columns_from_sql_sources() -> None:
+    naive = pd.Series(pd.to_datetime(["2026-11-02 14:30:00"]))
+    parsed, _ = parse_timestamps(naive, BERLIN, None)
+    assert parsed.iloc[0].isoformat() == "2026-11-02T13:30:00+00:00"
+    aware = naive.dt.tz_localize("America/New_York")
+    parsed, _ = parse_timestamps(aware, BERLIN, None)
+    assert parsed.iloc[0].isoformat() == "2026-11-02T19:30:00+00:00"
+
+
+def test_normalise_trims_blanks_and_explains_bad_times() -> None:
+    frame = pd.DataFrame(
+        {
+            "lead_id": [" L1 ", "L2", "L3"],
+            "stage": ["New", "  ", "New"],
+            "stage_changed_at": ["2026-11-02 10:00", "yesterday", None],
+            "created_at": ["2026-11-01", "2026-11-01", "soon"],
+        }
+    )
+    out = normalise(frame, timezone="UTC")
+    assert out["lead_id"].tolist() == ["L1", "L2", "L3"]
+    assert out["stage"].isna().tolist() == [False, True, False]
+    assert out["gclid"].isna().all()  # optional columns are always there
+    errors = out["time_error"].tolist()
+    assert errors[0] is pd.NA
+    assert "stage_changed_at 'yesterday' is not a date/time" in errors[1]
+    assert "created_at 'soon' is not a date/time" in errors[2]

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, inspect, select
+
+from funnelvalue import ledger as states
+from funnelvalue.conversions import build
+from funnelvalue.destinations.base import outcomes
+from funnelvalue.errors import LedgerError
+from funnelvalue.leads import normalise
+from funnelvalue.ledger import Ledger, schema_migrations
+from funnelvalue.mapping import Mapping
+from tests.conftest import CUSTOMER, HEADER, funnel_rows
+
+
+def ledger_urls(tmp_path: Path) -> list[str]:
+    urls = [f"sqlite:///{tmp_path / 'ledger.db'}"]
+    if os.environ.get("FUNNELVALUE_TEST_POSTGRES_URL"):
+        urls.append(os.environ["FUNNELVALUE_TEST_POSTGRES_URL"])
+    return urls
+
+
+@pytest.fixture
+def conversions(mapping: Mapping, now: pd.Timestamp) -> pd.DataFrame:
+    frame = pd.DataFrame(funnel_rows(10, now), columns=HEADER).astype("string")
+    return build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+
+
+def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    first = Ledger.open(url)
+    assert first.migrate() == []  # already applied by open()
+    first.close()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert list(conn.scalars(select(schema_migrations.c.name))) == ["0001_initial"]
+    assert {"runs", "conversions", "rejected_rows", "watermarks"} <= set(
+        inspect(engine).get_table_names()
+    )
+    engine.dispose()
+
+
+def test_read_only_open_never_creates_anything(tmp_path: Path) -> None:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'l.db'}", create=False)
+    assert not ledger.exists
+    assert not (tmp_path / "state").exists()
+    assert ledger.last_runs() == []
+
+
+def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="not a database URL"):
+        Ledger.open("state/funnelvalue.db")
+    with pytest.raises(LedgerError, match="only SQLite and PostgreSQL"):
+        Ledger.open("mysql://u@localhost/db")
+
+
+def test_classify_pending_send_record_and_states(
+    tmp_path: Path, conversions: pd.DataFrame, now: pd.Timestamp
+) -> None:
+    for url in ledger_urls(tmp_path):
+        ledger = Ledger.open(url)
+        assert set(ledger.classify(conversions, now)) == {states.NEW}
+        run_id, stale = ledger.start_run("run", "src", "dst")
+        assert stale == []
+        ledger.mark_pending(run_id, conversions, "dst")
+        assert set(ledger.classify(conversions, now)) == {states.PENDING}
+        result = outcomes(conversions["key"], "uploaded", message="ok")
+        keys = conversions["key"]
+        result.loc[keys.index[0], ["status", "error_code"]] = ["rejected", "EXPIRED_EVENT"]
+        result.loc[keys.index[1], "status"] = "retry_after"
+        result.loc[keys.index[1], "retry_at"] = now + pd.Timedelta(hours=6)
+        ledger.finish_run(
+            run_id,
+            outcomes=result,
+            rejects=pd.DataFrame(),
+            watermark=("src", now),
+            summary={"sent": 1},
+            exit_code=0,
+        )
+        got = ledger.classify(conversions, now)
+        assert got.iloc[0] == states.REJECTED_BEFORE
+        assert got.iloc[1] == states.RETRY_LATER
+        assert set(got.iloc[2:]) == {states.SENT}
+        later = ledger.classify(conversions, now + pd.Timedelta(hours=7))
+        assert later.iloc[1] == states.RETRY_DUE
+        changed = conversions.copy()
+        changed.loc[changed.index[2], "value"] += 1
+        changed.loc[changed.index[0], "click_id"] = "Cj0KCQiAfixedfixedfixedfixed"
+        got = ledger.classify(changed, now)
+        assert got.iloc[2] == states.CHANGED
+        assert got.iloc[0] == states.FIXED
+        assert ledger.watermark("src") == now
+        rows = ledger.conversions_frame().set_index("key")
+        assert rows.loc[keys.iloc[0], "error_code"] == "EXPIRED_EVENT"
+        assert rows.loc[keys.iloc[2], "attempts"] == 1
+        assert rows.loc[keys.iloc[2], "sent_at"] is not None
+        assert ledger.last_runs()[0].status == "finished"
+        ledger.close()
+
+
+def test_runs_left_running_are_marked_interrupted(tmp_path: Path) -> None:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    crashed, _ = ledger.start_run("run", "s", "d")
+    _, stale = ledger.start_run("run", "s", "d")
+    assert stale == [crashed]
+    assert ledger.last_runs()[1].status == "interrupted"
+
+
+def test_due_rows_missing_from_input_come_from_the_ledger_copy(
+    tmp_path: Path, conversions: pd.DataFrame, now: pd.Timestamp
+) -> None:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    run_id, _ = ledger.start_run("run", "s", "d")
+    ledger.mark_pending(run_id, conversions, "d")
+    rest = ledger.due_elsewhere(CUSTOMER, conversions["key"].iloc[3:], now)
+    assert sorted(rest["key"]) == sorted(conversions["key"].iloc[:3])
+    original = conversions.set_index("key").loc[rest["key"]]
+    assert rest["conversion_time"].tolist() == original["conversion_time"].tolist()
+    assert rest["click_id"].tolist() == original["click_id"].tolist()

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from funnelvalue import ledger as states
+from funnelvalue.destinations import base as destinations
+from funnelvalue.errors import ConfigError
+from funnelvalue.ledger import Ledger
+from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
+from funnelvalue.settings import Settings, load_settings
+from tests.conftest import funnel_rows, gclid, ts, write_export
+from tests.fakes.destinations import FakeDestination
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDestination]:
+    destination = FakeDestination()
+    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda s, m, r: destination)
+    yield destination
+
+
+@pytest.fixture
+def settings(tmp_path: Path, mapping_file: Callable[..., Path]) -> Settings:
+    return load_settings(
+        mapping=mapping_file(timezone="UTC"),
+        input=tmp_path / "export.csv",
+        destination="fake",
+        ledger=f"sqlite:///{tmp_path / 'state' / 'ledger.db'}",
+        output=tmp_path / "out" / "import.csv",
+    )
+
+
+def test_second_run_on_the_same_input_sends_nothing(
+    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(30, now))  # type: ignore[arg-type]
+    first = execute(settings, dry_run=False)
+    assert first.exit_code == EXIT_OK
+    assert first.summary()["sent"] == 30 + 15 + 3
+    second = execute(settings, dry_run=False)
+    assert second.summary()["sent"] == 0
+    assert second.summary()["already_sent"] == 48
+    assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 48
+    ledger = Ledger.open(settings.ledger)
+    assert ledger.status_counts() == {"uploaded": 48}
+    assert [r.status for r in ledger.last_runs()] == ["finished", "finished"]
+    assert ledger.watermark(f"csv:{settings.input}") is not None
+
+
+def test_preview_writes_nothing_and_knows_the_ledger(
+    settings: Settings, fake: FakeDestination, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
+    report = execute(settings, dry_run=True)
+    assert set(report.conversions["state"]) == {states.NEW}
+    assert len(report.to_send) == 7
+    assert not (tmp_path / "state").exists()
+    assert fake.received == []
+    execute(settings, dry_run=False)
+    rows = funnel_rows(4, now)
+    won = next(r for r in rows if r["stage"] == "Closed Won")
+    won["amount"] = "5000"  # L0's won deal grew after it was sent
+    rows.append({"lead_id": "L9", "stage": "New", "stage_changed_at": ts(now), "gclid": gclid(9)})
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    ledger_before = Path(settings.ledger.removeprefix("sqlite:///")).read_bytes()
+    report = execute(settings, dry_run=True)
+    state = report.conversions.set_index(["lead_id", "stage"])["state"]
+    assert state[("L9", "lead")] == states.NEW
+    assert state[("L0", "won")] == states.CHANGED
+    assert state[("L1", "lead")] == states.SENT
+    assert Path(settings.ledger.removeprefix("sqlite:///")).read_bytes() == ledger_before
+
+
+def test_changed_values_are_not_re_uploaded(
+    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+) -> None:
+    rows = funnel_rows(1, now)
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    rows[-1]["amount"] = "9999"
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.summary()["value_changed"] == 1
+    assert report.summary()["sent"] == 0
+    assert len(fake.sent_keys) == 3
+
+
+def test_unavailable_destination_keeps_rows_pending_then_sends_them_once(
+    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(10, now))  # type: ignore[arg-type]
+    fake.unavailable = True
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_UNAVAILABLE
+    assert report.summary()["pending"] == 16
+    ledger = Ledger.open(settings.ledger)
+    assert ledger.status_counts() == {"pending": 16}
+    assert ledger.last_runs()[0].status == "failed"
+    fake.unavailable = False
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert report.summary()["sent"] == 16
+    assert ledger.status_counts() == {"uploaded": 16}
+    assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 16
+
+
+def test_retry_after_and_rejected_rows_come_back_only_when_due_or_fixed(
+    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+) -> None:
+    rows = funnel_rows(3, now)
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    retry_at = now + pd.Timedelta(hours=6)
+    fake.verdicts = {
+        "L1": ("retry_after", "TOO_RECENT_EVENT", retry_at),
+        "L2": ("rejected", "UNPARSEABLE_GCLID", None),
+    }
+    report = execute(settings, dry_run=False, now=now)
+    assert report.exit_code == EXIT_REJECTS
+    assert report.summary()["retry_after"] == 1
+    fake.verdicts = {}
+    later = execute(settings, dry_run=False, now=now + pd.Timedelta(hours=1))
+    assert later.summary()["retry_later"] == 1
+    assert later.summary()["rejected_before"] == 2  # L2's lead + qualified conversions
+    assert later.summary()["sent"] == 0
+    for row in rows:
+        if row["lead_id"] == "L2":
+            row["gclid"] = gclid("L2-fixed")
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    due = execute(settings, dry_run=False, now=now + pd.Timedelta(hours=7))
+    resent = fake.received[-1].set_index("lead_id")
+    assert sorted(resent.index) == ["L1", "L2", "L2"]
+    assert due.summary()["sent"] == 3
+
+
+def test_pending_rows_missing_from_the_input_are_still_sent(
+    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
+    fake.unavailable = True
+    execute(settings, dry_run=False)
+    fake.unavailable = False
+    write_export(settings.input, funnel_rows(2, now, start=2))  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.summary()["sent"] == 7
+    assert sorted(set(fake.received[-1]["lead_id"])) == ["L0", "L1", "L2", "L3"]
+
+
+def test_a_run_needs_a_customer_id(
+    settings: Settings, fake: FakeDestination, mapping_file: Callable[..., Path], now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(1, now))  # type: ignore[arg-type]
+    no_customer = settings.model_copy(update={"mapping": mapping_file(customer_id=None)})
+    with pytest.raises(ConfigError, match="customer id"):
+        execute(no_customer, dry_run=False)
+    with_env = no_customer.model_copy(update={"customer_id": "111-222-3333"})
+    report = execute(with_env, dry_run=True)
+    assert report.conversions["key"].str.startswith("1112223333|").all()
+
+
+def test_unknown_destination_is_a_config_error(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="unknown destination 'nope'"):
+        execute(settings.model_copy(update={"destination": "nope"}), dry_run=True)
