@@ -44,7 +44,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
         if name.startswith(("FUNNELVALUE_", "GOOGLE_ADS_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield
+    return
 
 
 @pytest.fixture

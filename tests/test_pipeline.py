@@ -20,7 +20,7 @@ from tests.fakes.destinations import FakeDestination
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDestination]:
     destination = FakeDestination()
     monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda s, m, r: destination)
-    yield destination
+    return destination
 
 
 @pytest.fixture

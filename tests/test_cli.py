@@ -1,0 +1,176 @@
+"""The CLI end to end: Typer's CliRunner for most, a real subprocess for the rest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from funnelvalue.cli import app
+from tests.conftest import REPO
+
+runner = CliRunner()
+BAD_ROWS = {
+    "D-90001": "gclid 'not-a-gclid!' is malformed",
+    "D-90002": "unknown CRM stage 'Negotiation'",
+    "D-90003": "stage_changed_at is empty",
+    "D-90004": "amount 'n/a' is not a number",
+    "D-90005": "no click id (gclid, gbraid, wbraid) and no email or phone",
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the repo's runnable bits: config/ and the example export, as a user has."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    (tmp_path / "examples").mkdir()
+    shutil.copy(REPO / "examples" / "crm_leads.csv", tmp_path / "examples")
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "make_example.py")],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    shutil.copy(REPO / "examples" / "crm_leads.csv", tmp_path / "examples")
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Exit code and output; with --json, the output is stdout alone (it must parse)."""
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.stdout if "--json" in args else result.output
+
+
+def test_run_reports_rejects_and_a_second_run_sends_nothing(project: Path) -> None:
+    code, output = invoke("run")
+    assert code == 1  # the example has bad rows on purpose
+    for lead, reason in BAD_ROWS.items():
+        assert lead in output
+        assert reason in output
+    assert "Unknown CRM stages: 'Negotiation' (1)" in output
+    exported = (project / "out" / "google_ads_conversions.csv").read_text()
+    assert exported.startswith("Parameters:TimeZone=Europe/Berlin\nGoogle Click ID,")
+    code, output = invoke("run", "--json")
+    summary = json.loads(output.strip().splitlines()[-1])
+    assert summary["sent"] == 0
+    assert summary["rejected"] == 5
+    assert summary["already_sent"] == summary["conversions_built"] > 600
+    assert summary["output"] == "out/google_ads_conversions.csv"
+    code, output = invoke("status")
+    assert code == 0
+    assert "Last runs" in output
+    assert "uploaded" in output
+
+
+def test_json_summary_has_the_documented_counts(project: Path) -> None:
+    code, output = invoke("run", "--json", "--output", "out/run-{run_id}.csv")
+    summary = json.loads(output)
+    assert code == 1
+    for key in ("rows_read", "conversions_built", "rejected", "already_sent", "sent", "output"):
+        assert key in summary
+    assert summary["sent"] == summary["conversions_built"]
+    assert summary["output"] == "out/run-1.csv"
+    assert (project / "out" / "run-1.csv").exists()
+
+
+def test_preview_shows_everything_and_writes_nothing(project: Path) -> None:
+    code, output = invoke("preview", "--limit", "0")
+    assert code == 1
+    assert "Preview (nothing sent, nothing written)" in output
+    assert "Conversions (" in output
+    assert "would be sent" in output
+    for reason in BAD_ROWS.values():
+        assert reason in output
+    assert "new" in output
+    assert not (project / "state").exists()
+    assert not (project / "out").exists()
+    invoke("run")
+    code, output = invoke("preview", "--json")
+    summary = json.loads(output)
+    assert summary["to_send"] == 0
+    assert summary["already_sent"] > 600
+
+
+def test_broken_mapping_stops_before_anything_is_written(project: Path) -> None:
+    mapping = project / "config" / "mapping.yaml"
+    mapping.write_text(
+        mapping.read_text()
+        .replace("currency: EUR", "currency: Euro")
+        .replace("value: 150", "value: lots")
+    )
+    code, output = invoke("run")
+    assert code == 2
+    assert "2 problems" in output
+    assert "line 6, currency: 'Euro' is not an ISO 4217 currency code" in output
+    assert "stage 'qualified' → value: value must be a number" in output
+    assert not (project / "state").exists()
+    assert not (project / "out").exists()
+    code, output = invoke("mapping", "check")
+    assert code == 2
+    assert "2 problems" in output
+
+
+def test_user_errors_are_one_line_with_exit_2(project: Path) -> None:
+    code, output = invoke("run", "--input", "missing.csv")
+    assert code == 2
+    assert "CRM export missing.csv does not exist" in output
+    code, output = invoke("run", "--destination", "carrier-pigeon")
+    assert code == 2
+    assert "unknown destination 'carrier-pigeon' (available: csv)" in output
+    code, output = invoke("run", "--json", "--ledger", "not a url")
+    assert code == 2
+    assert json.loads(output.splitlines()[0])["exit_code"] == 2
+
+
+def test_mapping_init_then_check(tmp_path: Path) -> None:
+    code, output = invoke("mapping", "init", "conf/m.yaml")
+    assert code == 0
+    code, output = invoke("mapping", "init", "conf/m.yaml")
+    assert code == 2
+    assert "--force" in output
+    code, output = invoke("mapping", "check", "--mapping", "conf/m.yaml")
+    assert code == 0
+    assert "is valid: 3 stages" in output
+    assert "CRM qualified" in output
+
+
+def test_mapping_check_gives_advice(tmp_path: Path) -> None:
+    invoke("mapping", "init", "m.yaml")
+    text = (tmp_path / "m.yaml").read_text().replace("value: 150", "value: 5")
+    (tmp_path / "m.yaml").write_text(text)
+    code, output = invoke("mapping", "check", "--mapping", "m.yaml")
+    assert code == 0
+    assert "stage 'qualified' is worth less" in output
+
+
+def test_status_on_an_empty_ledger(tmp_path: Path) -> None:
+    code, output = invoke("status")
+    assert code == 0
+    assert "no runs yet" in output
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.slow
+def test_real_process_exit_codes_and_output(project: Path) -> None:
+    command = [sys.executable, "-m", "funnelvalue", "run", "--json"]
+    first = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 1, first.stderr
+    assert json.loads(first.stdout)["sent"] > 600
+    assert "INFO funnelvalue.pipeline: run 1 finished" in first.stderr
+    second = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+    assert json.loads(second.stdout)["sent"] == 0
+    bad = subprocess.run(
+        [*command[:-1], "--mapping", "nope.yaml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: mapping file nope.yaml does not exist"

@@ -1,0 +1,135 @@
+"""kill -9 at any moment leaves the ledger consistent; the next run finishes the job once."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from funnelvalue.ledger import Ledger
+from funnelvalue.mapping import STARTER
+from tests.conftest import REPO, funnel_rows, write_export
+
+pytestmark = pytest.mark.slow
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNNELVALUE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return {**env, **extra}
+
+
+def setup_project(tmp_path: Path, leads: int) -> list[str]:
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    write_export(tmp_path / "export.csv", funnel_rows(leads, now))
+    (tmp_path / "mapping.yaml").write_text(STARTER.replace("Europe/Berlin", "UTC"))
+    return [
+        "run",
+        "--input",
+        "export.csv",
+        "--mapping",
+        "mapping.yaml",
+        "--ledger",
+        "sqlite:///state/ledger.db",
+        "--output",
+        "out/run-{run_id}.csv",
+        "--json",
+    ]
+
+
+def order_ids_written(out_dir: Path) -> list[str]:
+    ids: list[str] = []
+    for path in sorted(out_dir.glob("run-*.csv")):
+        with path.open(newline="") as handle:
+            handle.readline()
+            ids.extend(row["Order ID"] for row in csv.DictReader(handle))
+    return ids
+
+
+def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
+    done = subprocess.run(
+        [sys.executable, "-m", "funnelvalue", *args],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+    assert ledger.status_counts() == {"uploaded": expected}
+    rows = ledger.conversions_frame()
+    assert rows["order_id"].is_unique
+    assert set(order_ids_written(tmp_path / "out")) == set(rows["order_id"])
+    again = subprocess.run(
+        [sys.executable, "-m", "funnelvalue", *args],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert '"sent": 0' in again.stdout
+    return ledger
+
+
+def test_kill_during_upload_then_rerun_sends_the_pending_rows(tmp_path: Path) -> None:
+    args = setup_project(tmp_path, 200)
+    expected = 200 + 100 + 20
+    marker = tmp_path / "uploading"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.stalling_run", *args, "--destination", "stall"],
+        cwd=tmp_path,
+        env=environment(STALL_MARKER=str(marker)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.read_text() == str(expected)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+    assert ledger.status_counts() == {"pending": expected}  # consistent: all pending
+    assert ledger.last_runs()[0].status == "running"
+    ledger.close()
+
+    ledger = finish_and_check(tmp_path, args, expected)
+    runs = {r.id: r.status for r in ledger.last_runs()}
+    assert runs[1] == "interrupted"
+    assert runs[2] == "finished"
+
+
+def test_kill_at_random_moments_never_loses_or_duplicates(tmp_path: Path) -> None:
+    args = setup_project(tmp_path, 20_000)
+    expected = 20_000 + 10_000 + 2_000
+    for delay in (0.8, 1.4, 2.0, 2.6, 3.2, 4.0):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "funnelvalue", *args],
+            cwd=tmp_path,
+            env=environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        if (tmp_path / "state" / "ledger.db").exists():
+            ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+            counts = ledger.status_counts()
+            assert set(counts) <= {"pending", "uploaded"}
+            assert sum(counts.values()) in (0, expected)  # never a half-written batch
+            ledger.close()
+    ledger = finish_and_check(tmp_path, args, expected)
+    statuses = [r.status for r in ledger.last_runs(20)]
+    assert "interrupted" in statuses, statuses  # at least one kill landed mid-run

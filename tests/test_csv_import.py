@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from funnelvalue.conversions import build
+from funnelvalue.destinations.csv_import import ImportFile
+from funnelvalue.errors import DestinationError
+from funnelvalue.leads import normalise
+from funnelvalue.mapping import Mapping
+from tests.conftest import CUSTOMER, HEADER, gclid
+
+
+def conversions(mapping: Mapping, now: pd.Timestamp) -> pd.DataFrame:
+    t = pd.Timestamp("2026-11-02 13:30:00", tz="UTC")
+    rows = [
+        {
+            "lead_id": "A",
+            "stage": "New",
+            "stage_changed_at": t.isoformat(),
+            "gclid": gclid(1),
+            "consent_ad_user_data": "GRANTED",
+        },
+        {
+            "lead_id": "B",
+            "stage": "Closed Won",
+            "stage_changed_at": t.isoformat(),
+            "email": "b@example.com",
+            "amount": "1234.5",
+        },
+        {
+            "lead_id": "C",
+            "stage": "New",
+            "stage_changed_at": t.isoformat(),
+            "gbraid": "0AAAAADxyz1234567890abcdef",
+        },
+    ]
+    frame = pd.DataFrame(rows, columns=HEADER).astype("string")
+    return build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+
+
+def read(path: Path) -> tuple[str, list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        first = handle.readline().strip()
+        return first, list(csv.DictReader(handle))
+
+
+def test_import_file_follows_googles_template(tmp_path: Path, mapping: Mapping) -> None:
+    now = pd.Timestamp("2026-11-10", tz="UTC")
+    batch = conversions(mapping, now)
+    target = ImportFile.for_run(tmp_path / "out" / "run-{run_id}.csv", "Europe/Berlin", 7)
+    result = target.upload(batch)
+    assert target.path == tmp_path / "out" / "run-7.csv"
+    assert set(result["status"]) == {"uploaded"}
+    assert result["key"].tolist() == batch["key"].tolist()
+    parameters, rows = read(target.path)
+    assert parameters == "Parameters:TimeZone=Europe/Berlin"
+    assert list(rows[0])[:6] == [
+        "Google Click ID",
+        "Conversion Name",
+        "Conversion Time",
+        "Conversion Value",
+        "Conversion Currency",
+        "Order ID",
+    ]
+    by_name = {
+        (r["Conversion Name"], r["Google Click ID"] or r["GBRAID"] or r["Email"][:8]): r
+        for r in rows
+    }
+    lead_a = by_name[("CRM lead", gclid(1))]
+    assert lead_a["Conversion Time"] == "2026-11-02 14:30:00+01:00"
+    assert lead_a["Conversion Value"] == "10.00"
+    assert lead_a["Ad User Data Consent"] == "Granted"
+    won_b = next(r for r in rows if r["Conversion Name"] == "CRM won")
+    assert won_b["Conversion Value"] == "1234.50"
+    assert len(won_b["Email"]) == 64  # hashed, never the address itself
+    assert "b@example.com" not in target.path.read_text()
+    assert any(r["GBRAID"] == "0AAAAADxyz1234567890abcdef" for r in rows)
+    assert [p.name for p in target.path.parent.iterdir()] == ["run-7.csv"]  # no temp files
+
+
+def test_plain_click_file_has_only_the_template_columns(tmp_path: Path, mapping: Mapping) -> None:
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    only_gclid = batch[batch["click_id_kind"] == "gclid"].assign(consent=pd.NA)
+    target = ImportFile(tmp_path / "f.csv", "UTC")
+    target.upload(only_gclid)
+    _, rows = read(target.path)
+    assert list(rows[0]) == [
+        "Google Click ID",
+        "Conversion Name",
+        "Conversion Time",
+        "Conversion Value",
+        "Conversion Currency",
+        "Order ID",
+    ]
+
+
+def test_empty_batch_still_writes_a_valid_file(tmp_path: Path, mapping: Mapping) -> None:
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC")).iloc[0:0]
+    target = ImportFile(tmp_path / "f.csv", "UTC")
+    assert target.upload(batch).empty
+    parameters, rows = read(target.path)
+    assert parameters == "Parameters:TimeZone=UTC"
+    assert rows == []
+
+
+def test_unwritable_target_is_a_destination_error(tmp_path: Path, mapping: Mapping) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    with pytest.raises(DestinationError, match="cannot write the import file"):
+        ImportFile(blocker / "sub" / "f.csv", "UTC").upload(batch)
