@@ -44,6 +44,8 @@ def invoke(*args: str) -> tuple[int, str]:
     """Exit code and output; with --json, the output is stdout alone (it must parse)."""
     result = runner.invoke(app, list(args))
     assert "Traceback" not in result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.stdout if "--json" in args else result.output
 
 
@@ -159,11 +161,15 @@ def test_status_on_an_empty_ledger(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_process_exit_codes_and_output(project: Path) -> None:
     command = [sys.executable, "-m", "funnelvalue", "run", "--json"]
-    first = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        command, cwd=project, capture_output=True, text=True, timeout=120, check=False
+    )
     assert first.returncode == 1, first.stderr
     assert json.loads(first.stdout)["sent"] > 600
     assert "INFO funnelvalue.pipeline: run 1 finished" in first.stderr
-    second = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        command, cwd=project, capture_output=True, text=True, timeout=120, check=False
+    )
     assert json.loads(second.stdout)["sent"] == 0
     bad = subprocess.run(
         [*command[:-1], "--mapping", "nope.yaml"],
@@ -171,6 +177,7 @@ def test_real_process_exit_codes_and_output(project: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: mapping file nope.yaml does not exist"

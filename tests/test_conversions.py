@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -7,7 +8,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from funnelvalue.conversions import Built, build, format_conversion_time, parse_amounts
+from funnelvalue.conversions import (
+    Built,
+    build,
+    format_conversion_time,
+    order_ids,
+    parse_amounts,
+)
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping, load_mapping
 from tests.conftest import CUSTOMER, HEADER, funnel_rows, gclid, ts
@@ -45,16 +52,18 @@ def test_funnel_maps_each_stage_to_its_action_and_value(
     assert won.loc["L10", "conversion_action"] == "CRM won"
     assert set(conv.loc[conv["stage"] == "qualified", "value"]) == {150}
     assert conv["key"].str.startswith(f"{CUSTOMER}|").all()
-    assert conv["order_id"].str.fullmatch(r"[0-9a-f]{24}").all()
-    assert conv["order_id"].is_unique
+    ids = order_ids(conv["key"])
+    assert ids.str.fullmatch(r"[0-9a-f]{24}").all()
+    assert ids.is_unique
 
 
 def test_order_id_is_stable_and_carries_no_pii(mapping: Mapping, now: pd.Timestamp) -> None:
     rows = [row("L1", "New", now - pd.Timedelta(days=1), email="jane@example.com")]
     first = built_from(rows, mapping, now).conversions
     again = built_from(rows, mapping, now + pd.Timedelta(hours=1)).conversions
-    assert first["order_id"].tolist() == again["order_id"].tolist()
-    assert "jane" not in first["order_id"].iloc[0]
+    assert order_ids(first["key"]).tolist() == order_ids(again["key"]).tolist()
+    expected = hashlib.sha256(f"{CUSTOMER}|CRM lead|L1|lead".encode()).hexdigest()[:24]
+    assert order_ids(first["key"]).tolist() == [expected]  # a hash of the key: no email
     assert first["key"].iloc[0] == f"{CUSTOMER}|CRM lead|L1|lead"
 
 

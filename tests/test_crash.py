@@ -61,6 +61,7 @@ def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
@@ -75,6 +76,7 @@ def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert '"sent": 0' in again.stdout
     return ledger

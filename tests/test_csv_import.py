@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from funnelvalue.conversions import build
+from funnelvalue.conversions import build, order_ids
 from funnelvalue.destinations.csv_import import ImportFile
 from funnelvalue.errors import DestinationError
 from funnelvalue.leads import normalise
@@ -39,7 +39,8 @@ def conversions(mapping: Mapping, now: pd.Timestamp) -> pd.DataFrame:
         },
     ]
     frame = pd.DataFrame(rows, columns=HEADER).astype("string")
-    return build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+    built = build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+    return built.assign(order_id=order_ids(built["key"]))
 
 
 def read(path: Path) -> tuple[str, list[dict[str, str]]]:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, select
 
 from funnelvalue import ledger as states
-from funnelvalue.conversions import build
+from funnelvalue.conversions import build, order_ids
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import LedgerError
 from funnelvalue.leads import normalise
@@ -27,7 +27,8 @@ def ledger_urls(tmp_path: Path) -> list[str]:
 @pytest.fixture
 def conversions(mapping: Mapping, now: pd.Timestamp) -> pd.DataFrame:
     frame = pd.DataFrame(funnel_rows(10, now), columns=HEADER).astype("string")
-    return build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+    built = build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+    return built.assign(order_id=order_ids(built["key"]))
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:

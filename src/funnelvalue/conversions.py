@@ -36,7 +36,6 @@ CONSENT = {
 
 CONVERSION_COLUMNS = [
     "key",
-    "order_id",
     "customer_id",
     "lead_id",
     "stage",
@@ -80,61 +79,67 @@ def idempotency_key(
 
 def order_ids(keys: pd.Series) -> pd.Series:
     """A short, stable hash of the key: unique per conversion, no PII, same on every replay."""
-    return pd.Series(
-        [hashlib.sha256(k.encode("utf-8")).hexdigest()[:24] for k in keys],
-        index=keys.index,
-        dtype="string",
-    )
+    digests = [
+        hashlib.sha256(k.encode("utf-8")).hexdigest()[:24] for k in keys.to_numpy(dtype=object)
+    ]
+    return pd.Series(digests, index=keys.index, dtype="string")
 
 
 def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id: str) -> Built:
     """Map normalised leads (see ``leads.normalise``) to conversions and rejects."""
     rows_read = len(leads)
     latest = leads["stage_changed_at"].max() if rows_read else None
-    frame = leads.copy()
-    if "source_row" not in frame.columns:
-        frame["source_row"] = np.arange(1, len(frame) + 1)
+    if "source_row" not in leads.columns:
+        leads = leads.assign(source_row=np.arange(1, rows_read + 1))
+    stage_names = [s.name for s in mapping.stages]
     rejected: list[pd.DataFrame] = []
 
-    # 1. Which funnel stage each row means.
-    stage_names = [s.name for s in mapping.stages]
-    codes, uniques = pd.factorize(frame["stage"])
+    # 1. Which funnel stage each row means; rows that cannot be placed are rejected here.
+    codes, uniques = pd.factorize(leads["stage"])
     keys = [" ".join(str(u).split()).casefold() for u in uniques]
-    position_of_unique = np.array([mapping.stage_index.get(k, -1) for k in keys] + [-1])
-    ignored_unique = np.array([k in mapping.ignored for k in keys] + [False])
-    frame["crm_stage"] = frame["stage"]
-    frame["stage_position"] = position_of_unique[codes]
-    is_ignored = ignored_unique[codes]
-    early = pd.Series(pd.NA, index=frame.index, dtype="string")
-    early[frame["stage"].isna()] = "stage is empty"
-    unknown = (frame["stage_position"] < 0) & ~is_ignored & frame["stage"].notna()
+    position = np.array([mapping.stage_index.get(k, -1) for k in keys] + [-1])[codes]
+    ignored = np.array([k in mapping.ignored for k in keys] + [False])[codes]
+    stage_missing = leads["stage"].isna().to_numpy()
+    unknown = (position < 0) & ~ignored & ~stage_missing
+    early = leads["time_error"].copy()
     early[unknown] = (
         "unknown CRM stage '"
-        + frame.loc[unknown, "stage"]
+        + leads.loc[unknown, "stage"]
         + "': add it to a stage's crm_values or to ignore in the mapping"
     )
-    early[frame["lead_id"].isna()] = "lead_id is empty"
-    early = early.fillna(frame["time_error"])
-    unknown_stages = frame.loc[unknown, "stage"].value_counts().to_dict()
-    bad_early = early.notna() & ~(is_ignored & frame["stage"].notna())
-    rejected.append(_rejects(frame[bad_early], early[bad_early], stage_names))
-    ignored = int((is_ignored & ~frame["lead_id"].isna()).sum())
-    frame = frame[~bad_early & ~is_ignored]
+    early[stage_missing] = "stage is empty"
+    early[leads["lead_id"].isna().to_numpy()] = "lead_id is empty"
+    bad_early = (early.notna().to_numpy()) & ~ignored
+    if bad_early.any():
+        rejected.append(
+            _rejects(leads[bad_early], early[bad_early], np.full(bad_early.sum(), -1), stage_names)
+        )
+    unknown_stages = leads.loc[unknown, "stage"].value_counts().to_dict()
+    kept = np.flatnonzero(~bad_early & ~ignored)
 
-    # 2. Lead-level facts (click id, email, ...) shared across the lead's rows.
-    if frame["lead_id"].duplicated().any():
-        present = [c for c in LEAD_LEVEL if c in frame.columns]
-        frame[present] = frame.groupby("lead_id", sort=False)[present].transform("first")
+    # 2. One conversion per lead and stage: the first time it was reached (then file order).
+    lead_codes = pd.factorize(leads["lead_id"])[0]
+    times = leads["stage_changed_at"].to_numpy(dtype="datetime64[us]").view("int64")
+    by_time = kept[np.lexsort((kept, times[kept]))]
+    first = ~pd.Series(lead_codes[by_time] * len(stage_names) + position[by_time]).duplicated()
+    chosen = by_time[first.to_numpy()]
+    rows, positions = chosen, position[chosen]
+    backfilled = np.zeros(len(rows), dtype=bool)
+    if mapping.backfill_skipped_stages and len(stage_names) > 1:
+        extra_rows, extra_positions = _backfill(lead_codes[rows], positions, rows, len(stage_names))
+        rows = np.concatenate([rows, extra_rows])
+        positions = np.concatenate([positions, extra_positions])
+        backfilled = np.concatenate([backfilled, np.ones(len(extra_rows), dtype=bool)])
+    order = np.lexsort((positions, lead_codes[rows], times[rows]))
+    rows, positions, backfilled = rows[order], positions[order], backfilled[order]
 
-    # 3. One conversion per lead and stage: the first time it was reached.
-    frame = frame.sort_values(["stage_changed_at", "source_row"], kind="stable")
-    before = len(frame)
-    frame = frame.drop_duplicates(["lead_id", "stage_position"], keep="first")
-    merged = before - len(frame)
-    frame["backfilled"] = False
-    if mapping.backfill_skipped_stages and len(mapping.stages) > 1:
-        frame = _backfill(frame, len(mapping.stages))
-    backfilled = int(frame["backfilled"].sum())
+    # 3. Take each row's columns once; lead-level facts (click id, email...) from any of the
+    #    lead's rows when this one lacks them: stage histories often carry them on one row.
+    frame = _materialise(leads, rows, lead_codes, kept)
+    frame["crm_stage"] = leads["stage"].take(rows).to_numpy()
+    frame["stage_position"] = positions
+    frame["backfilled"] = backfilled
+    merged = len(kept) - len(chosen)
 
     # 4. Values, currency, identifiers, times.
     frame["stage"] = pd.Series(
@@ -156,61 +161,108 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
     frame["consent"], consent_reason = _consent(frame)
     reasons.append(consent_reason)
 
-    failed = pd.concat(reasons, axis=1)
-    bad = failed.notna().any(axis=1)
+    joined = _join_reasons(reasons)
+    bad = joined.notna()
     if bad.any():
-        joined = failed[bad].apply(lambda r: "; ".join(r.dropna()), axis=1).astype("string")
-        rejected.append(_rejects(frame[bad], joined, stage_names))
+        rejected.append(
+            _rejects(frame[bad], joined[bad], frame["stage_position"][bad].to_numpy(), stage_names)
+        )
     good = frame[~bad].copy()
 
     good["customer_id"] = customer_id
     good["key"] = idempotency_key(
         customer_id, good["conversion_action"], good["lead_id"], good["stage"]
     )
-    good["order_id"] = order_ids(good["key"])
     good["conversion_time"] = good["stage_changed_at"].dt.floor("s")
-    good = good.sort_values(["conversion_time", "lead_id", "stage_position"], kind="stable")
     rejects = pd.concat(rejected, ignore_index=True) if rejected else _empty_rejects()
     return Built(
         conversions=good[CONVERSION_COLUMNS].reset_index(drop=True),
         rejects=rejects.sort_values("source_row", kind="stable").reset_index(drop=True),
         rows_read=rows_read,
-        ignored=ignored,
+        ignored=int(ignored.sum()),
         merged_duplicates=merged,
-        backfilled=backfilled,
+        backfilled=int(backfilled.sum()),
         unknown_stages={str(k): int(v) for k, v in unknown_stages.items()},
         latest_change=None if latest is None or pd.isna(latest) else latest,
     )
 
 
-def _backfill(frame: pd.DataFrame, n_stages: int) -> pd.DataFrame:
-    """Add the stages a lead skipped, timed at the next stage it did reach.
+def _join_reasons(reasons: list[pd.Series]) -> pd.Series:
+    """All of a row's problems in one text, column by column (no per-row Python)."""
+    joined = reasons[0]
+    for more in reasons[1:]:
+        joined = (joined + "; " + more).fillna(joined).fillna(more)
+    return joined
+
+
+def _backfill(
+    leads: np.ndarray, positions: np.ndarray, rows: np.ndarray, n_stages: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stages a lead skipped, as (donor row, position): timed at the next stage reached.
 
     A lead that jumps from 'lead' to 'won' did pass 'qualified' in reality; counting it keeps
     the middle of the funnel honest for bidding. The added row borrows the later row's facts.
     """
-    frame = frame.reset_index(drop=True)
-    leads, lead_codes = np.unique(frame["lead_id"].to_numpy(dtype=object), return_inverse=True)
-    donor = np.full((len(leads), n_stages), -1, dtype=np.int64)
-    donor[lead_codes, frame["stage_position"].to_numpy()] = np.arange(len(frame))
+    if len(rows) == 0:
+        return rows, positions
+    compact, lead_index = np.unique(leads, return_inverse=True)
+    donor = np.full((len(compact), n_stages), -1, dtype=np.int64)
+    donor[lead_index, positions] = rows
     reached = donor >= 0
-    filled = donor.copy()
     for position in range(n_stages - 2, -1, -1):
-        gap = filled[:, position] < 0
-        filled[gap, position] = filled[gap, position + 1]
-    lead_rows, positions = np.nonzero(~reached & (filled >= 0))
-    if len(lead_rows) == 0:
-        return frame
-    added = frame.iloc[filled[lead_rows, positions]].copy()
-    added["stage_position"] = positions
-    added["backfilled"] = True
-    return pd.concat([frame, added], ignore_index=True)
+        gap = donor[:, position] < 0
+        donor[gap, position] = donor[gap, position + 1]
+    lead_rows, missing = np.nonzero(~reached & (donor >= 0))
+    return donor[lead_rows, missing], missing
+
+
+def _materialise(
+    leads: pd.DataFrame, rows: np.ndarray, lead_codes: np.ndarray, kept: np.ndarray
+) -> pd.DataFrame:
+    columns: dict[str, object] = {}
+    repeated = bool(pd.Series(lead_codes[kept]).duplicated().any())
+    for column in leads.columns:
+        if column in ("stage", "time_error"):
+            continue
+        source = rows
+        if repeated and column in LEAD_LEVEL:
+            source = _fill_from_lead(leads[column], rows, lead_codes, kept)
+        columns[column] = (
+            leads[column].take(source).to_numpy()
+            if isinstance(leads[column].dtype, np.dtype)
+            else leads[column].take(source).array
+        )
+    return pd.DataFrame(columns)
+
+
+def _fill_from_lead(
+    values: pd.Series, rows: np.ndarray, lead_codes: np.ndarray, kept: np.ndarray
+) -> np.ndarray:
+    """Row indices to read ``values`` from: the row itself, or the lead's first row with one."""
+    present = kept[values.notna().to_numpy()[kept]]
+    first_with_value = np.full(lead_codes.max() + 1, -1, dtype=np.int64)
+    first_with_value[lead_codes[present[::-1]]] = present[::-1]
+    fallback = first_with_value[lead_codes[rows]]
+    use_fallback = values.isna().to_numpy()[rows] & (fallback >= 0)
+    return np.where(use_fallback, fallback, rows)
 
 
 def format_conversion_time(times: pd.Series, timezone: str) -> pd.Series:
-    """'2026-11-02 14:30:00+01:00': Google's format, in the account's zone, offset always shown."""
-    text = times.dt.tz_convert(timezone).dt.strftime("%Y-%m-%d %H:%M:%S%z").astype("string")
-    formatted: pd.Series = text.str.slice(0, -2) + ":" + text.str.slice(-2)
+    """'2026-11-02 14:30:00+01:00': Google's format, in the account's zone, offset always shown.
+
+    Built from the naive local time and the offset separately: strftime's %z is formatted
+    row by row in pandas, the naive part is not.
+    """
+    local = times.dt.tz_convert(timezone)
+    wall = local.dt.tz_localize(None)
+    offset_minutes = ((wall - times.dt.tz_localize(None)).dt.total_seconds() // 60).astype("int64")
+    codes, distinct = pd.factorize(offset_minutes)
+    suffix = np.array(
+        [f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in distinct],
+        dtype=object,
+    )
+    text = wall.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
+    formatted: pd.Series = text + pd.Series(suffix[codes], index=times.index, dtype="string")
     return formatted
 
 
@@ -341,7 +393,9 @@ def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> li
 
 def _consent(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     raw = frame["consent_ad_user_data"].str.upper()
-    consent = raw.map(CONSENT, na_action="ignore").astype("string")
+    codes, uniques = pd.factorize(raw)  # map the few distinct values, not every row
+    mapped = np.array([CONSENT.get(str(u)) for u in uniques] + [None], dtype=object)
+    consent = pd.Series(mapped[codes], index=raw.index, dtype="string")
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
     bad = raw.notna() & consent.isna()
     reasons[bad] = (
@@ -352,16 +406,18 @@ def _consent(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return consent, reasons
 
 
-def _rejects(rows: pd.DataFrame, reasons: pd.Series, stage_names: list[str]) -> pd.DataFrame:
-    position = rows["stage_position"]
-    names = np.array([*stage_names, pd.NA], dtype=object)
+def _rejects(
+    rows: pd.DataFrame, reasons: pd.Series, positions: np.ndarray, stage_names: list[str]
+) -> pd.DataFrame:
+    names = np.array([*stage_names, None], dtype=object)
+    crm_stage = rows["crm_stage"] if "crm_stage" in rows.columns else rows["stage"]
     return pd.DataFrame(
         {
             "source_row": rows["source_row"].to_numpy(),
             "lead_id": rows["lead_id"].astype("string").to_numpy(),
-            "crm_stage": rows["crm_stage"].astype("string").to_numpy(),
+            "crm_stage": crm_stage.astype("string").to_numpy(),
             "stage": pd.array(
-                names[np.where(position >= 0, position, len(stage_names))], dtype="string"
+                names[np.where(positions >= 0, positions, len(stage_names))], dtype="string"
             ),
             "reason": reasons.astype("string").to_numpy(),
         }

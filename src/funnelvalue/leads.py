@@ -36,7 +36,10 @@ TIMESTAMPS = ("stage_changed_at", "created_at")
 LEAD_LEVEL = ("created_at", "gclid", "gbraid", "wbraid", "email", "phone", "consent_ad_user_data")
 
 # An offset only counts after a time of day: "2026-11-02" ends in "-02" but is a naive date.
-_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+# Matched against the last 6 characters of values that contain a time of day (a colon):
+# "2026-11-02" ends in "-02" but is a naive date. Anchored and short, so Arrow's regex
+# engine runs it fast.
+_OFFSET = r"(?:Z|[+-]\d\d:?\d\d|[+-]\d\d)$"
 
 
 def canonical_header(name: str) -> str:
@@ -124,7 +127,11 @@ def parse_timestamps(
     text = _clean_text(raw)
     result = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     present = text.notna()
-    with_offset = present & text.str.contains(_OFFSET, na=False)
+    with_offset = (
+        present
+        & text.str.contains(":", regex=False, na=False)
+        & text.str.slice(-6).str.contains(_OFFSET, na=False)
+    )
     if with_offset.any():
         result[with_offset] = pd.to_datetime(
             text[with_offset], utc=True, format="ISO8601", errors="coerce"

@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     func,
     inspect,
@@ -99,6 +100,7 @@ conversions = Table(
     Column("updated_at", DateTime, nullable=False),
     Index("ix_conversions_status", "status"),
     Index("ix_conversions_customer", "customer_id"),
+    Index("ix_conversions_last_run", "last_run_id"),
 )
 rejected_rows = Table(
     "rejected_rows",
@@ -174,30 +176,41 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _naive_utc(times: pd.Series) -> list[datetime | None]:
-    naive = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return [None if pd.isna(t) else t.to_pydatetime() for t in naive]
+def _driver_values(series: pd.Series, dialect: str) -> np.ndarray:
+    """One column as plain Python values for the DB driver: None for missing, times naive UTC
+    (as SQLAlchemy's own SQLite text format there, datetime objects elsewhere)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        if dialect == "sqlite":
+            text = naive.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+            return text.to_numpy(dtype=object, na_value=None)
+        return np.array([None if pd.isna(t) else t.to_pydatetime() for t in naive], dtype=object)
+    return series.to_numpy(dtype=object, na_value=None)
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame -> DB parameters: missing values become None, timestamps naive UTC."""
-    columns: dict[str, list[Any]] = {}
-    for name in frame.columns:
-        series = frame[name]
-        if isinstance(series.dtype, pd.DatetimeTZDtype):
-            columns[name] = _naive_utc(series)
-        else:
-            values = series.astype(object).to_numpy()
-            columns[name] = [
-                None
-                if v is pd.NA or (isinstance(v, float) and np.isnan(v))
-                else v.item()
-                if isinstance(v, np.generic)
-                else v
-                for v in values
-            ]
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+def _bulk_write(conn: Connection, stmt: Any, frame: pd.DataFrame, **constants: Any) -> None:
+    """executemany at driver speed: the statement is compiled once by SQLAlchemy, the rows go
+    to the DB-API cursor as tuples (SQLAlchemy's per-row parameter processing would dominate
+    the run on a million conversions)."""
+    if frame.empty:
+        return
+    dialect = conn.dialect.name
+    columns = {name: _driver_values(frame[name], dialect) for name in frame.columns}
+    count = len(frame)
+    for name, value in constants.items():
+        columns[name] = np.full(count, value, dtype=object)
+    compiled = stmt.values({name: bindparam(name) for name in columns}).compile(
+        dialect=conn.dialect
+    )
+    sql = str(compiled)
+    if compiled.positional:
+        order = [columns[name] for name in compiled.positiontup or ()]
+        rows: list[Any] = list(zip(*order, strict=True))
+    else:
+        names = list(columns)
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    for start in range(0, count, _CHUNK * 10):
+        conn.exec_driver_sql(sql, rows[start : start + _CHUNK * 10])
 
 
 class Ledger:
@@ -411,7 +424,13 @@ class Ledger:
         ).where(conversions.c.customer_id == customer_id)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=["key", "status", "value", "currency", "retry_at"])
+        names = ["key", "status", "value", "currency", "retry_at"]
+        # Column-wise from plain tuples: pandas probes Row objects per row otherwise.
+        frame = pd.DataFrame(
+            dict(zip(names, zip(*rows, strict=True), strict=True))
+            if rows
+            else {n: [] for n in names}
+        )
         frame["retry_at"] = pd.to_datetime(frame["retry_at"])
         return frame.rename(columns=lambda c: c if c == "key" else f"{c}_ledger")
 
@@ -477,20 +496,8 @@ class Ledger:
         """Write the batch as pending, with its payload, before anything is sent."""
         if batch.empty:
             return
-        now = utcnow()
-        params = _records(batch[["key", *PAYLOAD]])
-        for row in params:
-            row.update(
-                status="pending",
-                destination=destination,
-                last_run_id=run_id,
-                first_run_id=run_id,
-                updated_at=now,
-                attempts=0,
-            )
         with self._tx() as conn:
-            insert = self._insert(conn)
-            stmt = insert(conversions)
+            stmt = self._insert(conn)(conversions)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[conversions.c.key],
                 set_={
@@ -498,10 +505,20 @@ class Ledger:
                     for c in [*PAYLOAD, "status", "destination", "last_run_id", "updated_at"]
                 },
             )
-            for start in range(0, len(params), _CHUNK):
-                conn.execute(stmt, params[start : start + _CHUNK])
+            now = utcnow()
+            _bulk_write(
+                conn,
+                stmt,
+                batch[["key", *PAYLOAD]],
+                status="pending",
+                destination=destination,
+                first_run_id=run_id,
+                last_run_id=run_id,
+                attempts=0,
+                updated_at=now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now,
+            )
             conn.execute(
-                update(runs).where(runs.c.id == run_id).values(summary={"pending": len(params)})
+                update(runs).where(runs.c.id == run_id).values(summary={"pending": len(batch)})
             )
 
     @staticmethod
@@ -529,11 +546,8 @@ class Ledger:
         with self._tx() as conn:
             self._record_outcomes(conn, run_id, outcomes, now)
             if not rejects.empty:
-                rows = _records(rejects[["source_row", "lead_id", "crm_stage", "stage", "reason"]])
-                for row in rows:
-                    row["run_id"] = run_id
-                for start in range(0, len(rows), _CHUNK):
-                    conn.execute(rejected_rows.insert(), rows[start : start + _CHUNK])
+                columns = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
+                _bulk_write(conn, rejected_rows.insert(), rejects[columns], run_id=run_id)
             if watermark is not None:
                 source, value = watermark
                 stmt = self._insert(conn)(watermarks).values(
@@ -566,6 +580,11 @@ class Ledger:
         groups = frame.fillna({"error_code": "", "message": ""}).groupby(
             ["status", "error_code", "message", "retry_at"], dropna=False, sort=False
         )["key"]
+        single = groups.ngroups == 1 and conn.scalar(
+            select(func.count()).where(
+                conversions.c.last_run_id == run_id, conversions.c.status == "pending"
+            )
+        ) == len(frame)
         for (status, code, message, retry_at), keys in groups:
             retry = pd.Timestamp(retry_at) if not pd.isna(retry_at) else None  # type: ignore[call-overload, arg-type]
             values: dict[str, Any] = {
@@ -579,6 +598,13 @@ class Ledger:
             }
             if status in DONE:
                 values["sent_at"] = now
+            if single:  # the common case: every row of the run had the same outcome
+                conn.execute(
+                    update(conversions)
+                    .where(conversions.c.last_run_id == run_id, conversions.c.status == "pending")
+                    .values(**values)
+                )
+                return
             key_list = keys.tolist()
             for start in range(0, len(key_list), _CHUNK):
                 conn.execute(

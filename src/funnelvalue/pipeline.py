@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from funnelvalue import ledger as states
-from funnelvalue.conversions import Built, build
+from funnelvalue.conversions import Built, build, order_ids
 from funnelvalue.destinations.base import check_destination, make_destination
 from funnelvalue.errors import ConfigError, DestinationError, FunnelvalueError
 from funnelvalue.ledger import Ledger
@@ -199,6 +199,8 @@ def _run(
         ledger.fail_run(run_id, exc.exit_code, str(exc))
         raise
     report.run_id, report.interrupted_runs = run_id, interrupted
+    # Only what is sent needs an order_id: hashing every key would slow the daily no-op run.
+    report.to_send = report.to_send.assign(order_id=order_ids(report.to_send["key"]))
     ledger.mark_pending(run_id, report.to_send, destination.name)
     log.info("run %d: %d conversions to send to %s", run_id, len(report.to_send), destination.name)
     try:

@@ -7,12 +7,17 @@ no "changed since", and the ledger makes re-reading it free.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pacsv
 
 from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.leads import check_columns, normalise, rename_columns
@@ -63,19 +68,22 @@ class CsvSource:
                 head = handle.read(64 * 1024)
         except OSError as exc:
             raise SourceError(f"CRM export {self.path} cannot be read: {exc}") from exc
-        encoding = "utf-8-sig"
+        if not head.strip():
+            raise SourceError(f"CRM export {self.path} is empty (no header row)")
+        encoding = "utf-8"
         try:
             head.decode(encoding)
         except UnicodeDecodeError as exc:
             # A multi-byte character cut at the sample's end is not an encoding problem.
             if exc.start < len(head) - 4:
                 encoding = "latin-1"
-        delimiter = _sniff_delimiter(head.decode(encoding, errors="replace"))
         try:
-            frame = self._read(encoding, delimiter)
-        except UnicodeDecodeError:
+            frame = self._read(head, encoding)
+        except pa.ArrowInvalid as exc:
+            if encoding == "latin-1" or "UTF8" not in str(exc):
+                raise SourceError(f"CRM export {self.path} is not valid CSV: {exc}") from exc
             encoding = "latin-1"
-            frame = self._read(encoding, delimiter)
+            frame = self._read(head, encoding)
         if encoding == "latin-1":
             message = (
                 f"{self.path} is not UTF-8; read it as Latin-1 (Windows-1252 exports "
@@ -85,26 +93,42 @@ class CsvSource:
             self.warnings.append(message)
         return frame
 
-    def _read(self, encoding: str, delimiter: str) -> pd.DataFrame:
-        try:
-            frame = pd.read_csv(
-                self.path,
-                sep=delimiter,
-                dtype=str,
-                encoding=encoding,
-                keep_default_na=False,
-                na_values=[""],
-                skipinitialspace=True,
-                skip_blank_lines=True,
-            )
-        except pd.errors.EmptyDataError:
-            raise SourceError(f"CRM export {self.path} is empty (no header row)") from None
-        except pd.errors.ParserError as exc:
-            raise SourceError(f"CRM export {self.path} is not valid CSV: {exc}") from exc
+    def _read(self, head: bytes, encoding: str) -> pd.DataFrame:
+        """Arrow's CSV reader: multi-threaded, and strings stay in Arrow memory."""
+        text = head.decode(encoding, errors="replace").removeprefix("\ufeff")
+        delimiter = _sniff_delimiter(text)
+        header = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+        names = _unique_names(header)
+        table = pacsv.read_csv(
+            self.path,
+            read_options=pacsv.ReadOptions(
+                encoding="utf8" if encoding == "utf-8" else encoding,
+                column_names=names,
+                skip_rows=1,
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
         # Data rows start on line 2; quoted line breaks make this an approximation, which is
         # still the best pointer back into the file a person has.
-        frame["source_row"] = pd.RangeIndex(2, len(frame) + 2).to_numpy()
+        frame["source_row"] = np.arange(2, len(frame) + 2)
         return frame
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Arrow needs distinct column names; an export can repeat one (or leave it blank)."""
+    names: list[str] = []
+    for position, name in enumerate(header):
+        name = name.strip() or f"column_{position + 1}"
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names
 
 
 def _sniff_delimiter(sample: str) -> str:
