@@ -1,12 +1,13 @@
 """Throughput and peak memory of the daily job at 10k, 100k and 1M generated leads.
 
-For each size, in a fresh process (so peak RSS belongs to that size alone):
+For each size, each phase runs in a fresh process (so its peak RSS is its own), on one
+generated export and one SQLite ledger:
   preview   map + validate + classify against an empty ledger (nothing written)
   run 1     the same plus writing every conversion to the ledger and the import file
   run 2     the same input again: everything is already in the ledger, nothing is sent
   preview 2 preview against the full ledger
 
-Usage: python benchmarks/bench_pipeline.py [--sizes 10000 100000 1000000]
+Usage: python benchmarks/bench_pipeline.py [--sizes 10000 100000 1000000]   (or: make bench)
 Targets (issue #3): 1M leads previewed in < 20 s and < 1.5 GB peak; run 2 over 1M in < 20 s.
 """
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,30 +91,48 @@ def generate(leads: int, path: Path, seed: int = 7) -> int:
     return len(export)
 
 
-def measure_one(leads: int) -> dict[str, float]:
+PHASES = (("preview", True), ("run1", False), ("run2", False), ("preview2", True))
+
+
+def measure_phase(work: Path, phase: str) -> dict[str, float]:
+    """One phase in this (fresh) process: its time, and its own peak RSS."""
     from funnelvalue.pipeline import execute
     from funnelvalue.settings import load_settings
 
-    work = Path(tempfile.mkdtemp(prefix="fv-bench-"))
-    export = work / "export.csv"
-    rows = generate(leads, export)
-    (work / "mapping.yaml").write_text(MAPPING)
     settings = load_settings(
         mapping=work / "mapping.yaml",
-        input=export,
+        input=work / "export.csv",
         ledger=f"sqlite:///{work / 'ledger.db'}",
         output=work / "out" / "import.csv",
     )
-    result: dict[str, float] = {"leads": leads, "rows": rows}
-    for label, dry_run in (("preview", True), ("run1", False), ("run2", False), ("preview2", True)):
-        start = time.perf_counter()
-        report = execute(settings, dry_run=dry_run)
-        result[f"{label}_s"] = time.perf_counter() - start
-        result[f"{label}_sent"] = len(report.to_send)
-    result["conversions"] = len(report.conversions)
-    result["rejected"] = len(report.rejects)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+    start = time.perf_counter()
+    report = execute(settings, dry_run=dict(PHASES)[phase])
+    return {
+        "seconds": time.perf_counter() - start,
+        "to_send": len(report.to_send),
+        "conversions": len(report.conversions),
+        "rejected": len(report.rejects),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def measure_size(leads: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fv-bench-"))
+    try:
+        rows = generate(leads, work / "export.csv")
+        (work / "mapping.yaml").write_text(MAPPING)
+        result: dict[str, Any] = {"leads": leads, "rows": rows}
+        for phase, _ in PHASES:
+            out = subprocess.run(
+                [sys.executable, __file__, "--phase", phase, "--work", str(work)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            result[phase] = json.loads(out.strip().splitlines()[-1])
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -119,30 +140,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure_one(args.one)))
+    if args.phase:
+        print(json.dumps(measure_phase(args.work, args.phase)))
         return
     print(
-        f"{'leads':>9} {'rows':>9} {'preview s':>9} {'rows/s':>10} {'run1 s':>8} "
-        f"{'run2 s':>8} {'preview2 s':>10} {'peak MB':>8}"
+        f"{'leads':>9} {'CSV rows':>9} {'phase':>9} {'seconds':>8} {'rows/s':>10} "
+        f"{'sent':>9} {'peak MB':>8}"
     )
     for size in args.sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(size)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        print(
-            f"{r['leads']:>9,} {r['rows']:>9,} {r['preview_s']:>9.2f} "
-            f"{r['rows'] / r['preview_s']:>10,.0f} {r['run1_s']:>8.2f} {r['run2_s']:>8.2f} "
-            f"{r['preview2_s']:>10.2f} {r['peak_rss_mb']:>8.0f}",
-            flush=True,
-        )
-        assert r["run2_sent"] == 0, "run 2 must send nothing"
+        r = measure_size(size)
+        for phase, _ in PHASES:
+            p = r[phase]
+            print(
+                f"{r['leads']:>9,} {r['rows']:>9,} {phase:>9} {p['seconds']:>8.2f} "
+                f"{r['rows'] / p['seconds']:>10,.0f} {p['to_send']:>9,} {p['peak_mb']:>8.0f}",
+                flush=True,
+            )
+        if r["run2"]["to_send"] or r["preview2"]["to_send"]:
+            raise SystemExit("run 2 must send nothing: the ledger has every conversion")
 
 
 if __name__ == "__main__":

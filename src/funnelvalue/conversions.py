@@ -13,6 +13,8 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
@@ -74,7 +76,15 @@ class Built:
 def idempotency_key(
     customer_id: str, action: pd.Series, lead_id: pd.Series, stage: pd.Series
 ) -> pd.Series:
-    return customer_id + "|" + action + "|" + lead_id + "|" + stage
+    """``customer|action|lead_id|stage``, joined in one Arrow pass (no per-step copies)."""
+    arrow = pd.StringDtype("pyarrow")
+    parts = [
+        pc.cast(pa.array(column.astype(arrow)), pa.large_string())
+        for column in (action, lead_id, stage)
+    ]
+    text = pa.large_string()
+    joined = pc.binary_join_element_wise(pa.scalar(customer_id, text), *parts, pa.scalar("|", text))
+    return pd.Series(pd.array(joined, dtype=arrow), index=action.index)
 
 
 def order_ids(keys: pd.Series) -> pd.Series:
@@ -140,6 +150,7 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
     frame["stage_position"] = positions
     frame["backfilled"] = backfilled
     merged = len(kept) - len(chosen)
+    del leads  # the caller holds no other reference: free the input before validating
 
     # 4. Values, currency, identifiers, times.
     frame["stage"] = pd.Series(
@@ -167,13 +178,14 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
         rejected.append(
             _rejects(frame[bad], joined[bad], frame["stage_position"][bad].to_numpy(), stage_names)
         )
-    good = frame[~bad].copy()
-
-    good["customer_id"] = customer_id
+    frame["conversion_time"] = frame["stage_changed_at"].dt.floor("s")
+    frame["customer_id"] = customer_id
+    kept_columns = [c for c in CONVERSION_COLUMNS if c != "key"]
+    good = frame.loc[~bad, kept_columns] if bad.any() else frame[kept_columns]
+    del frame  # only the columns a conversion needs live on
     good["key"] = idempotency_key(
         customer_id, good["conversion_action"], good["lead_id"], good["stage"]
     )
-    good["conversion_time"] = good["stage_changed_at"].dt.floor("s")
     rejects = pd.concat(rejected, ignore_index=True) if rejected else _empty_rejects()
     return Built(
         conversions=good[CONVERSION_COLUMNS].reset_index(drop=True),
@@ -353,15 +365,20 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> list[pd.Series]:
         + "' is malformed: click ids are 16+ characters of A-Z a-z 0-9 _ -"
     )
 
+    # Emails and phones matter only where there is no click id: normalise just those rows.
     no_click = kind.isna()
-    email = normalise_email(frame["email"].where(no_click))
-    phone = normalise_phone(frame["phone"].where(no_click), mapping.phone_country_code)
-    user = no_click & (email.notna() | phone.notna())
+    email = normalise_email(frame.loc[no_click, "email"])
+    phone = normalise_phone(frame.loc[no_click, "phone"], mapping.phone_country_code)
+    usable = email.notna() | phone.notna()
+    user = pd.Series(False, index=frame.index)
+    user[usable.index] = usable
     kind[user] = USER_IDENTIFIERS
     frame["click_id_kind"] = kind
     frame["click_id"] = click_id.where(~no_click)
-    frame["hashed_email"] = sha256_hex(email.where(user))
-    frame["hashed_phone"] = sha256_hex(phone.where(user))
+    for column, values in (("hashed_email", email), ("hashed_phone", phone)):
+        hashed = pd.Series(pd.NA, index=frame.index, dtype="string")
+        hashed[values.index] = sha256_hex(values.where(usable))
+        frame[column] = hashed
     nothing = no_click & ~user
     offered = frame["email"].notna() | frame["phone"].notna()
     reasons[nothing & offered] = (

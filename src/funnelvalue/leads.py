@@ -81,8 +81,12 @@ def normalise(
     timezone: str,
     timestamp_format: str | None = None,
 ) -> pd.DataFrame:
-    """Trim strings, blank -> missing, parse timestamps to UTC, add missing optional columns."""
-    out = frame.copy()
+    """Trim strings, blank -> missing, parse timestamps to UTC, add missing optional columns.
+
+    Works on ``frame`` in place (and returns it): a million-row export should not be held
+    twice, raw and clean.
+    """
+    out = frame
     for column in CANONICAL:
         if column not in out.columns:
             out[column] = pd.Series(pd.NA, index=out.index, dtype="string")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import (
     JSON,
     Column,
@@ -98,7 +99,7 @@ conversions = Table(
     Column("last_run_id", Integer, ForeignKey("runs.id")),
     Column("sent_at", DateTime),
     Column("updated_at", DateTime, nullable=False),
-    Index("ix_conversions_status", "status"),
+    Index("ix_conversions_status", "status", "customer_id"),
     Index("ix_conversions_customer", "customer_id"),
     Index("ix_conversions_last_run", "last_run_id"),
 )
@@ -183,9 +184,48 @@ def _driver_values(series: pd.Series, dialect: str) -> np.ndarray:
         naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
         if dialect == "sqlite":
             text = naive.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-            return text.to_numpy(dtype=object, na_value=None)
+            as_text: np.ndarray = text.to_numpy(dtype=object, na_value=None)
+            return as_text
         return np.array([None if pd.isna(t) else t.to_pydatetime() for t in naive], dtype=object)
-    return series.to_numpy(dtype=object, na_value=None)
+    values: np.ndarray = series.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
+    return values
+
+
+def _read_frame(conn: Connection, query: Any) -> pd.DataFrame:
+    """A SELECT straight into a DataFrame at DB-API speed, column-wise.
+
+    Compiled by SQLAlchemy, fetched as plain tuples: SQLAlchemy's Row processing costs
+    seconds on a million ledger rows.
+    """
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    rows = conn.exec_driver_sql(str(compiled), _driver_params(compiled)).fetchall()
+    names = [column.name for column in query.selected_columns]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pd.DataFrame({name: list(values) for name, values in zip(names, columns, strict=True)})
+
+
+def _driver_params(compiled: Any) -> Any:
+    if compiled.positional:
+        return tuple(compiled.params[name] for name in compiled.positiontup or ())
+    return compiled.params
+
+
+def _read_sqlite_arrow(database: str, query: Any, dialect: Any) -> pd.DataFrame | None:
+    """The same SELECT on a SQLite file through ADBC, straight into Arrow (no Python row
+    objects at all): the daily run reads every ledger key, and this is 4x faster and a few
+    hundred MB lighter than the DB-API at a million rows. None when ADBC is not installed.
+    Only for queries whose columns are never NULL (ADBC types a column by its first rows)."""
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:
+        return None
+    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    uri = f"file:{Path(database).resolve()}?mode=ro"
+    with adbc.connect(uri) as connection, connection.cursor() as cursor:
+        cursor.execute(str(compiled), _driver_params(compiled))
+        table = cursor.fetch_arrow_table()
+    frame: pd.DataFrame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    return frame
 
 
 def _bulk_write(conn: Connection, stmt: Any, frame: pd.DataFrame, **constants: Any) -> None:
@@ -380,6 +420,8 @@ class Ledger:
         known = self._known(built["customer_id"].iloc[0])
         if known.empty:
             return state
+        position = pd.Index(known["key"]).get_indexer(built["key"])
+        found = position >= 0
         merged = built[
             [
                 "key",
@@ -390,8 +432,10 @@ class Ledger:
                 "hashed_phone",
                 "conversion_time",
             ]
-        ].merge(known, on="key", how="left", suffixes=("", "_ledger"))
-        merged.index = built.index
+        ].copy()
+        for column in ("status_ledger", "value_ledger", "currency_ledger", "retry_at_ledger"):
+            values = known[column].take(np.where(found, position, 0)).to_numpy()
+            merged[column] = pd.Series(values, index=built.index).where(found)
         status = merged["status_ledger"]
         done = status.isin(DONE)
         changed = done & (
@@ -414,24 +458,25 @@ class Ledger:
         return state
 
     def _known(self, customer_id: str) -> pd.DataFrame:
+        """key, status, value, currency, retry_at of every conversion sent for the customer."""
         assert self._engine is not None
+        never_null_retry = func.coalesce(conversions.c.retry_at, "").label("retry_at")
         query = select(
             conversions.c.key,
             conversions.c.status,
             conversions.c.value,
             conversions.c.currency,
-            conversions.c.retry_at,
+            never_null_retry,
         ).where(conversions.c.customer_id == customer_id)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        names = ["key", "status", "value", "currency", "retry_at"]
-        # Column-wise from plain tuples: pandas probes Row objects per row otherwise.
-        frame = pd.DataFrame(
-            dict(zip(names, zip(*rows, strict=True), strict=True))
-            if rows
-            else {n: [] for n in names}
-        )
-        frame["retry_at"] = pd.to_datetime(frame["retry_at"])
+        url = self._engine.url
+        frame = None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            frame = _read_sqlite_arrow(str(url.database), query, self._engine.dialect)
+        if frame is None:
+            with self._engine.connect() as conn:
+                frame = _read_frame(conn, query)
+        retry = frame["retry_at"]
+        frame["retry_at"] = pd.to_datetime(retry.where(retry != ""), format="ISO8601")
         return frame.rename(columns=lambda c: c if c == "key" else f"{c}_ledger")
 
     def _payload_differs(self, rows: pd.DataFrame) -> pd.Series:
@@ -471,20 +516,20 @@ class Ledger:
         self, customer_id: str, exclude: pd.Series, now: pd.Timestamp
     ) -> pd.DataFrame:
         """Pending or due rows that today's input no longer has: sent from the ledger's copy."""
+        empty = pd.DataFrame(columns=["key", *PAYLOAD])
         if self._engine is None:
-            return pd.DataFrame(columns=["key", *PAYLOAD])
+            return empty
         query = select(conversions.c.key, *[conversions.c[c] for c in PAYLOAD]).where(
+            conversions.c.status.in_(["pending", "failed", "retry_after"]),  # the index
             conversions.c.customer_id == customer_id,
-            (conversions.c.status.in_(["pending", "failed"]))
-            | (
-                (conversions.c.status == "retry_after")
-                & (conversions.c.retry_at <= now.tz_convert(None).to_pydatetime())
-            ),
+            (conversions.c.status != "retry_after")
+            | (conversions.c.retry_at <= now.tz_convert(None).to_pydatetime()),
         )
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=["key", *PAYLOAD])
-        frame = frame[~frame["key"].isin(set(exclude))]
+            frame = _read_frame(conn, query)
+        frame = frame[~frame["key"].isin(exclude)] if not frame.empty else frame
+        if frame.empty:
+            return empty
         frame["conversion_time"] = pd.to_datetime(frame["conversion_time"]).dt.tz_localize("UTC")
         for column in ("key", *PAYLOAD):
             if column not in ("conversion_time", "value"):

@@ -151,8 +151,8 @@ def _plan(
     dry_run: bool,
     destination: str,
 ) -> RunReport:
-    leads = source.fetch(ledger.watermark(source.name))
-    built = build(leads, mapping, now, customer_id)
+    # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
+    built = build(source.fetch(ledger.watermark(source.name)), mapping, now, customer_id)
     conversions = built.conversions.assign(state=ledger.classify(built.conversions, now))
     fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
     leftover = ledger.due_elsewhere(customer_id, conversions["key"], now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +28,23 @@ STATE_STYLE = {
     states.RETRY_LATER: "dim",
     states.REJECTED_BEFORE: "red",
     states.FIXED: "green",
+}
+
+
+STATE_ORDER = {
+    state: rank
+    for rank, state in enumerate(
+        [
+            states.NEW,
+            states.PENDING,
+            states.RETRY_DUE,
+            states.FIXED,
+            states.CHANGED,
+            states.RETRY_LATER,
+            states.REJECTED_BEFORE,
+            states.SENT,
+        ]
+    )
 }
 
 
@@ -96,9 +114,17 @@ def stage_totals(report: RunReport, mapping: Mapping) -> Table:
 
 
 def conversions_table(report: RunReport, timezone: str, limit: int | None) -> Table:
+    # What would go out first, then what changed, then the rest: the interesting rows on top.
     rows = report.conversions
+    priority = rows["state"].map(STATE_ORDER).fillna(len(STATE_ORDER)).to_numpy()
+    rows = rows.iloc[np.lexsort((rows["conversion_time"].to_numpy(), priority))]
     shown = rows if limit is None else rows.head(limit)
-    title = f"Conversions ({len(rows):,})"
+    counts = rows["state"].value_counts()
+    title = (
+        f"Conversions ({len(rows):,}: "
+        + ", ".join(f"{counts[state]:,} {state}" for state in STATE_ORDER if state in counts)
+        + ")"
+    )
     if limit is not None and len(rows) > limit:
         title += f" — first {limit}; --limit 0 shows all"
     table = Table(title=title, title_justify="left")

@@ -47,8 +47,7 @@ class CsvSource:
         return f"csv:{self.path}"
 
     def fetch(self, since: datetime | None = None) -> pd.DataFrame:
-        raw = self.read_raw()
-        frame = rename_columns(raw, self.mapping.columns)
+        frame = rename_columns(self.read_raw(), self.mapping.columns)
         check_columns(frame, str(self.path))
         for column in self.mapping.value_columns - set(frame.columns):
             self.warnings.append(
@@ -113,7 +112,9 @@ class CsvSource:
                 null_values=[""],
             ),
         )
-        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        frame: pd.DataFrame = table.to_pandas(
+            types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get
+        )
         # Data rows start on line 2; quoted line breaks make this an approximation, which is
         # still the best pointer back into the file a person has.
         frame["source_row"] = np.arange(2, len(frame) + 2)
@@ -123,8 +124,8 @@ class CsvSource:
 def _unique_names(header: list[str]) -> list[str]:
     """Arrow needs distinct column names; an export can repeat one (or leave it blank)."""
     names: list[str] = []
-    for position, name in enumerate(header):
-        name = name.strip() or f"column_{position + 1}"
+    for position, given in enumerate(header):
+        name = given.strip() or f"column_{position + 1}"
         while name in names:
             name += "_"
         names.append(name)
