@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, Mapping, load_mapping
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,10 +42,51 @@ def gclid(n: int | str) -> str:
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test sees the developer's FUNNELVALUE_* / GOOGLE_ADS_* settings or repo config."""
     for name in list(os.environ):
-        if name.startswith(("FUNNELVALUE_", "GOOGLE_ADS_")):
+        if name.startswith(("FUNNELVALUE_", "GOOGLE_ADS_")) and not name.startswith(
+            "FUNNELVALUE_TEST_"
+        ):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return
+
+
+def postgres_url() -> str | None:
+    """A throwaway PostgreSQL database for ledger tests (.ci/run starts one when it can)."""
+    return os.environ.get("FUNNELVALUE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each ledger test runs on a SQLite file and, where one is configured, on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'ledger.db'}"
+    url = postgres_url()
+    if url is None:
+        pytest.skip("FUNNELVALUE_TEST_POSTGRES_URL is not set")
+    from sqlalchemy import create_engine
+
+    from funnelvalue.ledger import metadata, schema_migrations
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a clean database for every test
+        metadata.drop_all(conn)
+        schema_migrations.drop(conn, checkfirst=True)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def open_ledger() -> Iterator[Callable[..., Ledger]]:
+    """Ledger.open for tests, closed at teardown (PostgreSQL connections must not leak)."""
+    opened: list[Ledger] = []
+
+    def open_(url: str, **options: Any) -> Ledger:
+        opened.append(Ledger.open(url, **options))
+        return opened[-1]
+
+    yield open_
+    for ledger in opened:
+        ledger.close()
 
 
 @pytest.fixture

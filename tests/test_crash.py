@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -82,7 +83,9 @@ def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
     return ledger
 
 
-def test_kill_during_upload_then_rerun_sends_the_pending_rows(tmp_path: Path) -> None:
+def test_kill_during_upload_then_rerun_sends_the_pending_rows(
+    open_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
     args = setup_project(tmp_path, 200)
     expected = 200 + 100 + 20
     marker = tmp_path / "uploading"
@@ -100,7 +103,7 @@ def test_kill_during_upload_then_rerun_sends_the_pending_rows(tmp_path: Path) ->
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
 
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
     assert ledger.status_counts() == {"pending": expected}  # consistent: all pending
     assert ledger.last_runs()[0].status == "running"
     ledger.close()
@@ -111,7 +114,9 @@ def test_kill_during_upload_then_rerun_sends_the_pending_rows(tmp_path: Path) ->
     assert runs[2] == "finished"
 
 
-def test_kill_at_random_moments_never_loses_or_duplicates(tmp_path: Path) -> None:
+def test_kill_at_random_moments_never_loses_or_duplicates(
+    open_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
     args = setup_project(tmp_path, 20_000)
     expected = 20_000 + 10_000 + 2_000
     for delay in (0.8, 1.4, 2.0, 2.6, 3.2, 4.0):
@@ -127,7 +132,7 @@ def test_kill_at_random_moments_never_loses_or_duplicates(tmp_path: Path) -> Non
             process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
         if (tmp_path / "state" / "ledger.db").exists():
-            ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+            ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
             counts = ledger.status_counts()
             assert set(counts) <= {"pending", "uploaded"}
             assert sum(counts.values()) in (0, expected)  # never a half-written batch

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +17,6 @@ from funnelvalue.mapping import Mapping
 from tests.conftest import CUSTOMER, HEADER, funnel_rows
 
 
-def ledger_urls(tmp_path: Path) -> list[str]:
-    urls = [f"sqlite:///{tmp_path / 'ledger.db'}"]
-    if os.environ.get("FUNNELVALUE_TEST_POSTGRES_URL"):
-        urls.append(os.environ["FUNNELVALUE_TEST_POSTGRES_URL"])
-    return urls
-
-
 @pytest.fixture
 def conversions(mapping: Mapping, now: pd.Timestamp) -> pd.DataFrame:
     frame = pd.DataFrame(funnel_rows(10, now), columns=HEADER).astype("string")
@@ -31,9 +24,11 @@ def conversions(mapping: Mapping, now: pd.Timestamp) -> pd.DataFrame:
     return built.assign(order_id=order_ids(built["key"]))
 
 
-def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
+def test_migrations_are_recorded_and_applied_once(
+    open_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
     url = f"sqlite:///{tmp_path / 'l.db'}"
-    first = Ledger.open(url)
+    first = open_ledger(url)
     assert first.migrate() == []  # already applied by open()
     first.close()
     engine = create_engine(url)
@@ -45,8 +40,10 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_read_only_open_never_creates_anything(tmp_path: Path) -> None:
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'l.db'}", create=False)
+def test_read_only_open_never_creates_anything(
+    open_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'l.db'}", create=False)
     assert not ledger.exists
     assert not (tmp_path / "state").exists()
     assert ledger.last_runs() == []
@@ -60,51 +57,55 @@ def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_classify_pending_send_record_and_states(
-    tmp_path: Path, conversions: pd.DataFrame, now: pd.Timestamp
+    open_ledger: Callable[..., Ledger],
+    ledger_url: str,
+    conversions: pd.DataFrame,
+    now: pd.Timestamp,
 ) -> None:
-    for url in ledger_urls(tmp_path):
-        ledger = Ledger.open(url)
-        assert set(ledger.classify(conversions, now)) == {states.NEW}
-        run_id, stale = ledger.start_run("run", "src", "dst")
-        assert stale == []
-        ledger.mark_pending(run_id, conversions, "dst")
-        assert set(ledger.classify(conversions, now)) == {states.PENDING}
-        result = outcomes(conversions["key"], "uploaded", message="ok")
-        keys = conversions["key"]
-        result.loc[keys.index[0], ["status", "error_code"]] = ["rejected", "EXPIRED_EVENT"]
-        result.loc[keys.index[1], "status"] = "retry_after"
-        result.loc[keys.index[1], "retry_at"] = now + pd.Timedelta(hours=6)
-        ledger.finish_run(
-            run_id,
-            outcomes=result,
-            rejects=pd.DataFrame(),
-            watermark=("src", now),
-            summary={"sent": 1},
-            exit_code=0,
-        )
-        got = ledger.classify(conversions, now)
-        assert got.iloc[0] == states.REJECTED_BEFORE
-        assert got.iloc[1] == states.RETRY_LATER
-        assert set(got.iloc[2:]) == {states.SENT}
-        later = ledger.classify(conversions, now + pd.Timedelta(hours=7))
-        assert later.iloc[1] == states.RETRY_DUE
-        changed = conversions.copy()
-        changed.loc[changed.index[2], "value"] += 1
-        changed.loc[changed.index[0], "click_id"] = "Cj0KCQiAfixedfixedfixedfixed"
-        got = ledger.classify(changed, now)
-        assert got.iloc[2] == states.CHANGED
-        assert got.iloc[0] == states.FIXED
-        assert ledger.watermark("src") == now
-        rows = ledger.conversions_frame().set_index("key")
-        assert rows.loc[keys.iloc[0], "error_code"] == "EXPIRED_EVENT"
-        assert rows.loc[keys.iloc[2], "attempts"] == 1
-        assert rows.loc[keys.iloc[2], "sent_at"] is not None
-        assert ledger.last_runs()[0].status == "finished"
-        ledger.close()
+    ledger = open_ledger(ledger_url)
+    assert set(ledger.classify(conversions, now)) == {states.NEW}
+    run_id, stale = ledger.start_run("run", "src", "dst")
+    assert stale == []
+    ledger.mark_pending(run_id, conversions, "dst")
+    assert set(ledger.classify(conversions, now)) == {states.PENDING}
+    result = outcomes(conversions["key"], "uploaded", message="ok")
+    keys = conversions["key"]
+    result.loc[keys.index[0], ["status", "error_code"]] = ["rejected", "EXPIRED_EVENT"]
+    result.loc[keys.index[1], "status"] = "retry_after"
+    result.loc[keys.index[1], "retry_at"] = now + pd.Timedelta(hours=6)
+    ledger.finish_run(
+        run_id,
+        outcomes=result,
+        rejects=pd.DataFrame(),
+        watermark=("src", now),
+        summary={"sent": 1},
+        exit_code=0,
+    )
+    got = ledger.classify(conversions, now)
+    assert got.iloc[0] == states.REJECTED_BEFORE
+    assert got.iloc[1] == states.RETRY_LATER
+    assert set(got.iloc[2:]) == {states.SENT}
+    later = ledger.classify(conversions, now + pd.Timedelta(hours=7))
+    assert later.iloc[1] == states.RETRY_DUE
+    changed = conversions.copy()
+    changed.loc[changed.index[2], "value"] += 1
+    changed.loc[changed.index[0], "click_id"] = "Cj0KCQiAfixedfixedfixedfixed"
+    got = ledger.classify(changed, now)
+    assert got.iloc[2] == states.CHANGED
+    assert got.iloc[0] == states.FIXED
+    assert ledger.watermark("src") == now
+    rows = ledger.conversions_frame().set_index("key")
+    assert rows.loc[keys.iloc[0], "error_code"] == "EXPIRED_EVENT"
+    assert rows.loc[keys.iloc[2], "attempts"] == 1
+    assert rows.loc[keys.iloc[2], "sent_at"] is not None
+    assert ledger.last_runs()[0].status == "finished"
+    ledger.close()
 
 
-def test_runs_left_running_are_marked_interrupted(tmp_path: Path) -> None:
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+def test_runs_left_running_are_marked_interrupted(
+    open_ledger: Callable[..., Ledger], ledger_url: str
+) -> None:
+    ledger = open_ledger(ledger_url)
     crashed, _ = ledger.start_run("run", "s", "d")
     _, stale = ledger.start_run("run", "s", "d")
     assert stale == [crashed]
@@ -112,9 +113,12 @@ def test_runs_left_running_are_marked_interrupted(tmp_path: Path) -> None:
 
 
 def test_due_rows_missing_from_input_come_from_the_ledger_copy(
-    tmp_path: Path, conversions: pd.DataFrame, now: pd.Timestamp
+    open_ledger: Callable[..., Ledger],
+    ledger_url: str,
+    conversions: pd.DataFrame,
+    now: pd.Timestamp,
 ) -> None:
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    ledger = open_ledger(ledger_url)
     run_id, _ = ledger.start_run("run", "s", "d")
     ledger.mark_pending(run_id, conversions, "d")
     rest = ledger.due_elsewhere(CUSTOMER, conversions["key"].iloc[3:], now)

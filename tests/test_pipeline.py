@@ -24,18 +24,18 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDestination]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, mapping_file: Callable[..., Path]) -> Settings:
+def settings(tmp_path: Path, mapping_file: Callable[..., Path], ledger_url: str) -> Settings:
     return load_settings(
         mapping=mapping_file(timezone="UTC"),
         input=tmp_path / "export.csv",
         destination="fake",
-        ledger=f"sqlite:///{tmp_path / 'state' / 'ledger.db'}",
+        ledger=ledger_url,
         output=tmp_path / "out" / "import.csv",
     )
 
 
 def test_second_run_on_the_same_input_sends_nothing(
-    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+    open_ledger: Callable[..., Ledger], settings: Settings, fake: FakeDestination, now: pd.Timestamp
 ) -> None:
     write_export(settings.input, funnel_rows(30, now))  # type: ignore[arg-type]
     first = execute(settings, dry_run=False)
@@ -45,14 +45,18 @@ def test_second_run_on_the_same_input_sends_nothing(
     assert second.summary()["sent"] == 0
     assert second.summary()["already_sent"] == 48
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 48
-    ledger = Ledger.open(settings.ledger)
+    ledger = open_ledger(settings.ledger)
     assert ledger.status_counts() == {"uploaded": 48}
     assert [r.status for r in ledger.last_runs()] == ["finished", "finished"]
     assert ledger.watermark(f"csv:{settings.input}") is not None
 
 
 def test_preview_writes_nothing_and_knows_the_ledger(
-    settings: Settings, fake: FakeDestination, now: pd.Timestamp, tmp_path: Path
+    open_ledger: Callable[..., Ledger],
+    settings: Settings,
+    fake: FakeDestination,
+    now: pd.Timestamp,
+    tmp_path: Path,
 ) -> None:
     write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
     report = execute(settings, dry_run=True)
@@ -66,13 +70,15 @@ def test_preview_writes_nothing_and_knows_the_ledger(
     won["amount"] = "5000"  # L0's won deal grew after it was sent
     rows.append({"lead_id": "L9", "stage": "New", "stage_changed_at": ts(now), "gclid": gclid(9)})
     write_export(settings.input, rows)  # type: ignore[arg-type]
-    ledger_before = Path(settings.ledger.removeprefix("sqlite:///")).read_bytes()
+    ledger = open_ledger(settings.ledger)
+    before = (ledger.conversions_frame(), ledger.last_runs())
     report = execute(settings, dry_run=True)
     state = report.conversions.set_index(["lead_id", "stage"])["state"]
     assert state[("L9", "lead")] == states.NEW
     assert state[("L0", "won")] == states.CHANGED
     assert state[("L1", "lead")] == states.SENT
-    assert Path(settings.ledger.removeprefix("sqlite:///")).read_bytes() == ledger_before
+    assert ledger.conversions_frame().equals(before[0])
+    assert ledger.last_runs() == before[1]
 
 
 def test_changed_values_are_not_re_uploaded(
@@ -90,14 +96,14 @@ def test_changed_values_are_not_re_uploaded(
 
 
 def test_unavailable_destination_keeps_rows_pending_then_sends_them_once(
-    settings: Settings, fake: FakeDestination, now: pd.Timestamp
+    open_ledger: Callable[..., Ledger], settings: Settings, fake: FakeDestination, now: pd.Timestamp
 ) -> None:
     write_export(settings.input, funnel_rows(10, now))  # type: ignore[arg-type]
     fake.unavailable = True
     report = execute(settings, dry_run=False)
     assert report.exit_code == EXIT_UNAVAILABLE
     assert report.summary()["pending"] == 16
-    ledger = Ledger.open(settings.ledger)
+    ledger = open_ledger(settings.ledger)
     assert ledger.status_counts() == {"pending": 16}
     assert ledger.last_runs()[0].status == "failed"
     fake.unavailable = False

@@ -229,28 +229,32 @@ def _read_sqlite_arrow(database: str, query: Any, dialect: Any) -> pd.DataFrame 
 
 
 def _bulk_write(conn: Connection, stmt: Any, frame: pd.DataFrame, **constants: Any) -> None:
-    """executemany at driver speed: the statement is compiled once by SQLAlchemy, the rows go
-    to the DB-API cursor as tuples (SQLAlchemy's per-row parameter processing would dominate
-    the run on a million conversions)."""
+    """executemany at driver speed, a chunk at a time.
+
+    The statement is compiled once by SQLAlchemy; the rows go to the DB-API cursor as plain
+    tuples, converted chunk by chunk (SQLAlchemy's per-row parameter processing, or a million
+    rows of Python objects held at once, would dominate the run's time and memory).
+    """
     if frame.empty:
         return
-    dialect = conn.dialect.name
-    columns = {name: _driver_values(frame[name], dialect) for name in frame.columns}
-    count = len(frame)
-    for name, value in constants.items():
-        columns[name] = np.full(count, value, dtype=object)
-    compiled = stmt.values({name: bindparam(name) for name in columns}).compile(
-        dialect=conn.dialect
-    )
+    names = [*frame.columns, *constants]
+    compiled = stmt.values({name: bindparam(name) for name in names}).compile(dialect=conn.dialect)
     sql = str(compiled)
-    if compiled.positional:
-        order = [columns[name] for name in compiled.positiontup or ()]
-        rows: list[Any] = list(zip(*order, strict=True))
-    else:
-        names = list(columns)
-        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-    for start in range(0, count, _CHUNK * 10):
-        conn.exec_driver_sql(sql, rows[start : start + _CHUNK * 10])
+    order = list(compiled.positiontup or ()) if compiled.positional else names
+    step = _CHUNK * 10
+    for start in range(0, len(frame), step):
+        part = frame.iloc[start : start + step]
+        columns = {name: _driver_values(part[name], conn.dialect.name) for name in part.columns}
+        columns.update(
+            {name: np.full(len(part), value, dtype=object) for name, value in constants.items()}
+        )
+        values = zip(*(columns[name] for name in order), strict=True)
+        rows: list[Any] = (
+            list(values)
+            if compiled.positional
+            else [dict(zip(order, row, strict=True)) for row in values]
+        )
+        conn.exec_driver_sql(sql, rows)
 
 
 class Ledger:
@@ -290,6 +294,7 @@ class Ledger:
             if create:
                 ledger.migrate()
             elif not inspect(engine).has_table("conversions"):
+                engine.dispose()
                 return cls(None, url)
         except SQLAlchemyError as exc:
             raise LedgerError(
@@ -310,6 +315,12 @@ class Ledger:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -460,23 +471,19 @@ class Ledger:
     def _known(self, customer_id: str) -> pd.DataFrame:
         """key, status, value, currency, retry_at of every conversion sent for the customer."""
         assert self._engine is not None
-        never_null_retry = func.coalesce(conversions.c.retry_at, "").label("retry_at")
-        query = select(
-            conversions.c.key,
-            conversions.c.status,
-            conversions.c.value,
-            conversions.c.currency,
-            never_null_retry,
-        ).where(conversions.c.customer_id == customer_id)
+        columns = [conversions.c[c] for c in ("key", "status", "value", "currency")]
+        mine = conversions.c.customer_id == customer_id
         url = self._engine.url
         frame = None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            never_null = func.coalesce(conversions.c.retry_at, "").label("retry_at")
+            query = select(*columns, never_null).where(mine)
             frame = _read_sqlite_arrow(str(url.database), query, self._engine.dialect)
         if frame is None:
             with self._engine.connect() as conn:
-                frame = _read_frame(conn, query)
-        retry = frame["retry_at"]
-        frame["retry_at"] = pd.to_datetime(retry.where(retry != ""), format="ISO8601")
+                frame = _read_frame(conn, select(*columns, conversions.c.retry_at).where(mine))
+        retry = frame["retry_at"].replace("", None)
+        frame["retry_at"] = pd.to_datetime(retry, format="ISO8601")
         return frame.rename(columns=lambda c: c if c == "key" else f"{c}_ledger")
 
     def _payload_differs(self, rows: pd.DataFrame) -> pd.Series:
