@@ -19,7 +19,7 @@ import pycountry
 
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL
-from funnelvalue.mapping import FromColumn, Mapping
+from funnelvalue.mapping import FromColumn, Mapping, stage_key
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 CONSENT = {
@@ -106,7 +106,7 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
 
     # 1. Which funnel stage each row means; rows that cannot be placed are rejected here.
     codes, uniques = pd.factorize(leads["stage"])
-    keys = [" ".join(str(u).split()).casefold() for u in uniques]
+    keys = [stage_key(str(u)) for u in uniques]
     position = np.array([mapping.stage_index.get(k, -1) for k in keys] + [-1])[codes]
     ignored = np.array([k in mapping.ignored for k in keys] + [False])[codes]
     stage_missing = leads["stage"].isna().to_numpy()
@@ -162,17 +162,19 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
     frame["conversion_action"] = pd.Series(
         actions[frame["stage_position"]], index=frame.index, dtype="string"
     )
-    reasons: list[pd.Series] = []
     frame["value"], value_reasons = _values(frame, mapping)
-    reasons.append(value_reasons)
-    frame["currency"], currency_reason = _currency(frame, mapping)
-    reasons.append(currency_reason)
-    reasons.extend(_identifiers(frame, mapping))
-    reasons.extend(_time_checks(frame, mapping, now))
-    frame["consent"], consent_reason = _consent(frame)
-    reasons.append(consent_reason)
-
-    joined = _join_reasons(reasons)
+    frame["currency"], currency_reasons = _currency(frame, mapping)
+    frame["consent"], consent_reasons = _consent(frame)
+    identifier_reasons = _identifiers(frame, mapping)
+    joined = _join_reasons(
+        [
+            value_reasons,
+            currency_reasons,
+            identifier_reasons,
+            _time_checks(frame, mapping, now),
+            consent_reasons,
+        ]
+    )
     bad = joined.notna()
     if bad.any():
         rejected.append(
@@ -342,7 +344,7 @@ def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Seri
     return currency.astype("string"), reasons
 
 
-def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> list[pd.Series]:
+def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
     """Pick one identifier per row: gclid, else gbraid or wbraid, else hashed email/phone."""
     gclid, gbraid, wbraid = frame["gclid"], frame["gbraid"], frame["wbraid"]
     has_g, has_gb, has_wb = gclid.notna(), gbraid.notna(), wbraid.notna()
@@ -386,10 +388,10 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> list[pd.Series]:
         "name@example.com; phone needs +country code or phone_country_code in the mapping)"
     )
     reasons[nothing & ~offered] = "no click id (gclid, gbraid, wbraid) and no email or phone"
-    return [reasons]
+    return reasons
 
 
-def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> list[pd.Series]:
+def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> pd.Series:
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
     time = frame["stage_changed_at"]
     created = frame["created_at"]
@@ -405,7 +407,7 @@ def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> li
         f"older than the {mapping.lookback_days}-day click lookback: Google would reject it "
         "as expired"
     )
-    return [reasons]
+    return reasons
 
 
 def _consent(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:

@@ -11,7 +11,7 @@ and forgetting a key earlier is how old conversions get sent twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,116 +20,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    bindparam,
-    create_engine,
-    func,
-    inspect,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, create_engine, func, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from funnelvalue.errors import LedgerError
+from funnelvalue.ledger.driver import CHUNK, bulk_write, read_frame, read_sqlite_arrow
+from funnelvalue.ledger.schema import (
+    MIGRATIONS,
+    conversions,
+    rejected_rows,
+    runs,
+    schema_migrations,
+    watermarks,
+)
 
 log = logging.getLogger(__name__)
-
-metadata = MetaData()
-
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("name", String(100), primary_key=True),
-    Column("applied_at", DateTime, nullable=False),
-)
-runs = Table(
-    "runs",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("command", String(20), nullable=False),
-    Column("status", String(20), nullable=False),  # running | finished | failed | interrupted
-    Column("started_at", DateTime, nullable=False),
-    Column("finished_at", DateTime),
-    Column("source", String(500)),
-    Column("destination", String(500)),
-    Column("exit_code", Integer),
-    Column("summary", JSON),
-    Column("message", Text),
-)
-conversions = Table(
-    "conversions",
-    metadata,
-    Column("key", String(700), primary_key=True),  # customer|action|lead_id|stage
-    Column("customer_id", String(20), nullable=False),
-    Column("conversion_action", String(300), nullable=False),
-    Column("lead_id", String(200), nullable=False),
-    Column("stage", String(200), nullable=False),
-    Column("order_id", String(64), nullable=False),
-    Column("conversion_time", DateTime, nullable=False),
-    Column("value", Float, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("click_id_kind", String(20), nullable=False),
-    Column("click_id", String(512)),
-    Column("hashed_email", String(64)),
-    Column("hashed_phone", String(64)),
-    Column("consent", String(16)),
-    # pending | uploaded | duplicate | rejected | retry_after | failed
-    Column("status", String(20), nullable=False),
-    Column("error_code", String(100)),
-    Column("message", Text),
-    Column("retry_at", DateTime),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("destination", String(500)),
-    Column("first_run_id", Integer, ForeignKey("runs.id")),
-    Column("last_run_id", Integer, ForeignKey("runs.id")),
-    Column("sent_at", DateTime),
-    Column("updated_at", DateTime, nullable=False),
-    Index("ix_conversions_status", "status", "customer_id"),
-    Index("ix_conversions_customer", "customer_id"),
-    Index("ix_conversions_last_run", "last_run_id"),
-)
-rejected_rows = Table(
-    "rejected_rows",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
-    Column("source_row", Integer),
-    Column("lead_id", String(200)),
-    Column("crm_stage", String(200)),
-    Column("stage", String(200)),
-    Column("reason", Text, nullable=False),
-)
-watermarks = Table(
-    "watermarks",
-    metadata,
-    Column("source", String(500), primary_key=True),
-    Column("value", DateTime, nullable=False),
-    Column("run_id", Integer, ForeignKey("runs.id")),
-    Column("updated_at", DateTime, nullable=False),
-)
-
-
-def _initial(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[runs, conversions, rejected_rows, watermarks])
-
-
-# Named, ordered, each applied once in its own transaction and recorded in schema_migrations.
-MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (("0001_initial", _initial),)
 
 # Ledger states of a built conversion, as preview shows them.
 NEW = "new"
@@ -158,7 +64,6 @@ PAYLOAD = [
     "consent",
 ]
 DONE = ("uploaded", "duplicate")
-_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -175,86 +80,6 @@ class RunSummary:
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _driver_values(series: pd.Series, dialect: str) -> np.ndarray:
-    """One column as plain Python values for the DB driver: None for missing, times naive UTC
-    (as SQLAlchemy's own SQLite text format there, datetime objects elsewhere)."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
-        if dialect == "sqlite":
-            text = naive.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-            as_text: np.ndarray = text.to_numpy(dtype=object, na_value=None)
-            return as_text
-        return np.array([None if pd.isna(t) else t.to_pydatetime() for t in naive], dtype=object)
-    values: np.ndarray = series.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
-    return values
-
-
-def _read_frame(conn: Connection, query: Any) -> pd.DataFrame:
-    """A SELECT straight into a DataFrame at DB-API speed, column-wise.
-
-    Compiled by SQLAlchemy, fetched as plain tuples: SQLAlchemy's Row processing costs
-    seconds on a million ledger rows.
-    """
-    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    rows = conn.exec_driver_sql(str(compiled), _driver_params(compiled)).fetchall()
-    names = [column.name for column in query.selected_columns]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return pd.DataFrame({name: list(values) for name, values in zip(names, columns, strict=True)})
-
-
-def _driver_params(compiled: Any) -> Any:
-    if compiled.positional:
-        return tuple(compiled.params[name] for name in compiled.positiontup or ())
-    return compiled.params
-
-
-def _read_sqlite_arrow(database: str, query: Any, dialect: Any) -> pd.DataFrame | None:
-    """The same SELECT on a SQLite file through ADBC, straight into Arrow (no Python row
-    objects at all): the daily run reads every ledger key, and this is 4x faster and a few
-    hundred MB lighter than the DB-API at a million rows. None when ADBC is not installed.
-    Only for queries whose columns are never NULL (ADBC types a column by its first rows)."""
-    try:
-        import adbc_driver_sqlite.dbapi as adbc
-    except ImportError:
-        return None
-    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    uri = f"file:{Path(database).resolve()}?mode=ro"
-    with adbc.connect(uri) as connection, connection.cursor() as cursor:
-        cursor.execute(str(compiled), _driver_params(compiled))
-        table = cursor.fetch_arrow_table()
-    frame: pd.DataFrame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
-    return frame
-
-
-def _bulk_write(conn: Connection, stmt: Any, frame: pd.DataFrame, **constants: Any) -> None:
-    """executemany at driver speed, a chunk at a time.
-
-    The statement is compiled once by SQLAlchemy; the rows go to the DB-API cursor as plain
-    tuples, converted chunk by chunk (SQLAlchemy's per-row parameter processing, or a million
-    rows of Python objects held at once, would dominate the run's time and memory).
-    """
-    if frame.empty:
-        return
-    names = [*frame.columns, *constants]
-    compiled = stmt.values({name: bindparam(name) for name in names}).compile(dialect=conn.dialect)
-    sql = str(compiled)
-    order = list(compiled.positiontup or ()) if compiled.positional else names
-    step = _CHUNK * 10
-    for start in range(0, len(frame), step):
-        part = frame.iloc[start : start + step]
-        columns = {name: _driver_values(part[name], conn.dialect.name) for name in part.columns}
-        columns.update(
-            {name: np.full(len(part), value, dtype=object) for name, value in constants.items()}
-        )
-        values = zip(*(columns[name] for name in order), strict=True)
-        rows: list[Any] = (
-            list(values)
-            if compiled.positional
-            else [dict(zip(order, row, strict=True)) for row in values]
-        )
-        conn.exec_driver_sql(sql, rows)
 
 
 class Ledger:
@@ -478,10 +303,10 @@ class Ledger:
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             never_null = func.coalesce(conversions.c.retry_at, "").label("retry_at")
             query = select(*columns, never_null).where(mine)
-            frame = _read_sqlite_arrow(str(url.database), query, self._engine.dialect)
+            frame = read_sqlite_arrow(str(url.database), query, self._engine.dialect)
         if frame is None:
             with self._engine.connect() as conn:
-                frame = _read_frame(conn, select(*columns, conversions.c.retry_at).where(mine))
+                frame = read_frame(conn, select(*columns, conversions.c.retry_at).where(mine))
         retry = frame["retry_at"].replace("", None)
         frame["retry_at"] = pd.to_datetime(retry, format="ISO8601")
         return frame.rename(columns=lambda c: c if c == "key" else f"{c}_ledger")
@@ -492,7 +317,7 @@ class Ledger:
         keys = rows["key"].tolist()
         old: list[Any] = []
         with self._engine.connect() as conn:
-            for start in range(0, len(keys), _CHUNK):
+            for start in range(0, len(keys), CHUNK):
                 old.extend(
                     conn.execute(
                         select(
@@ -501,7 +326,7 @@ class Ledger:
                             conversions.c.hashed_email,
                             conversions.c.hashed_phone,
                             conversions.c.conversion_time,
-                        ).where(conversions.c.key.in_(keys[start : start + _CHUNK]))
+                        ).where(conversions.c.key.in_(keys[start : start + CHUNK]))
                     ).all()
                 )
         before = pd.DataFrame(
@@ -533,7 +358,7 @@ class Ledger:
             | (conversions.c.retry_at <= now.tz_convert(None).to_pydatetime()),
         )
         with self._engine.connect() as conn:
-            frame = _read_frame(conn, query)
+            frame = read_frame(conn, query)
         frame = frame[~frame["key"].isin(exclude)] if not frame.empty else frame
         if frame.empty:
             return empty
@@ -558,7 +383,7 @@ class Ledger:
                 },
             )
             now = utcnow()
-            _bulk_write(
+            bulk_write(
                 conn,
                 stmt,
                 batch[["key", *PAYLOAD]],
@@ -599,7 +424,7 @@ class Ledger:
             self._record_outcomes(conn, run_id, outcomes, now)
             if not rejects.empty:
                 columns = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
-                _bulk_write(conn, rejected_rows.insert(), rejects[columns], run_id=run_id)
+                bulk_write(conn, rejected_rows.insert(), rejects[columns], run_id=run_id)
             if watermark is not None:
                 source, value = watermark
                 stmt = self._insert(conn)(watermarks).values(
@@ -658,10 +483,10 @@ class Ledger:
                 )
                 return
             key_list = keys.tolist()
-            for start in range(0, len(key_list), _CHUNK):
+            for start in range(0, len(key_list), CHUNK):
                 conn.execute(
                     update(conversions)
-                    .where(conversions.c.key.in_(key_list[start : start + _CHUNK]))
+                    .where(conversions.c.key.in_(key_list[start : start + CHUNK]))
                     .values(**values)
                 )
 
