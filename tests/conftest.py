@@ -12,25 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from funnelvalue.leads import CANONICAL
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, Mapping, load_mapping
 
 REPO = Path(__file__).resolve().parent.parent
 CUSTOMER = "1234567890"
-HEADER = [
-    "lead_id",
-    "stage",
-    "stage_changed_at",
-    "created_at",
-    "gclid",
-    "gbraid",
-    "wbraid",
-    "email",
-    "phone",
-    "amount",
-    "currency",
-    "consent_ad_user_data",
-]
+HEADER = list(CANONICAL)  # the canonical export columns, in order
 
 
 def gclid(n: int | str) -> str:

@@ -116,6 +116,27 @@ def _settings(config: Path | None, verbose: bool, **options: Any) -> Settings:
     return settings
 
 
+def _job(
+    *,
+    dry_run: bool,
+    as_json: bool,
+    limit: int,
+    config: Path | None,
+    verbose: bool,
+    **options: Any,
+) -> None:
+    """run and preview: the same job, with or without sending; rendered, then exit."""
+    with _user_errors(as_json):
+        settings = _settings(config, verbose, **options)
+        loaded = load_mapping(settings.mapping)
+        result = execute(settings, dry_run=dry_run, mapping=loaded)
+    if as_json:
+        print(json.dumps(result.summary()))
+    else:
+        report.render_run(out, result, loaded, preview=dry_run, limit=limit or None)
+    raise typer.Exit(result.exit_code)
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
@@ -132,23 +153,18 @@ def run(
 
     Example: funnelvalue run --input export.csv --mapping config/mapping.yaml
     """
-    with _user_errors(as_json):
-        settings = _settings(
-            config,
-            verbose,
-            mapping=mapping,
-            input=input,
-            destination=destination,
-            output=output,
-            ledger=ledger,
-        )
-        loaded = load_mapping(settings.mapping)
-        result = execute(settings, dry_run=False, mapping=loaded)
-    if as_json:
-        print(json.dumps(result.summary()))
-    else:
-        report.render_run(out, result, loaded, preview=False, limit=limit or None)
-    raise typer.Exit(result.exit_code)
+    _job(
+        dry_run=False,
+        as_json=as_json,
+        limit=limit,
+        config=config,
+        verbose=verbose,
+        mapping=mapping,
+        input=input,
+        destination=destination,
+        output=output,
+        ledger=ledger,
+    )
 
 
 @app.command()
@@ -166,15 +182,16 @@ def preview(
     Writes nothing: not the ledger, not the import file.
     Example: funnelvalue preview --input export.csv --limit 0
     """
-    with _user_errors(as_json):
-        settings = _settings(config, verbose, mapping=mapping, input=input, ledger=ledger)
-        loaded = load_mapping(settings.mapping)
-        result = execute(settings, dry_run=True, mapping=loaded)
-    if as_json:
-        print(json.dumps(result.summary()))
-    else:
-        report.render_run(out, result, loaded, preview=True, limit=limit or None)
-    raise typer.Exit(result.exit_code)
+    _job(
+        dry_run=True,
+        as_json=as_json,
+        limit=limit,
+        config=config,
+        verbose=verbose,
+        mapping=mapping,
+        input=input,
+        ledger=ledger,
+    )
 
 
 @mapping_app.command("check")
