@@ -98,17 +98,21 @@ def test_changed_values_are_not_re_uploaded(
 def test_unavailable_destination_keeps_rows_pending_then_sends_them_once(
     open_ledger: Callable[..., Ledger], settings: Settings, fake: FakeDestination, now: pd.Timestamp
 ) -> None:
-    write_export(settings.input, funnel_rows(10, now))  # type: ignore[arg-type]
+    bad = {"lead_id": "BAD", "stage": "Mystery", "stage_changed_at": ts(now), "gclid": gclid(1)}
+    write_export(settings.input, [*funnel_rows(10, now), bad])  # type: ignore[arg-type]
     fake.unavailable = True
     report = execute(settings, dry_run=False)
     assert report.exit_code == EXIT_UNAVAILABLE
+    kept = open_ledger(settings.ledger).rejected_rows(report.run_id or 0)
+    assert kept["lead_id"].tolist() == ["BAD"]  # rejected rows are recorded even so
     assert report.summary()["pending"] == 16
     ledger = open_ledger(settings.ledger)
     assert ledger.status_counts() == {"pending": 16}
     assert ledger.last_runs()[0].status == "failed"
+    assert ledger.last_runs()[0].exit_code == EXIT_UNAVAILABLE
     fake.unavailable = False
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == EXIT_REJECTS
     assert report.summary()["sent"] == 16
     assert ledger.status_counts() == {"uploaded": 16}
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 16

@@ -208,7 +208,7 @@ def _run(
     except DestinationError as exc:
         report.error = str(exc)
         report.exit_code = exc.exit_code
-        ledger.fail_run(run_id, exc.exit_code, str(exc), report.summary())
+        ledger.fail_run(run_id, exc.exit_code, str(exc), report.summary(), report.rejects)
         log.error("run %d: %s; %d conversions stay pending", run_id, exc, len(report.to_send))
         return report
     finally:

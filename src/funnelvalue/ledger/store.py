@@ -203,9 +203,17 @@ class Ledger:
         return int(run_id[0]), stale
 
     def fail_run(
-        self, run_id: int, exit_code: int, message: str, summary: dict[str, Any] | None = None
+        self,
+        run_id: int,
+        exit_code: int,
+        message: str,
+        summary: dict[str, Any] | None = None,
+        rejects: pd.DataFrame | None = None,
     ) -> None:
+        """Close a run that stopped early; its pending rows stay pending for the next run."""
         with self._tx() as conn:
+            if rejects is not None:
+                self._record_rejects(conn, run_id, rejects)
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -422,9 +430,7 @@ class Ledger:
         now = utcnow()
         with self._tx() as conn:
             self._record_outcomes(conn, run_id, outcomes, now)
-            if not rejects.empty:
-                columns = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
-                bulk_write(conn, rejected_rows.insert(), rejects[columns], run_id=run_id)
+            self._record_rejects(conn, run_id, rejects)
             if watermark is not None:
                 source, value = watermark
                 stmt = self._insert(conn)(watermarks).values(
@@ -444,6 +450,13 @@ class Ledger:
                 .where(runs.c.id == run_id)
                 .values(status="finished", finished_at=now, exit_code=exit_code, summary=summary)
             )
+
+    @staticmethod
+    def _record_rejects(conn: Connection, run_id: int, rejects: pd.DataFrame) -> None:
+        """Rows that could not become conversions, with their reasons (never raw PII)."""
+        if not rejects.empty:
+            columns = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
+            bulk_write(conn, rejected_rows.insert(), rejects[columns], run_id=run_id)
 
     @staticmethod
     def _record_outcomes(
