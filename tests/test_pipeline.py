@@ -19,7 +19,7 @@ from tests.fakes.destinations import FakeDestination
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDestination]:
     destination = FakeDestination()
-    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda s, m, r: destination)
+    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda s, m, r, c: destination)
     return destination
 
 

@@ -73,6 +73,14 @@ OutputOpt = Annotated[
         show_default=False,
     ),
 ]
+GoogleAdsConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--google-ads-config",
+        help="google-ads.yaml for --destination google-ads (default config/google-ads.yaml).",
+        show_default=False,
+    ),
+]
 LedgerOpt = Annotated[
     str | None,
     typer.Option(
@@ -90,6 +98,8 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging
 
 def _logging(settings: Settings | None, verbose: bool) -> None:
     level = "DEBUG" if verbose else (settings.log_level if settings else "INFO")
+    # One line per API call from the google-ads library is noise in a daily cron mail.
+    logging.getLogger("google.ads.googleads").setLevel("INFO" if verbose else "WARNING")
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
@@ -145,6 +155,7 @@ def run(
     destination: DestinationOpt = None,
     output: OutputOpt = None,
     ledger: LedgerOpt = None,
+    google_ads_config: GoogleAdsConfigOpt = None,
     as_json: JsonOpt = False,
     limit: LimitOpt = 20,
     verbose: VerboseOpt = False,
@@ -164,6 +175,7 @@ def run(
         destination=destination,
         output=output,
         ledger=ledger,
+        google_ads_config=google_ads_config,
     )
 
 

@@ -7,6 +7,7 @@ type alone (``transient``), never from message text.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class FunnelvalueError(Exception):
@@ -44,12 +45,17 @@ class SourceError(FunnelvalueError):
 
 
 class DestinationError(FunnelvalueError):
-    """The destination refused or could not be reached; the rows stay pending in the ledger."""
+    """The destination refused or could not be reached; the unsent rows stay pending.
+
+    ``outcomes`` holds the outcomes of the batches that did go through before the stop, so
+    they are recorded rather than sent again.
+    """
 
     def __init__(self, message: str, *, transient: bool = True) -> None:
         super().__init__(message)
         self.transient = transient
         self.exit_code = 3 if transient else 2
+        self.outcomes: Any = None
 
 
 class LedgerError(FunnelvalueError):

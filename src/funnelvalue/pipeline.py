@@ -191,7 +191,7 @@ def _run(
             ", ".join(map(str, interrupted)),
         )
     try:
-        destination = make_destination(settings, mapping, run_id)
+        destination = make_destination(settings, mapping, run_id, customer_id)
         report = _plan(
             source, ledger, mapping, customer_id, now, dry_run=False, destination=destination.name
         )
@@ -208,8 +208,11 @@ def _run(
     except DestinationError as exc:
         report.error = str(exc)
         report.exit_code = exc.exit_code
-        ledger.fail_run(run_id, exc.exit_code, str(exc), report.summary(), report.rejects)
-        log.error("run %d: %s; %d conversions stay pending", run_id, exc, len(report.to_send))
+        report.outcomes = exc.outcomes  # batches that went through before the stop
+        ledger.fail_run(
+            run_id, exc.exit_code, str(exc), report.summary(), report.rejects, exc.outcomes
+        )
+        log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
         return report
     finally:
         destination.close()

@@ -55,12 +55,18 @@ class Settings(BaseSettings):
     mapping: Path = Path("config/mapping.yaml")
     source: str = Field(default="csv", description="csv")
     input: Path | None = Field(default=None, description="CRM export (CSV) for the csv source")
-    destination: str = Field(default="csv", description="csv (Google Ads import file)")
+    destination: str = Field(
+        default="csv", description="csv (Google Ads import file) or google-ads (the API)"
+    )
     output: Path = Field(
         default=Path("out/google_ads_conversions.csv"),
         description="import file; {run_id} and {date} are replaced per run",
     )
     ledger: str = "sqlite:///state/funnelvalue.db"
+    google_ads_config: Path = Field(
+        default=Path("config/google-ads.yaml"),
+        description="google-ads.yaml for --destination google-ads (else GOOGLE_ADS_* env)",
+    )
     customer_id: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

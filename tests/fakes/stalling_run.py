@@ -36,7 +36,7 @@ class StallingImportFile:
         return None
 
 
-def _stall(settings: Settings, mapping: Mapping, run_id: int) -> base.Destination:
+def _stall(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> base.Destination:
     inner = ImportFile.for_run(settings.output, mapping.timezone, run_id)
     return StallingImportFile(inner, Path(os.environ["STALL_MARKER"]))
 

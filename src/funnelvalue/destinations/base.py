@@ -46,16 +46,23 @@ def outcomes(
     )
 
 
-DestinationFactory = Callable[[Settings, Mapping, int], Destination]
+# (settings, mapping, run id, customer id) -> destination; heavy SDKs load only when chosen.
+DestinationFactory = Callable[[Settings, Mapping, int, str], Destination]
 
 
-def _csv(settings: Settings, mapping: Mapping, run_id: int) -> Destination:
+def _csv(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> Destination:
     from funnelvalue.destinations.csv_import import ImportFile
 
     return ImportFile.for_run(settings.output, mapping.timezone, run_id)
 
 
-DESTINATIONS: dict[str, DestinationFactory] = {"csv": _csv}
+def _google_ads(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> Destination:
+    from funnelvalue.destinations.google_ads import GoogleAdsUpload
+
+    return GoogleAdsUpload.from_settings(settings.google_ads_config, customer_id, run_id)
+
+
+DESTINATIONS: dict[str, DestinationFactory] = {"csv": _csv, "google-ads": _google_ads}
 
 
 def check_destination(name: str) -> None:
@@ -65,6 +72,8 @@ def check_destination(name: str) -> None:
         )
 
 
-def make_destination(settings: Settings, mapping: Mapping, run_id: int) -> Destination:
+def make_destination(
+    settings: Settings, mapping: Mapping, run_id: int, customer_id: str
+) -> Destination:
     check_destination(settings.destination)
-    return DESTINATIONS[settings.destination](settings, mapping, run_id)
+    return DESTINATIONS[settings.destination](settings, mapping, run_id, customer_id)

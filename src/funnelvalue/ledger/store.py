@@ -209,11 +209,14 @@ class Ledger:
         message: str,
         summary: dict[str, Any] | None = None,
         rejects: pd.DataFrame | None = None,
+        outcomes: pd.DataFrame | None = None,
     ) -> None:
-        """Close a run that stopped early; its pending rows stay pending for the next run."""
+        """Close a run that stopped early; its unsent rows stay pending for the next run."""
         with self._tx() as conn:
             if rejects is not None:
                 self._record_rejects(conn, run_id, rejects)
+            if outcomes is not None:
+                self._record_outcomes(conn, run_id, outcomes, utcnow())
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)

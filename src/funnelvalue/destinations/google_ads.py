@@ -1,0 +1,357 @@
+"""Google Ads API destination: UploadClickConversions with the official `google-ads` client.
+
+Batches of at most 2,000, ``partial_failure=True``, a ``job_id`` per run, a timeout on every
+call; every row gets its own outcome from Google's per-row errors (located by index, never
+"the first error for all"). Transient failures are retried with exponential backoff and jitter;
+configuration errors and the daily quota stop the run with the unsent rows left pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from funnelvalue.conversions import USER_IDENTIFIERS, format_conversion_time
+from funnelvalue.destinations.base import OUTCOME_COLUMNS
+from funnelvalue.errors import ConfigError, DestinationError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v26"  # the one place to change before a version's sunset
+BATCH_SIZE = 2000
+CALL_TIMEOUT = 120.0  # seconds; the library sets none of its own
+RETRY_AFTER = pd.Timedelta(hours=6)
+
+DUPLICATE = {"CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE"}
+TOO_RECENT = {"TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"}
+STOP_CONFIG = {
+    "NO_CONVERSION_ACTION_FOUND",
+    "INVALID_CONVERSION_ACTION_TYPE",
+    "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS",
+    "TOO_MANY_CONVERSIONS_IN_REQUEST",
+    "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+}
+TRANSIENT_CODES = {"TRANSIENT_ERROR", "RESOURCE_TEMPORARILY_EXHAUSTED"}
+PLAIN_WORDS = {
+    "UNPARSEABLE_GCLID": "Google cannot read this gclid (truncated or altered on the form?)",
+    "UNPARSEABLE_GBRAID": "Google cannot read this gbraid",
+    "UNPARSEABLE_WBRAID": "Google cannot read this wbraid",
+    "EXPIRED_EVENT": "the click is older than the conversion action's click-through window",
+    "EVENT_NOT_FOUND": "Google has no click with this id for this account",
+    "INVALID_USER_IDENTIFIER": "the hashed email/phone is not valid",
+    "CONVERSION_PRECEDES_EVENT": "the conversion time is before the click: almost always a "
+    "timezone mistake in the export or the mapping's timezone",
+    "INVALID_CUSTOMER_FOR_CLICK": "the click belongs to another Google Ads account: check "
+    "customer_id and login_customer_id",
+    "UNAUTHORIZED_CUSTOMER": "these credentials may not upload for this account: check "
+    "customer_id and login_customer_id",
+}
+ALLOWLIST_HELP = (
+    "this developer token may not upload click conversions (NotAllowlistedError): since June "
+    "2026 Google only allows tokens that uploaded before, and sends new advertisers to the Data "
+    "Manager API. Use the import file (--destination csv) until the Data Manager destination is "
+    "available"
+)
+
+
+def _client_from(config_path: Path | None) -> Any:
+    """The client the way Google Ads users configure it: google-ads.yaml or GOOGLE_ADS_* env."""
+    from google.ads.googleads.client import GoogleAdsClient
+    from google.auth.exceptions import RefreshError
+
+    try:
+        if config_path is not None and config_path.is_file():
+            client = GoogleAdsClient.load_from_storage(str(config_path), version=API_VERSION)
+        elif any(name.startswith("GOOGLE_ADS_") for name in os.environ):
+            client = GoogleAdsClient.load_from_env(version=API_VERSION)
+        else:
+            raise ConfigError(
+                f"no Google Ads credentials: create {config_path or 'config/google-ads.yaml'} "
+                "(see config/google-ads.yaml.example) or set the GOOGLE_ADS_* variables"
+            )
+    except RefreshError as exc:
+        if "invalid_grant" in str(exc):
+            raise ConfigError(
+                "Google refused the refresh token (invalid_grant): it expired or was revoked. "
+                "Mint a new one (e.g. google-ads-python's generate_user_credentials.py example) "
+                "and put it in refresh_token"
+            ) from None
+        raise ConfigError(f"Google Ads sign-in failed: {exc.__class__.__name__}") from None
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"Google Ads configuration is incomplete: {exc}") from None
+    client.use_proto_plus = True
+    return client
+
+
+@dataclass
+class GoogleAdsUpload:
+    """Uploads conversions for one customer; one instance per run."""
+
+    client: Any
+    customer_id: str
+    job_id: int
+    validate_only: bool = False
+    retry_wait: float = 1.0  # first backoff step in seconds (tests shrink it)
+    max_attempts: int = 5
+    _actions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(
+        cls, config_path: Path | None, customer_id: str, run_id: int
+    ) -> GoogleAdsUpload:
+        return cls(_client_from(config_path), customer_id, job_id=run_id % (2**31 - 1))
+
+    @property
+    def name(self) -> str:
+        return f"google-ads:{self.customer_id}"
+
+    def close(self) -> None:
+        return None
+
+    # -- conversion actions ---------------------------------------------------------------
+
+    def resolve_actions(self, wanted: Iterable[str]) -> dict[str, str]:
+        """Mapping names / ids / resource names -> resource names, checked in one GAQL query.
+
+        An action that is missing, not an import (UPLOAD_CLICKS) action or not enabled stops
+        the run before anything is sent, with the list of actions that do exist.
+        """
+        service = self.client.get_service("GoogleAdsService")
+        query = (
+            "SELECT conversion_action.id, conversion_action.name, conversion_action.type, "
+            "conversion_action.status FROM conversion_action"
+        )
+        try:
+            rows = list(
+                service.search(customer_id=self.customer_id, query=query, timeout=CALL_TIMEOUT)
+            )
+        except Exception as exc:
+            raise _translate(exc) from exc
+        actions = [row.conversion_action for row in rows]
+        problems: list[str] = []
+        for name in sorted(set(wanted) - set(self._actions)):
+            match = next((a for a in actions if name in (a.name, str(a.id), a.resource_name)), None)
+            if match is None:
+                problems.append(
+                    f"conversion action '{name}' does not exist in account {self.customer_id}"
+                )
+            elif match.type_.name != "UPLOAD_CLICKS":
+                problems.append(
+                    f"conversion action '{name}' is {match.type_.name}, not an "
+                    "import (UPLOAD_CLICKS) action"
+                )
+            elif match.status.name != "ENABLED":
+                problems.append(f"conversion action '{name}' is {match.status.name}")
+            else:
+                self._actions[name] = match.resource_name
+        if problems:
+            usable = (
+                ", ".join(sorted(f"'{a.name}' ({a.type_.name}, {a.status.name})" for a in actions))
+                or "none"
+            )
+            raise ConfigError(
+                "the mapping names conversion actions Google Ads cannot use "
+                f"(actions in the account: {usable})",
+                problems,
+            )
+        return self._actions
+
+    # -- upload ---------------------------------------------------------------------------
+
+    def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
+        actions = self.resolve_actions(conversions["conversion_action"].unique())
+        done: list[pd.DataFrame] = []
+        for start in range(0, len(conversions), BATCH_SIZE):
+            batch = conversions.iloc[start : start + BATCH_SIZE]
+            try:
+                response = self._send(self._request(batch, actions))
+            except DestinationError as exc:
+                exc.outcomes = pd.concat(done, ignore_index=True) if done else None
+                raise
+            done.append(self._outcomes(batch, response))
+        if not done:
+            return pd.DataFrame(columns=OUTCOME_COLUMNS)
+        return pd.concat(done, ignore_index=True)
+
+    def _request(self, batch: pd.DataFrame, actions: dict[str, str]) -> Any:
+        request = self.client.get_type("UploadClickConversionsRequest")
+        request.customer_id = self.customer_id
+        request.partial_failure = True
+        request.validate_only = self.validate_only
+        request.job_id = self.job_id
+        times = format_conversion_time(batch["conversion_time"], "UTC")
+        consent_status = self.client.enums.ConsentStatusEnum
+        for row, time in zip(batch.to_dict("records"), times, strict=True):
+            conversion = self.client.get_type("ClickConversion")
+            conversion.conversion_action = actions[row["conversion_action"]]
+            conversion.conversion_date_time = time
+            conversion.conversion_value = float(row["value"])
+            conversion.currency_code = row["currency"]
+            conversion.order_id = row["order_id"]
+            kind = row["click_id_kind"]
+            if kind == USER_IDENTIFIERS:
+                for field_name, column in (
+                    ("hashed_email", "hashed_email"),
+                    ("hashed_phone_number", "hashed_phone"),
+                ):
+                    if not pd.isna(row[column]):
+                        identifier = self.client.get_type("UserIdentifier")
+                        setattr(identifier, field_name, row[column])
+                        conversion.user_identifiers.append(identifier)
+            else:
+                setattr(conversion, str(kind), row["click_id"])
+            if not pd.isna(row["consent"]):
+                conversion.consent.ad_user_data = consent_status[row["consent"]]
+            request.conversions.append(conversion)
+        return request
+
+    def _send(self, request: Any) -> Any:
+        service = self.client.get_service("ConversionUploadService")
+
+        @retry(
+            retry=retry_if_exception(_is_transient),
+            wait=wait_random_exponential(multiplier=self.retry_wait, max=30 * self.retry_wait),
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(300),
+            before_sleep=lambda state: log.warning(
+                "Google Ads upload attempt %d failed (%s); retrying",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )
+        def call() -> Any:
+            return service.upload_click_conversions(request=request, timeout=CALL_TIMEOUT)
+
+        try:
+            return call()
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    def _outcomes(self, batch: pd.DataFrame, response: Any) -> pd.DataFrame:
+        count = len(batch)
+        status = ["uploaded"] * count
+        codes: list[str | None] = [None] * count
+        messages: list[str | None] = [None] * count
+        retry_at: list[pd.Timestamp | None] = [None] * count
+        now = pd.Timestamp.now(tz="UTC")
+        for index, code, message in _row_errors(response.partial_failure_error):
+            if code in STOP_CONFIG:
+                raise DestinationError(_stop_message(code, message), transient=False)
+            codes[index] = code
+            if code in DUPLICATE:
+                status[index], messages[index] = "duplicate", "already in Google Ads"
+            elif code in TOO_RECENT:
+                status[index], retry_at[index] = "retry_after", now + RETRY_AFTER
+                messages[index] = "the click is too recent; sent again in 6 hours"
+            else:
+                status[index] = "rejected"
+                messages[index] = PLAIN_WORDS.get(code, message)
+        return pd.DataFrame(
+            {
+                "key": batch["key"].to_numpy(),
+                "status": status,
+                "error_code": pd.Series(codes, dtype="string"),
+                "message": pd.Series(messages, dtype="string"),
+                "retry_at": pd.to_datetime(pd.Series(retry_at, dtype=object), utc=True),
+            }
+        )
+
+
+def _row_errors(status: Any) -> Iterable[tuple[int, str, str]]:
+    """(row index, error code name, message) for each per-row error of a partial failure."""
+    if status is None or status.code == 0:  # test the code, never the message's truthiness
+        return
+    from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+
+    for detail in status.details:
+        for error in GoogleAdsFailure.deserialize(detail.value).errors:
+            elements = error.location.field_path_elements
+            if elements:
+                yield elements[0].index, _code_name(error), error.message
+
+
+def _code_name(error: Any) -> str:
+    code = type(error.error_code).pb(error.error_code)
+    which = code.WhichOneof("error_code")
+    return str(getattr(error.error_code, which).name) if which else "UNKNOWN"
+
+
+def _failure_codes(exc: BaseException) -> list[str]:
+    """Error codes of a whole-request failure: GoogleAdsException, or the GoogleAdsFailure in
+    the trailing metadata of an api_core exception (google-ads 34 raises both kinds)."""
+    failure = getattr(exc, "failure", None)
+    if failure is None:
+        call: Any = getattr(exc, "response", None)
+        metadata = call.trailing_metadata() if hasattr(call, "trailing_metadata") else None
+        for key, value in metadata or ():
+            if key.endswith("googleadsfailure-bin"):
+                from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+
+                failure = GoogleAdsFailure.deserialize(value)
+    return [_code_name(error) for error in failure.errors] if failure is not None else []
+
+
+def _grpc_code(exc: BaseException) -> str:
+    error = getattr(exc, "error", None)  # GoogleAdsException wraps the grpc.RpcError
+    code = error.code() if error is not None and hasattr(error, "code") else None
+    if code is None and getattr(exc, "grpc_status_code", None) is not None:
+        code = exc.grpc_status_code  # type: ignore[attr-defined]
+    return str(getattr(code, "name", code or ""))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    codes = set(_failure_codes(exc))
+    if "RESOURCE_EXHAUSTED" in codes:  # the daily quota: never hot-retry
+        return False
+    return bool(codes & TRANSIENT_CODES) or _grpc_code(exc) in {
+        "UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "INTERNAL",
+    }
+
+
+def _stop_message(code: str, message: str) -> str:
+    if code == "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE":
+        return ALLOWLIST_HELP
+    return f"Google Ads refused the upload ({code}): {message}; nothing more was sent"
+
+
+def _translate(exc: BaseException) -> Exception:
+    """Google's exceptions -> ours, so the pipeline decides from the type, not the text."""
+    if isinstance(exc, ConfigError | DestinationError):
+        return exc
+    codes = _failure_codes(exc)
+    grpc_code = _grpc_code(exc)
+    if "RESOURCE_EXHAUSTED" in codes:
+        return DestinationError(
+            "the Google Ads API daily quota is used up; the rest stays "
+            "pending and goes out with the next run",
+            transient=True,
+        )
+    if set(codes) & STOP_CONFIG:
+        code = next(c for c in codes if c in STOP_CONFIG)
+        return DestinationError(_stop_message(code, ""), transient=False)
+    if grpc_code in {"UNAUTHENTICATED", "PERMISSION_DENIED"} or codes:
+        return DestinationError(
+            f"Google Ads refused the request ({', '.join(codes) or grpc_code}); check the "
+            "developer token, customer_id and login_customer_id",
+            transient=False,
+        )
+    return DestinationError(
+        f"Google Ads is unavailable ({grpc_code or exc.__class__.__name__})"
+        " after retries; the rows stay pending",
+        transient=True,
+    )

@@ -1,0 +1,229 @@
+"""A fake Google Ads API: a real gRPC server over TLS on localhost that the official
+`google-ads` client talks to, unmodified (GOOGLE_ADS.md, "Testing without Google").
+
+It answers ConversionUploadService.UploadClickConversions with per-row partial failures
+(``GoogleAdsFailure`` in ``partial_failure_error``, each error located by row index) and
+GoogleAdsService.Search for conversion actions. Knobs make it fail the way Google does:
+whole-request errors carry a serialised GoogleAdsFailure in the trailing metadata.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import trustme
+from google.ads.googleads.v26.enums.types.conversion_action_status import (
+    ConversionActionStatusEnum,
+)
+from google.ads.googleads.v26.enums.types.conversion_action_type import (
+    ConversionActionTypeEnum,
+)
+from google.ads.googleads.v26.errors.types.conversion_upload_error import (
+    ConversionUploadErrorEnum,
+)
+from google.ads.googleads.v26.errors.types.errors import (
+    ErrorCode,
+    ErrorLocation,
+    GoogleAdsError,
+    GoogleAdsFailure,
+)
+from google.ads.googleads.v26.errors.types.quota_error import QuotaErrorEnum
+from google.ads.googleads.v26.resources.types.conversion_action import ConversionAction
+from google.ads.googleads.v26.services.types.conversion_upload_service import (
+    ClickConversionResult,
+    UploadClickConversionsRequest,
+    UploadClickConversionsResponse,
+)
+from google.ads.googleads.v26.services.types.google_ads_service import (
+    GoogleAdsRow,
+    SearchGoogleAdsRequest,
+    SearchGoogleAdsResponse,
+)
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+
+VERSION = "v26"
+FAILURE_KEY = f"google.ads.googleads.{VERSION}.errors.googleadsfailure-bin"
+UPLOAD = ConversionUploadErrorEnum.ConversionUploadError
+ENABLED = ConversionActionStatusEnum.ConversionActionStatus.ENABLED
+UPLOAD_CLICKS = ConversionActionTypeEnum.ConversionActionType.UPLOAD_CLICKS
+
+
+@dataclass
+class FakeGoogleAds:
+    """State and failure knobs of the fake API (read them in tests, set them before calls)."""
+
+    customer_id: str = "1234567890"
+    actions: dict[int, tuple[str, int, int]] = field(
+        default_factory=lambda: {
+            101: ("CRM lead", UPLOAD_CLICKS, ENABLED),
+            102: ("CRM qualified", UPLOAD_CLICKS, ENABLED),
+            103: ("CRM won", UPLOAD_CLICKS, ENABLED),
+        }
+    )
+    row_errors: dict[str, int] = field(default_factory=dict)  # gclid -> ConversionUploadError
+    unavailable_times: int = 0  # the next N upload calls fail with UNAVAILABLE
+    outage_after: int | None = None  # after this many uploads, every call is UNAVAILABLE
+    quota_exhausted: bool = False
+    upload_requests: list[UploadClickConversionsRequest] = field(default_factory=list)
+    accepted: dict[str, str] = field(default_factory=dict)  # order_id -> gclid
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        """Back to a fresh account (the server keeps serving the same object)."""
+        fresh = FakeGoogleAds()
+        for name in (
+            "actions",
+            "row_errors",
+            "unavailable_times",
+            "outage_after",
+            "quota_exhausted",
+            "upload_requests",
+            "accepted",
+        ):
+            setattr(self, name, getattr(fresh, name))
+
+    @property
+    def uploaded(self) -> int:
+        return sum(len(r.conversions) for r in self.upload_requests)
+
+    # -- ConversionUploadService ----------------------------------------------------------
+
+    def upload(
+        self, request: UploadClickConversionsRequest, context: grpc.ServicerContext
+    ) -> UploadClickConversionsResponse:
+        with self._lock:
+            self.upload_requests.append(request)
+            if self.outage_after is not None and len(self.upload_requests) > self.outage_after:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "fake: connection lost")
+            if self.unavailable_times > 0:
+                self.unavailable_times -= 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "fake: try again")
+            if self.quota_exhausted:
+                failure = _failure(
+                    quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED,
+                    message="fake: daily quota used up",
+                )
+                context.set_trailing_metadata(((FAILURE_KEY, GoogleAdsFailure.serialize(failure)),))
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "fake: quota")
+            errors: list[GoogleAdsError] = []
+            results: list[ClickConversionResult] = []
+            for index, conversion in enumerate(request.conversions):
+                code = self.row_errors.get(conversion.gclid)
+                if code is None and conversion.order_id in self.accepted:
+                    code = UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS
+                if code is not None:
+                    errors.append(_row_error(index, code))
+                    results.append(ClickConversionResult())
+                    continue
+                if not request.validate_only:
+                    self.accepted[conversion.order_id] = conversion.gclid
+                results.append(
+                    ClickConversionResult(
+                        gclid=conversion.gclid,
+                        conversion_action=conversion.conversion_action,
+                        conversion_date_time=conversion.conversion_date_time,
+                    )
+                )
+        response = UploadClickConversionsResponse(results=results)
+        if errors:
+            detail = any_pb2.Any(
+                type_url=f"type.googleapis.com/google.ads.googleads.{VERSION}.errors."
+                "GoogleAdsFailure",
+                value=GoogleAdsFailure.serialize(GoogleAdsFailure(errors=errors)),
+            )
+            response.partial_failure_error = status_pb2.Status(
+                code=3, message=f"{len(errors)} conversions failed", details=[detail]
+            )
+        return response
+
+    # -- GoogleAdsService -----------------------------------------------------------------
+
+    def search(
+        self, request: SearchGoogleAdsRequest, context: grpc.ServicerContext
+    ) -> SearchGoogleAdsResponse:
+        rows = []
+        if "FROM conversion_action" in request.query:
+            for action_id, (name, kind, status) in self.actions.items():
+                rows.append(
+                    GoogleAdsRow(
+                        conversion_action=ConversionAction(
+                            resource_name=f"customers/{request.customer_id}/conversionActions/{action_id}",
+                            id=action_id,
+                            name=name,
+                            type_=kind,
+                            status=status,
+                        )
+                    )
+                )
+        return SearchGoogleAdsResponse(results=rows, total_results_count=len(rows))
+
+
+def _row_error(index: int, code: int) -> GoogleAdsError:
+    element = ErrorLocation.FieldPathElement(field_name="conversions", index=index)
+    return GoogleAdsError(
+        error_code=ErrorCode(conversion_upload_error=code),
+        message=f"fake: {UPLOAD(code).name}",
+        location=ErrorLocation(field_path_elements=[element]),
+    )
+
+
+def _failure(*, message: str, **code: int) -> GoogleAdsFailure:
+    return GoogleAdsFailure(errors=[GoogleAdsError(error_code=ErrorCode(**code), message=message)])
+
+
+def _handler(method, request_type, response_type):  # type: ignore[no-untyped-def]
+    return grpc.unary_unary_rpc_method_handler(
+        method,
+        request_deserializer=request_type.deserialize,
+        response_serializer=response_type.serialize,
+    )
+
+
+@contextmanager
+def serve(fake: FakeGoogleAds, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Run the fake on localhost over TLS; yields (endpoint, CA file for the client).
+
+    gRPC reads GRPC_DEFAULT_SSL_ROOTS_FILE_PATH once per process: start one server per test
+    session and reset the fake between tests.
+    """
+    authority = trustme.CA()
+    certificate = authority.issue_cert("localhost")
+    ca_file = workdir / "fake-google-ads-ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    services = f"google.ads.googleads.{VERSION}.services"
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                f"{services}.ConversionUploadService",
+                {
+                    "UploadClickConversions": _handler(
+                        fake.upload, UploadClickConversionsRequest, UploadClickConversionsResponse
+                    ),
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                f"{services}.GoogleAdsService",
+                {
+                    "Search": _handler(
+                        fake.search, SearchGoogleAdsRequest, SearchGoogleAdsResponse
+                    ),
+                },
+            ),
+        )
+    )
+    key = certificate.private_key_pem.bytes()
+    chain = b"".join(blob.bytes() for blob in certificate.cert_chain_pems)
+    port = server.add_secure_port("localhost:0", grpc.ssl_server_credentials([(key, chain)]))
+    server.start()
+    try:
+        yield f"localhost:{port}", ca_file
+    finally:
+        server.stop(grace=None)

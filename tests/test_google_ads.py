@@ -1,0 +1,271 @@
+"""The Google Ads destination against the fake API: the real client, real gRPC, TLS, no internet."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import responses
+
+from funnelvalue.destinations import base as destinations
+from funnelvalue.destinations.google_ads import GoogleAdsUpload
+from funnelvalue.errors import ConfigError
+from funnelvalue.ledger import Ledger
+from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
+from funnelvalue.settings import Settings, load_settings
+from tests.conftest import funnel_rows, gclid, write_export
+from tests.fakes.google_ads_server import UPLOAD, FakeGoogleAds, serve
+
+_FAKE = FakeGoogleAds()
+
+
+@pytest.fixture(scope="session")
+def google_ads_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One TLS server per session: gRPC reads its trusted roots once per process."""
+    with serve(_FAKE, tmp_path_factory.mktemp("fake-google-ads")) as (endpoint, ca_file):
+        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(ca_file)
+        yield endpoint
+
+
+@pytest.fixture
+def fake(google_ads_endpoint: str) -> FakeGoogleAds:
+    _FAKE.reset()
+    return _FAKE
+
+
+@pytest.fixture
+def use_fake_client(
+    monkeypatch: pytest.MonkeyPatch, google_ads_endpoint: str
+) -> Callable[[], None]:
+    """--destination google-ads built with a ready access token (no OAuth round trip)."""
+    from google.ads.googleads.client import GoogleAdsClient
+    from google.oauth2.credentials import Credentials
+
+    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
+        client = GoogleAdsClient(
+            credentials=Credentials(token="test-token"),
+            developer_token="dev-token",
+            endpoint=google_ads_endpoint,
+            use_proto_plus=True,
+            version="v26",
+        )
+        return GoogleAdsUpload(client, customer_id, job_id=run_id, retry_wait=0.01)
+
+    monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)
+    return lambda: None
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, mapping_file: Callable[..., Path], use_fake_client: Callable[[], None]
+) -> Settings:
+    return load_settings(
+        mapping=mapping_file(timezone="UTC"),
+        input=tmp_path / "export.csv",
+        destination="google-ads",
+        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+
+
+def statuses(settings: Settings) -> dict[str, int]:
+    with Ledger.open(settings.ledger) as ledger:
+        return ledger.status_counts()
+
+
+def test_happy_path_uploads_each_conversion_once(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    contact = {
+        "lead_id": "MAIL",
+        "stage": "New",
+        "stage_changed_at": now.isoformat(),
+        "email": " Jane.Doe@example.com",
+        "consent_ad_user_data": "GRANTED",
+    }
+    write_export(settings.input, [*funnel_rows(10, now), contact])  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert statuses(settings) == {"uploaded": 17}
+    enhanced = next(c for c in fake.upload_requests[0].conversions if not c.gclid)
+    expected = hashlib.sha256(b"jane.doe@example.com").hexdigest()
+    assert [i.hashed_email for i in enhanced.user_identifiers] == [expected]
+    assert enhanced.consent.ad_user_data.name == "GRANTED"
+    request = fake.upload_requests[0]
+    assert request.partial_failure is True
+    assert request.job_id == report.run_id
+    assert request.customer_id == "1234567890"
+    first = request.conversions[0]
+    assert first.conversion_action == "customers/1234567890/conversionActions/101"
+    assert first.conversion_date_time.endswith("+00:00")
+    assert len(first.order_id) == 24
+    again = execute(settings, dry_run=False)
+    assert again.summary()["sent"] == 0
+    assert len(fake.upload_requests) == 1  # nothing re-sent
+
+
+def test_partial_failure_maps_each_error_to_its_row(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    rows = funnel_rows(4, now)  # leads L0..L3; L0 and L2 also qualified, L0 won
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    fake.row_errors = {
+        gclid(1): UPLOAD.UNPARSEABLE_GCLID,
+        gclid(3): UPLOAD.TOO_RECENT_EVENT,
+        gclid(2): UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS,
+    }
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_REJECTS
+    with Ledger.open(settings.ledger) as ledger:
+        rows_by_lead = ledger.conversions_frame().set_index("lead_id")
+    assert rows_by_lead.loc["L0", "status"].tolist() == ["uploaded"] * 3
+    assert rows_by_lead.loc["L1", "status"] == "rejected"
+    assert rows_by_lead.loc["L1", "error_code"] == "UNPARSEABLE_GCLID"
+    assert "cannot read this gclid" in rows_by_lead.loc["L1", "message"]
+    assert rows_by_lead.loc["L2", "status"].tolist() == ["duplicate", "duplicate"]
+    assert rows_by_lead.loc["L3", "status"] == "retry_after"
+    assert rows_by_lead.loc["L3", "retry_at"] is not None
+    # a later run, once the 6 hours have passed, sends the too-recent one again
+    fake.row_errors = {}
+    later = execute(settings, dry_run=False, now=pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=7))
+    assert later.summary()["sent"] == 1
+    assert [c.gclid for c in fake.upload_requests[-1].conversions] == [gclid(3)]
+
+
+def test_transient_unavailable_is_retried(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    fake.unavailable_times = 2
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert len(fake.upload_requests) == 3
+    assert statuses(settings) == {"uploaded": 4}
+
+
+def test_quota_exhausted_stops_and_keeps_rows_pending(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    fake.quota_exhausted = True
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_UNAVAILABLE
+    assert "quota" in (report.error or "")
+    assert len(fake.upload_requests) == 1  # never hot-retried
+    assert statuses(settings) == {"pending": 4}
+
+
+def test_unknown_action_stops_before_anything_is_sent(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    del fake.actions[102]
+    with pytest.raises(ConfigError) as caught:
+        execute(settings, dry_run=False)
+    assert "conversion action 'CRM qualified' does not exist" in str(caught.value)
+    assert "'CRM lead' (UPLOAD_CLICKS, ENABLED)" in str(caught.value)
+    assert fake.upload_requests == []
+
+
+def test_large_runs_go_in_batches_of_2000(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    rows = [{**row, "stage": "New"} for row in funnel_rows(5001, now) if row["stage"] == "New"]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    assert [len(r.conversions) for r in fake.upload_requests] == [2000, 2000, 1001]
+    assert statuses(settings) == {"uploaded": 5001}
+
+
+def test_connection_lost_mid_upload_then_rerun_accepts_each_once(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    rows = [row for row in funnel_rows(4500, now) if row["stage"] == "New"]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    fake.outage_after = 1  # the first batch goes through, then the connection is gone
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_UNAVAILABLE
+    assert statuses(settings) == {"uploaded": 2000, "pending": 2500}
+    fake.outage_after = None
+    again = execute(settings, dry_run=False)
+    assert again.exit_code == EXIT_OK
+    assert statuses(settings) == {"uploaded": 4500}
+    assert len(fake.accepted) == 4500  # every conversion accepted exactly once
+
+
+@responses.activate
+def test_cli_with_google_ads_yaml_and_oauth(
+    tmp_path: Path,
+    fake: FakeGoogleAds,
+    google_ads_endpoint: str,
+    mapping_file: Callable[..., Path],
+    now: pd.Timestamp,
+) -> None:
+    from typer.testing import CliRunner
+
+    from funnelvalue.cli import app
+
+    responses.add(
+        responses.POST,
+        "https://accounts.google.com/o/oauth2/token",
+        json={"access_token": "fresh", "expires_in": 3600, "token_type": "Bearer"},
+    )
+    config = tmp_path / "google-ads.yaml"
+    config.write_text(
+        "developer_token: dev-token\nclient_id: id.apps.googleusercontent.com\n"
+        "client_secret: shh-secret\nrefresh_token: 1//refresh-secret\nuse_proto_plus: true\n"
+        f"endpoint: {google_ads_endpoint}\n"
+    )
+    write_export(tmp_path / "export.csv", funnel_rows(3, now))
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--destination",
+            "google-ads",
+            "--google-ads-config",
+            str(config),
+            "--input",
+            "export.csv",
+            "--mapping",
+            str(mapping_file(timezone="UTC")),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert '"sent": 6' in result.stdout
+    assert "secret" not in result.output
+    assert len(fake.accepted) == 6
+
+
+@responses.activate
+def test_revoked_refresh_token_is_a_clear_config_error(
+    tmp_path: Path, fake: FakeGoogleAds, google_ads_endpoint: str
+) -> None:
+    responses.add(
+        responses.POST,
+        "https://accounts.google.com/o/oauth2/token",
+        status=400,
+        json={"error": "invalid_grant", "error_description": "Token has been expired"},
+    )
+    config = tmp_path / "google-ads.yaml"
+    config.write_text(
+        "developer_token: dev-token\nclient_id: id\nclient_secret: shh-secret\n"
+        f"refresh_token: 1//refresh-secret\nuse_proto_plus: true\nendpoint: {google_ads_endpoint}\n"
+    )
+    with pytest.raises(ConfigError, match="invalid_grant") as caught:
+        GoogleAdsUpload.from_settings(config, "1234567890", 1)
+    assert "secret" not in str(caught.value)
+
+
+def test_missing_credentials_name_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no Google Ads credentials"):
+        GoogleAdsUpload.from_settings(tmp_path / "none.yaml", "1234567890", 1)
+    partial = tmp_path / "google-ads.yaml"
+    partial.write_text("developer_token: x\nuse_proto_plus: true\n")
+    with pytest.raises(ConfigError, match="incomplete"):
+        GoogleAdsUpload.from_settings(partial, "1234567890", 1)
