@@ -33,8 +33,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on the package
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
-bench: $(STAMP) ## Throughput and peak memory of the pipeline at 10k, 100k and 1M leads
+bench: $(STAMP) ## Throughput and peak memory: the pipeline (10k/100k/1M leads), the upload
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_upload.py
 
 clean: ## Remove the virtualenv, the ledger and the output files
 	rm -rf $(VENV) state out

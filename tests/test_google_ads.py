@@ -11,6 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 import responses
+from google.ads.googleads.v26.enums.types.consent_status import ConsentStatusEnum
+from google.ads.googleads.v26.enums.types.conversion_action_status import (
+    ConversionActionStatusEnum,
+)
 
 from funnelvalue.destinations import base as destinations
 from funnelvalue.destinations.google_ads import GoogleAdsUpload
@@ -19,7 +23,10 @@ from funnelvalue.ledger import Ledger
 from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import funnel_rows, gclid, write_export
-from tests.fakes.google_ads_server import UPLOAD, FakeGoogleAds, serve
+from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds, serve
+
+REMOVED = ConversionActionStatusEnum.ConversionActionStatus.REMOVED
+GRANTED = ConsentStatusEnum.ConsentStatus.GRANTED
 
 _FAKE = FakeGoogleAds()
 
@@ -94,7 +101,7 @@ def test_happy_path_uploads_each_conversion_once(
     enhanced = next(c for c in fake.upload_requests[0].conversions if not c.gclid)
     expected = hashlib.sha256(b"jane.doe@example.com").hexdigest()
     assert [i.hashed_email for i in enhanced.user_identifiers] == [expected]
-    assert enhanced.consent.ad_user_data.name == "GRANTED"
+    assert enhanced.consent.ad_user_data == GRANTED
     request = fake.upload_requests[0]
     assert request.partial_failure is True
     assert request.job_id == report.run_id
@@ -167,7 +174,7 @@ def test_unknown_action_stops_before_anything_is_sent(
     with pytest.raises(ConfigError) as caught:
         execute(settings, dry_run=False)
     assert "conversion action 'CRM qualified' does not exist" in str(caught.value)
-    assert "'CRM lead' (UPLOAD_CLICKS, ENABLED)" in str(caught.value)
+    assert "actions in the account: 'CRM lead' (UPLOAD_CLICKS, ENABLED)" in str(caught.value)
     assert fake.upload_requests == []
 
 
@@ -269,3 +276,84 @@ def test_missing_credentials_name_what_is_missing(tmp_path: Path) -> None:
     partial.write_text("developer_token: x\nuse_proto_plus: true\n")
     with pytest.raises(ConfigError, match="incomplete"):
         GoogleAdsUpload.from_settings(partial, "1234567890", 1)
+
+
+def test_transient_error_in_the_failure_is_retried(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(1, now))  # type: ignore[arg-type]
+    fake.transient_errors = 1
+    assert execute(settings, dry_run=False).exit_code == EXIT_OK
+    assert len(fake.upload_requests) == 2
+
+
+def test_not_allowlisted_token_says_what_to_do(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(1, now))  # type: ignore[arg-type]
+    fake.not_allowlisted = True
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == 2
+    assert "Data Manager API" in (report.error or "")
+    assert "--destination csv" in (report.error or "")
+    assert statuses(settings) == {"pending": 3}
+
+
+def test_preview_validate_only_shows_googles_verdict_and_records_nothing(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    fake.row_errors = {gclid(1): UPLOAD.EVENT_NOT_FOUND}
+    report = execute(settings, dry_run=True, validate_only=True)
+    assert report.exit_code == EXIT_REJECTS
+    assert fake.upload_requests[0].validate_only is True
+    assert fake.accepted == {}
+    assert not (tmp_path / "ledger.db").exists()
+    verdicts = report.outcomes.set_index("key")["status"]  # type: ignore[union-attr]
+    assert sorted(verdicts) == ["rejected", "uploaded", "uploaded", "uploaded"]
+    assert report.summary()["validated_ok"] == 3
+    assert report.summary()["sent"] == 0
+
+
+def test_validate_only_needs_the_api_destination(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel_rows(1, now))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="use --destination google-ads"):
+        execute(
+            settings.model_copy(update={"destination": "csv"}), dry_run=True, validate_only=True
+        )
+
+
+@responses.activate
+def test_mapping_check_remote_lists_each_action(
+    tmp_path: Path, fake: FakeGoogleAds, google_ads_endpoint: str, mapping_file: Callable[..., Path]
+) -> None:
+    from typer.testing import CliRunner
+
+    from funnelvalue.cli import app
+
+    responses.add(
+        responses.POST,
+        "https://accounts.google.com/o/oauth2/token",
+        json={"access_token": "fresh", "expires_in": 3600, "token_type": "Bearer"},
+    )
+    config = tmp_path / "google-ads.yaml"
+    config.write_text(
+        "developer_token: dev\nclient_id: id\nclient_secret: s\nrefresh_token: r\n"
+        f"use_proto_plus: true\nendpoint: {google_ads_endpoint}\n"
+    )
+    args = [
+        "mapping",
+        "check",
+        "--remote",
+        "--google-ads-config",
+        str(config),
+        "--mapping",
+        str(mapping_file()),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "customers/1234567890/conversionActions/103" in result.output
+    fake.actions[103] = ("CRM won", UPLOAD_CLICKS, REMOVED)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "conversion action 'CRM won' is REMOVED" in result.output

@@ -18,10 +18,10 @@ import typer
 from rich.console import Console
 
 from funnelvalue import __version__, report
-from funnelvalue.errors import FunnelvalueError
+from funnelvalue.errors import ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, load_mapping
-from funnelvalue.pipeline import execute
+from funnelvalue.pipeline import customer_id_for, execute
 from funnelvalue.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -129,6 +129,7 @@ def _settings(config: Path | None, verbose: bool, **options: Any) -> Settings:
 def _job(
     *,
     dry_run: bool,
+    validate_only: bool = False,
     as_json: bool,
     limit: int,
     config: Path | None,
@@ -139,7 +140,7 @@ def _job(
     with _user_errors(as_json):
         settings = _settings(config, verbose, **options)
         loaded = load_mapping(settings.mapping)
-        result = execute(settings, dry_run=dry_run, mapping=loaded)
+        result = execute(settings, dry_run=dry_run, mapping=loaded, validate_only=validate_only)
     if as_json:
         print(json.dumps(result.summary()))
     else:
@@ -185,6 +186,15 @@ def preview(
     mapping: MappingOpt = None,
     input: InputOpt = None,
     ledger: LedgerOpt = None,
+    destination: DestinationOpt = None,
+    google_ads_config: GoogleAdsConfigOpt = None,
+    validate_only: Annotated[
+        bool,
+        typer.Option(
+            "--validate-only",
+            help="Ask Google to check every row (validate_only=True); nothing is recorded.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     limit: LimitOpt = 50,
     verbose: VerboseOpt = False,
@@ -196,6 +206,7 @@ def preview(
     """
     _job(
         dry_run=True,
+        validate_only=validate_only,
         as_json=as_json,
         limit=limit,
         config=config,
@@ -203,6 +214,8 @@ def preview(
         mapping=mapping,
         input=input,
         ledger=ledger,
+        destination=destination,
+        google_ads_config=google_ads_config,
     )
 
 
@@ -210,15 +223,34 @@ def preview(
 def mapping_check(
     config: ConfigOpt = None,
     mapping: MappingOpt = None,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote", help="Also check the conversion actions in Google Ads (one query)."
+        ),
+    ] = False,
+    google_ads_config: GoogleAdsConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Validate the mapping file and list every problem at once, with its line.
 
-    Example: funnelvalue mapping check --mapping config/mapping.yaml
+    Example: funnelvalue mapping check --mapping config/mapping.yaml --remote
     """
     with _user_errors():
-        settings = _settings(config, verbose, mapping=mapping)
+        settings = _settings(config, verbose, mapping=mapping, google_ads_config=google_ads_config)
         loaded = load_mapping(settings.mapping)
+        if remote:
+            from funnelvalue.destinations.google_ads import GoogleAdsUpload
+
+            google = GoogleAdsUpload.from_settings(
+                settings.google_ads_config, customer_id_for(settings, loaded), 0
+            )
+            found, problems = google.check_actions(s.conversion_action for s in loaded.stages)
+            out.print(report.actions_table(found))
+            if problems:
+                raise ConfigError(
+                    "the mapping names conversion actions Google Ads cannot use", problems
+                )
     out.print(report.mapping_table(loaded))
     for advice in report.mapping_advice(loaded):
         out.print(f"[yellow]advice:[/] {advice}")

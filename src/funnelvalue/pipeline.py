@@ -83,7 +83,8 @@ class RunReport:
             "retry_later": self.state_count(states.RETRY_LATER),
             "rejected_before": self.state_count(states.REJECTED_BEFORE),
             "to_send": len(self.to_send),
-            "sent": self.outcome_count("uploaded", "duplicate"),
+            "sent": 0 if self.dry_run else self.outcome_count("uploaded", "duplicate"),
+            "validated_ok": self.outcome_count("uploaded", "duplicate") if self.dry_run else 0,
             "rejected_by_destination": self.outcome_count("rejected"),
             "retry_after": self.outcome_count("retry_after"),
             "pending": self.pending,
@@ -98,29 +99,39 @@ class RunReport:
         return data
 
 
-def execute(
-    settings: Settings,
-    *,
-    dry_run: bool,
-    mapping: Mapping | None = None,
-    now: pd.Timestamp | None = None,
-) -> RunReport:
-    """Run the daily job (or preview it). Raises FunnelvalueError for what stops it early."""
-    mapping = mapping or load_mapping(settings.mapping)
+def customer_id_for(settings: Settings, mapping: Mapping) -> str:
+    """The Google Ads account, digits only: from settings/env, else the mapping file."""
     customer_id = settings.customer_id or mapping.customer_id
     if not customer_id:
         raise ConfigError(
             "no Google Ads customer id: set `customer_id:` in the mapping file "
             "or FUNNELVALUE_CUSTOMER_ID (it is part of every idempotency key)"
         )
-    customer_id = customer_id.replace("-", "")
+    return customer_id.replace("-", "")
+
+
+def execute(
+    settings: Settings,
+    *,
+    dry_run: bool,
+    mapping: Mapping | None = None,
+    now: pd.Timestamp | None = None,
+    validate_only: bool = False,
+) -> RunReport:
+    """Run the daily job (or preview it). Raises FunnelvalueError for what stops it early.
+
+    ``validate_only`` (with ``dry_run``) asks the destination to check the rows without
+    recording them anywhere: Google's verdict per row comes back in ``outcomes``.
+    """
+    mapping = mapping or load_mapping(settings.mapping)
+    customer_id = customer_id_for(settings, mapping)
     now = now or pd.Timestamp.now(tz="UTC")
     check_destination(settings.destination)
     source = make_source(settings, mapping)
     ledger = Ledger.open(settings.ledger, create=not dry_run)
     try:
         if dry_run:
-            return _plan(
+            report = _plan(
                 source,
                 ledger,
                 mapping,
@@ -129,6 +140,11 @@ def execute(
                 dry_run=True,
                 destination=settings.destination,
             )
+            if validate_only:
+                report.outcomes = _validate(settings, mapping, customer_id, report.to_send)
+                if report.outcome_count("rejected"):
+                    report.exit_code = EXIT_REJECTS
+            return report
         return _run(
             settings=settings,
             source=source,
@@ -139,6 +155,23 @@ def execute(
         )
     finally:
         ledger.close()
+
+
+def _validate(
+    settings: Settings, mapping: Mapping, customer_id: str, to_send: pd.DataFrame
+) -> pd.DataFrame:
+    destination = make_destination(settings, mapping, 0, customer_id)
+    try:
+        validate = getattr(destination, "validate", None)
+        if validate is None:
+            raise ConfigError(
+                f"--validate-only asks Google to check the rows; the {settings.destination} "
+                "destination cannot: use --destination google-ads"
+            )
+        outcomes: pd.DataFrame = validate(to_send.assign(order_id=order_ids(to_send["key"])))
+        return outcomes
+    finally:
+        destination.close()
 
 
 def _plan(

@@ -75,6 +75,9 @@ def summary_table(report: RunReport) -> Table:
     ]
     if report.dry_run:
         rows.append(("would be sent", s["to_send"], "bold green"))
+        if report.outcomes is not None:
+            rows.append(("Google would accept (validate-only)", s["validated_ok"], "green"))
+            rows.append(("Google would reject", s["rejected_by_destination"], "red"))
     else:
         rows += [
             ("sent", s["sent"], "bold green"),
@@ -128,7 +131,9 @@ def conversions_table(report: RunReport, timezone: str, limit: int | None) -> Ta
     if limit is not None and len(rows) > limit:
         title += f" — first {limit}; --limit 0 shows all"
     table = Table(title=title, title_justify="left")
-    for column in ("lead", "stage", "action", "id", "time", "value", "ledger"):
+    verdicts = _verdicts(report)
+    columns = ["lead", "stage", "action", "id", "time", "value", "ledger"]
+    for column in [*columns, "Google"] if verdicts else columns:
         table.add_column(column, justify="right" if column == "value" else "left")
     times = format_conversion_time(shown["conversion_time"], timezone)
     for row, time in zip(shown.to_dict("records"), times, strict=True):
@@ -142,8 +147,23 @@ def conversions_table(report: RunReport, timezone: str, limit: int | None) -> Ta
             str(time),
             f"{_money(float(row['value']))} {row['currency']}",
             f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+            *([verdicts.get(str(row["key"]), "")] if verdicts else []),
         )
     return table
+
+
+def _verdicts(report: RunReport) -> dict[str, str]:
+    """Google's validate-only answer per conversion key, for the preview table."""
+    if not report.dry_run or report.outcomes is None:
+        return {}
+    verdicts: dict[str, str] = {}
+    for row in report.outcomes.to_dict("records"):
+        status = str(row["status"])
+        text = {"uploaded": "[green]ok[/]", "duplicate": "already there"}.get(status, status)
+        if status not in ("uploaded", "duplicate") and not pd.isna(row["error_code"]):
+            text = f"[red]{row['error_code']}[/]: {row['message']}"
+        verdicts[str(row["key"])] = text
+    return verdicts
 
 
 def rejects_table(rejects: pd.DataFrame, limit: int | None) -> Table:
@@ -238,6 +258,22 @@ def mapping_advice(mapping: Mapping) -> list[str]:
             "not count for the stages they skipped"
         )
     return advice
+
+
+def actions_table(rows: Sequence[dict[str, str]]) -> Table:
+    """mapping check --remote: each conversion action as Google Ads knows it."""
+    table = Table(title="Conversion actions in Google Ads", title_justify="left")
+    for column in ("mapping names", "resource name", "type", "status", "problem"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["mapping"],
+            row["resource_name"],
+            row["type"],
+            row["status"],
+            f"[red]{row['problem']}[/]" if row["problem"] else "[green]ok[/]",
+        )
+    return table
 
 
 def runs_table(runs: Sequence[RunSummary]) -> Table:

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import grpc
 import trustme
@@ -33,6 +34,8 @@ from google.ads.googleads.v26.errors.types.errors import (
     GoogleAdsError,
     GoogleAdsFailure,
 )
+from google.ads.googleads.v26.errors.types.internal_error import InternalErrorEnum
+from google.ads.googleads.v26.errors.types.not_allowlisted_error import NotAllowlistedErrorEnum
 from google.ads.googleads.v26.errors.types.quota_error import QuotaErrorEnum
 from google.ads.googleads.v26.resources.types.conversion_action import ConversionAction
 from google.ads.googleads.v26.services.types.conversion_upload_service import (
@@ -53,6 +56,9 @@ FAILURE_KEY = f"google.ads.googleads.{VERSION}.errors.googleadsfailure-bin"
 UPLOAD = ConversionUploadErrorEnum.ConversionUploadError
 ENABLED = ConversionActionStatusEnum.ConversionActionStatus.ENABLED
 UPLOAD_CLICKS = ConversionActionTypeEnum.ConversionActionType.UPLOAD_CLICKS
+REQUEST_PB = UploadClickConversionsRequest.pb()
+RESPONSE_PB = UploadClickConversionsResponse.pb()
+RESULT_PB = ClickConversionResult.pb()
 
 
 @dataclass
@@ -71,6 +77,8 @@ class FakeGoogleAds:
     unavailable_times: int = 0  # the next N upload calls fail with UNAVAILABLE
     outage_after: int | None = None  # after this many uploads, every call is UNAVAILABLE
     quota_exhausted: bool = False
+    not_allowlisted: bool = False  # a developer token new since June 2026
+    transient_errors: int = 0  # the next N calls fail with InternalError.TRANSIENT_ERROR
     upload_requests: list[UploadClickConversionsRequest] = field(default_factory=list)
     accepted: dict[str, str] = field(default_factory=dict)  # order_id -> gclid
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,16 +86,9 @@ class FakeGoogleAds:
     def reset(self) -> None:
         """Back to a fresh account (the server keeps serving the same object)."""
         fresh = FakeGoogleAds()
-        for name in (
-            "actions",
-            "row_errors",
-            "unavailable_times",
-            "outage_after",
-            "quota_exhausted",
-            "upload_requests",
-            "accepted",
-        ):
-            setattr(self, name, getattr(fresh, name))
+        for knob in fields(self):
+            if knob.name != "_lock":
+                setattr(self, knob.name, getattr(fresh, knob.name))
 
     @property
     def uploaded(self) -> int:
@@ -95,9 +96,8 @@ class FakeGoogleAds:
 
     # -- ConversionUploadService ----------------------------------------------------------
 
-    def upload(
-        self, request: UploadClickConversionsRequest, context: grpc.ServicerContext
-    ) -> UploadClickConversionsResponse:
+    def upload(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Requests and responses are raw protobuf messages here (see ``upload_requests``)."""
         with self._lock:
             self.upload_requests.append(request)
             if self.outage_after is not None and len(self.upload_requests) > self.outage_after:
@@ -105,43 +105,75 @@ class FakeGoogleAds:
             if self.unavailable_times > 0:
                 self.unavailable_times -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "fake: try again")
-            if self.quota_exhausted:
-                failure = _failure(
-                    quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED,
-                    message="fake: daily quota used up",
+            if self.not_allowlisted:
+                self._abort(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    _failure(
+                        not_allowlisted_error=NotAllowlistedErrorEnum.NotAllowlistedError.CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE,
+                        message="fake: not allowlisted",
+                    ),
                 )
-                context.set_trailing_metadata(((FAILURE_KEY, GoogleAdsFailure.serialize(failure)),))
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "fake: quota")
+            if self.transient_errors > 0:
+                self.transient_errors -= 1
+                self._abort(
+                    context,
+                    grpc.StatusCode.INTERNAL,
+                    _failure(
+                        internal_error=InternalErrorEnum.InternalError.TRANSIENT_ERROR,
+                        message="fake: transient",
+                    ),
+                )
+            if self.quota_exhausted:
+                self._abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    _failure(
+                        quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED,
+                        message="fake: daily quota used up",
+                    ),
+                )
+            # Raw protobuf on the hot path: the fake must not be the benchmark's bottleneck.
             errors: list[GoogleAdsError] = []
-            results: list[ClickConversionResult] = []
+            results = []
             for index, conversion in enumerate(request.conversions):
                 code = self.row_errors.get(conversion.gclid)
                 if code is None and conversion.order_id in self.accepted:
                     code = UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS
                 if code is not None:
                     errors.append(_row_error(index, code))
-                    results.append(ClickConversionResult())
+                    results.append(RESULT_PB())
                     continue
                 if not request.validate_only:
                     self.accepted[conversion.order_id] = conversion.gclid
                 results.append(
-                    ClickConversionResult(
+                    RESULT_PB(
                         gclid=conversion.gclid,
                         conversion_action=conversion.conversion_action,
                         conversion_date_time=conversion.conversion_date_time,
                     )
                 )
-        response = UploadClickConversionsResponse(results=results)
+        response = RESPONSE_PB(results=results)
         if errors:
             detail = any_pb2.Any(
                 type_url=f"type.googleapis.com/google.ads.googleads.{VERSION}.errors."
                 "GoogleAdsFailure",
                 value=GoogleAdsFailure.serialize(GoogleAdsFailure(errors=errors)),
             )
-            response.partial_failure_error = status_pb2.Status(
-                code=3, message=f"{len(errors)} conversions failed", details=[detail]
+            response.partial_failure_error.CopyFrom(
+                status_pb2.Status(
+                    code=3, message=f"{len(errors)} conversions failed", details=[detail]
+                )
             )
         return response
+
+    @staticmethod
+    def _abort(
+        context: grpc.ServicerContext, code: grpc.StatusCode, failure: GoogleAdsFailure
+    ) -> None:
+        """A whole-request error the way Google sends it: the failure in trailing metadata."""
+        context.set_trailing_metadata(((FAILURE_KEY, GoogleAdsFailure.serialize(failure)),))
+        context.abort(code, failure.errors[0].message)
 
     # -- GoogleAdsService -----------------------------------------------------------------
 
@@ -178,11 +210,11 @@ def _failure(*, message: str, **code: int) -> GoogleAdsFailure:
     return GoogleAdsFailure(errors=[GoogleAdsError(error_code=ErrorCode(**code), message=message)])
 
 
-def _handler(method, request_type, response_type):  # type: ignore[no-untyped-def]
+def _handler(method, request_type, response_type, raw=False):  # type: ignore[no-untyped-def]
     return grpc.unary_unary_rpc_method_handler(
         method,
-        request_deserializer=request_type.deserialize,
-        response_serializer=response_type.serialize,
+        request_deserializer=request_type.FromString if raw else request_type.deserialize,
+        response_serializer=(lambda m: m.SerializeToString()) if raw else response_type.serialize,
     )
 
 
@@ -205,7 +237,7 @@ def serve(fake: FakeGoogleAds, workdir: Path) -> Iterator[tuple[str, Path]]:
                 f"{services}.ConversionUploadService",
                 {
                     "UploadClickConversions": _handler(
-                        fake.upload, UploadClickConversionsRequest, UploadClickConversionsResponse
+                        fake.upload, REQUEST_PB, RESPONSE_PB, raw=True
                     ),
                 },
             ),
