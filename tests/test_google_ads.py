@@ -247,6 +247,22 @@ def test_cli_with_google_ads_yaml_and_oauth(
     assert '"sent": 6' in result.stdout
     assert "secret" not in result.output
     assert len(fake.accepted) == 6
+    status = CliRunner().invoke(
+        app,
+        [
+            "status",
+            "--google-ads-config",
+            str(config),
+            "--mapping",
+            str(mapping_file(timezone="UTC")),
+        ],
+    )
+    assert status.exit_code == 0, status.output
+    assert "Google's view (upload diagnostics)" in status.output
+    assert "GOOGLE_ADS_API" in status.output
+    assert "EXCELLENT" in status.output
+    assert "CRM won" in status.output
+    assert "uploaded 6" in status.output
 
 
 @responses.activate

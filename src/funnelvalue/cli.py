@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -281,27 +282,38 @@ def mapping_init(
 def status(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
+    mapping: MappingOpt = None,
+    google_ads_config: GoogleAdsConfigOpt = None,
     runs: Annotated[int, typer.Option("--runs", help="How many runs to list.", min=1)] = 10,
+    google: Annotated[
+        bool,
+        typer.Option(
+            "--google/--no-google",
+            help="Also show Google's upload diagnostics (when credentials are configured).",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """The ledger at a glance: last runs, conversions per status, last rejections.
+    """The ledger at a glance: last runs, conversions per status, rejections, Google's view.
 
     Example: funnelvalue status --runs 5
     """
     with _user_errors(as_json):
-        settings = _settings(config, False, ledger=ledger)
-        book = Ledger.open(settings.ledger, create=False)
-    try:
-        last = book.last_runs(runs)
-        counts = book.status_counts()
-        reasons = book.rejected_rows(last[0].id) if last else None
-    finally:
-        book.close()
+        settings = _settings(
+            config, False, ledger=ledger, mapping=mapping, google_ads_config=google_ads_config
+        )
+        with Ledger.open(settings.ledger, create=False) as book:
+            last = book.last_runs(runs)
+            counts = book.status_counts()
+            codes = book.destination_rejections()
+            reasons = book.rejected_rows(last[0].id) if last else None
+    diagnostics, note = _google_diagnostics(settings) if google else (None, None)
     if as_json:
         print(
             json.dumps(
                 {
                     "conversions": counts,
+                    "destination_rejections": codes,
                     "runs": [
                         {
                             "id": r.id,
@@ -313,22 +325,49 @@ def status(
                         }
                         for r in last
                     ],
+                    "google": diagnostics,
+                    "google_note": note,
                 }
             )
         )
         return
     if not last:
         out.print(f"the ledger at {settings.ledger} has no runs yet")
-        return
-    out.print(report.runs_table(last))
-    out.print(
-        "Conversions by status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+    else:
+        out.print(report.runs_table(last))
+        out.print(
+            "Conversions by status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+        )
+        if codes:
+            out.print("Rejected by Google: " + ", ".join(f"{k} {v:,}" for k, v in codes.items()))
+        if reasons is not None and not reasons.empty:
+            top = reasons["reason"].str.split(":").str[0].value_counts().head(5)
+            out.print(f"Most common rejected rows in run #{last[0].id}:")
+            for reason, count in top.items():
+                out.print(f"  {count:>6,}  {reason}")
+    if diagnostics is not None:
+        out.print(report.diagnostics_table(diagnostics))
+    elif note:
+        out.print(f"[dim]{note}[/]")
+
+
+def _google_diagnostics(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
+    """Google's upload diagnostics when credentials are configured; otherwise why not."""
+    configured = settings.google_ads_config.is_file() or any(
+        name.startswith("GOOGLE_ADS_") for name in os.environ
     )
-    if reasons is not None and not reasons.empty:
-        top = reasons["reason"].str.split(":").str[0].value_counts().head(5)
-        out.print(f"Most common rejections in run #{last[0].id}:")
-        for reason, count in top.items():
-            out.print(f"  {count:>6,}  {reason}")
+    if not configured:
+        return None, "Google's upload diagnostics: no Google Ads credentials configured"
+    try:
+        from funnelvalue.destinations.google_ads import GoogleAdsUpload
+
+        loaded = load_mapping(settings.mapping)
+        google = GoogleAdsUpload.from_settings(
+            settings.google_ads_config, customer_id_for(settings, loaded), 0
+        )
+        return google.diagnostics(), None
+    except FunnelvalueError as exc:
+        return None, f"Google's upload diagnostics unavailable: {exc}"
 
 
 @app.callback(invoke_without_command=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -273,6 +274,27 @@ def actions_table(rows: Sequence[dict[str, str]]) -> Table:
             row["status"],
             f"[red]{row['problem']}[/]" if row["problem"] else "[green]ok[/]",
         )
+    return table
+
+
+def diagnostics_table(diagnostics: dict[str, Any]) -> Table:
+    """Google's own upload diagnostics, per upload client and per conversion action."""
+    table = Table(title="Google's view (upload diagnostics)", title_justify="left")
+    for column in ("what", "status", "events", "successful", "last upload", "alerts"):
+        table.add_column(column, overflow="fold")
+    for kind in ("clients", "actions"):
+        for row in diagnostics.get(kind, []):
+            style = {"EXCELLENT": "green", "GOOD": "green", "NEEDS_ATTENTION": "red"}.get(
+                row["status"], ""
+            )
+            table.add_row(
+                str(row["name"]),
+                f"[{style}]{row['status']}[/]" if style else row["status"],
+                f"{row['total']:,}",
+                f"{row['successful']:,}",
+                str(row["last_upload"]),
+                "; ".join(row["alerts"]),
+            )
     return table
 
 

@@ -25,6 +25,12 @@ from google.ads.googleads.v26.enums.types.conversion_action_status import (
 from google.ads.googleads.v26.enums.types.conversion_action_type import (
     ConversionActionTypeEnum,
 )
+from google.ads.googleads.v26.enums.types.offline_conversion_diagnostic_status_enum import (
+    OfflineConversionDiagnosticStatusEnum,
+)
+from google.ads.googleads.v26.enums.types.offline_event_upload_client_enum import (
+    OfflineEventUploadClientEnum,
+)
 from google.ads.googleads.v26.errors.types.conversion_upload_error import (
     ConversionUploadErrorEnum,
 )
@@ -38,6 +44,18 @@ from google.ads.googleads.v26.errors.types.internal_error import InternalErrorEn
 from google.ads.googleads.v26.errors.types.not_allowlisted_error import NotAllowlistedErrorEnum
 from google.ads.googleads.v26.errors.types.quota_error import QuotaErrorEnum
 from google.ads.googleads.v26.resources.types.conversion_action import ConversionAction
+from google.ads.googleads.v26.resources.types.offline_conversion_upload_client_summary import (
+    OfflineConversionAlert as Alert,
+)
+from google.ads.googleads.v26.resources.types.offline_conversion_upload_client_summary import (
+    OfflineConversionError,
+)
+from google.ads.googleads.v26.resources.types.offline_conversion_upload_client_summary import (
+    OfflineConversionUploadClientSummary as ClientSummary,
+)
+from google.ads.googleads.v26.resources.types.offline_conversion_upload_conversion_action_summary import (  # noqa: E501
+    OfflineConversionUploadConversionActionSummary as ActionSummary,
+)
 from google.ads.googleads.v26.services.types.conversion_upload_service import (
     ClickConversionResult,
     UploadClickConversionsRequest,
@@ -56,6 +74,8 @@ FAILURE_KEY = f"google.ads.googleads.{VERSION}.errors.googleadsfailure-bin"
 UPLOAD = ConversionUploadErrorEnum.ConversionUploadError
 ENABLED = ConversionActionStatusEnum.ConversionActionStatus.ENABLED
 UPLOAD_CLICKS = ConversionActionTypeEnum.ConversionActionType.UPLOAD_CLICKS
+DIAGNOSTIC = OfflineConversionDiagnosticStatusEnum.OfflineConversionDiagnosticStatus
+GOOGLE_ADS_API = OfflineEventUploadClientEnum.OfflineEventUploadClient.GOOGLE_ADS_API
 REQUEST_PB = UploadClickConversionsRequest.pb()
 RESPONSE_PB = UploadClickConversionsResponse.pb()
 RESULT_PB = ClickConversionResult.pb()
@@ -81,6 +101,8 @@ class FakeGoogleAds:
     transient_errors: int = 0  # the next N calls fail with InternalError.TRANSIENT_ERROR
     upload_requests: list[UploadClickConversionsRequest] = field(default_factory=list)
     accepted: dict[str, str] = field(default_factory=dict)  # order_id -> gclid
+    accepted_actions: dict[str, int] = field(default_factory=dict)  # resource name -> count
+    failed_rows: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -141,11 +163,14 @@ class FakeGoogleAds:
                 if code is None and conversion.order_id in self.accepted:
                     code = UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS
                 if code is not None:
+                    self.failed_rows += not request.validate_only
                     errors.append(_row_error(index, code))
                     results.append(RESULT_PB())
                     continue
                 if not request.validate_only:
                     self.accepted[conversion.order_id] = conversion.gclid
+                    action = conversion.conversion_action
+                    self.accepted_actions[action] = self.accepted_actions.get(action, 0) + 1
                 results.append(
                     RESULT_PB(
                         gclid=conversion.gclid,
@@ -191,6 +216,49 @@ class FakeGoogleAds:
                             name=name,
                             type_=kind,
                             status=status,
+                        )
+                    )
+                )
+        elif "FROM offline_conversion_upload_client_summary" in request.query:
+            total = len(self.accepted) + self.failed_rows
+            rows.append(
+                GoogleAdsRow(
+                    offline_conversion_upload_client_summary=ClientSummary(
+                        client=GOOGLE_ADS_API,
+                        status=DIAGNOSTIC.NEEDS_ATTENTION
+                        if self.failed_rows
+                        else DIAGNOSTIC.EXCELLENT,
+                        total_event_count=total,
+                        successful_event_count=len(self.accepted),
+                        success_rate=len(self.accepted) / total if total else 0.0,
+                        last_upload_date_time="2026-11-23 06:15:00",
+                        alerts=[
+                            Alert(
+                                error=OfflineConversionError(
+                                    conversion_upload_error=UPLOAD.UNPARSEABLE_GCLID
+                                ),
+                                error_percentage=self.failed_rows / total,
+                            )
+                        ]
+                        if self.failed_rows
+                        else [],
+                    )
+                )
+            )
+        elif "FROM offline_conversion_upload_conversion_action_summary" in request.query:
+            for resource, count in sorted(self.accepted_actions.items()):
+                action_id = int(resource.rsplit("/", 1)[1])
+                rows.append(
+                    GoogleAdsRow(
+                        offline_conversion_upload_conversion_action_summary=(
+                            ActionSummary(
+                                conversion_action_id=action_id,
+                                conversion_action_name=self.actions[action_id][0],
+                                status=DIAGNOSTIC.EXCELLENT,
+                                total_event_count=count,
+                                successful_event_count=count,
+                                last_upload_date_time="2026-11-23 06:15:00",
+                            )
                         )
                     )
                 )

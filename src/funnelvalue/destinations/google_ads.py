@@ -77,7 +77,9 @@ def _api_types() -> dict[str, Any]:
     user_data = import_module(f"{root}.common.types.offline_user_data")
     consent = import_module(f"{root}.common.types.consent")
     status = import_module(f"{root}.enums.types.consent_status").ConsentStatusEnum.ConsentStatus
+    errors = import_module(f"{root}.errors.types.errors")
     return {
+        "GoogleAdsFailure": errors.GoogleAdsFailure,
         "ClickConversion": upload.ClickConversion.pb(),
         "UploadClickConversionsRequest": upload.UploadClickConversionsRequest.pb(),
         "request_wrapper": upload.UploadClickConversionsRequest,
@@ -203,6 +205,45 @@ class GoogleAdsUpload:
             self._actions.update({row["mapping"]: row["resource_name"] for row in found})
         return self._actions
 
+    def diagnostics(self) -> dict[str, list[dict[str, Any]]]:
+        """Google's own view of our uploads (upload diagnostics), per client and per action."""
+        service = self.client.get_service("GoogleAdsService")
+        prefix = "offline_conversion_upload_"
+        queries = {
+            "clients": (
+                f"SELECT {prefix}client_summary.client, {prefix}client_summary.status, "
+                f"{prefix}client_summary.total_event_count, "
+                f"{prefix}client_summary.successful_event_count, "
+                f"{prefix}client_summary.success_rate, "
+                f"{prefix}client_summary.last_upload_date_time, "
+                f"{prefix}client_summary.alerts FROM {prefix}client_summary"
+            ),
+            "actions": (
+                f"SELECT {prefix}conversion_action_summary.conversion_action_name, "
+                f"{prefix}conversion_action_summary.status, "
+                f"{prefix}conversion_action_summary.total_event_count, "
+                f"{prefix}conversion_action_summary.successful_event_count, "
+                f"{prefix}conversion_action_summary.last_upload_date_time, "
+                f"{prefix}conversion_action_summary.alerts "
+                f"FROM {prefix}conversion_action_summary"
+            ),
+        }
+        result: dict[str, list[dict[str, Any]]] = {}
+        for kind, query in queries.items():
+            try:
+                rows = list(
+                    service.search(customer_id=self.customer_id, query=query, timeout=CALL_TIMEOUT)
+                )
+            except Exception as exc:
+                raise _translate(exc) from exc
+            field_name = (
+                f"{prefix}client_summary"
+                if kind == "clients"
+                else (f"{prefix}conversion_action_summary")
+            )
+            result[kind] = [_summary(getattr(row, field_name), kind) for row in rows]
+        return result
+
     # -- upload ---------------------------------------------------------------------------
 
     def validate(self, conversions: pd.DataFrame) -> pd.DataFrame:
@@ -318,14 +359,32 @@ class GoogleAdsUpload:
         )
 
 
+def _summary(item: Any, kind: str) -> dict[str, Any]:
+    total, ok = int(item.total_event_count), int(item.successful_event_count)
+    alerts = []
+    for alert in item.alerts:
+        error = type(alert.error).pb(alert.error)
+        which = error.WhichOneof("error_code")
+        name = getattr(alert.error, which).name if which else "UNKNOWN"
+        alerts.append(f"{name} ({alert.error_percentage:.0%})")
+    return {
+        "name": item.client.name if kind == "clients" else item.conversion_action_name,
+        "status": item.status.name,
+        "total": total,
+        "successful": ok,
+        "success_rate": ok / total if total else None,
+        "last_upload": item.last_upload_date_time,
+        "alerts": alerts,
+    }
+
+
 def _row_errors(status: Any) -> Iterable[tuple[int, str, str]]:
     """(row index, error code name, message) for each per-row error of a partial failure."""
     if status is None or status.code == 0:  # test the code, never the message's truthiness
         return
-    from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
-
+    failure_type = _api_types()["GoogleAdsFailure"]
     for detail in status.details:
-        for error in GoogleAdsFailure.deserialize(detail.value).errors:
+        for error in failure_type.deserialize(detail.value).errors:
             elements = error.location.field_path_elements
             if elements:
                 yield elements[0].index, _code_name(error), error.message
@@ -346,9 +405,7 @@ def _failure_codes(exc: BaseException) -> list[str]:
         metadata = call.trailing_metadata() if hasattr(call, "trailing_metadata") else None
         for key, value in metadata or ():
             if key.endswith("googleadsfailure-bin"):
-                from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
-
-                failure = GoogleAdsFailure.deserialize(value)
+                failure = _api_types()["GoogleAdsFailure"].deserialize(value)
     return [_code_name(error) for error in failure.errors] if failure is not None else []
 
 

@@ -506,6 +506,19 @@ class Ledger:
                     .values(**values)
                 )
 
+    def destination_rejections(self) -> dict[str, int]:
+        """How many conversions the destination rejected, per error code, most common first."""
+        if self._engine is None:
+            return {}
+        query = (
+            select(conversions.c.error_code, func.count())
+            .where(conversions.c.status == "rejected")
+            .group_by(conversions.c.error_code)
+            .order_by(func.count().desc())
+        )
+        with self._engine.connect() as conn:
+            return {str(code): int(count) for code, count in conn.execute(query)}
+
     def watermark(self, source: str) -> pd.Timestamp | None:
         if self._engine is None:
             return None
