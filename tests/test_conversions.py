@@ -280,6 +280,20 @@ def test_consent_values(mapping: Mapping, now: pd.Timestamp) -> None:
     assert reasons(built)["C"] == "consent_ad_user_data 'maybe' must be GRANTED or DENIED"
 
 
+def test_mapping_consent_default_fills_only_empty_cells(
+    mapping_file: Callable[..., Path], now: pd.Timestamp
+) -> None:
+    mapping = load_mapping(mapping_file(timezone="UTC", consent_ad_user_data="GRANTED"))
+    t = now - pd.Timedelta(days=1)
+    built = built_from(
+        [row("A", "New", t, consent_ad_user_data="denied"), row("B", "New", t)], mapping, now
+    )
+    assert built.conversions.set_index("lead_id")["consent"].to_dict() == {
+        "A": "DENIED",
+        "B": "GRANTED",
+    }
+
+
 def test_a_row_with_several_problems_lists_them_all(mapping: Mapping, now: pd.Timestamp) -> None:
     bad = {**row("X", "Won", now + pd.Timedelta(days=1), amount="abc"), "gclid": "bad"}
     rejects = built_from([bad], mapping, now).rejects.set_index("stage")

@@ -164,7 +164,7 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
     )
     frame["value"], value_reasons = _values(frame, mapping)
     frame["currency"], currency_reasons = _currency(frame, mapping)
-    frame["consent"], consent_reasons = _consent(frame)
+    frame["consent"], consent_reasons = _consent(frame, mapping.consent_ad_user_data)
     identifier_reasons = _identifiers(frame, mapping)
     joined = _join_reasons(
         [
@@ -410,7 +410,7 @@ def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> pd
     return reasons
 
 
-def _consent(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, pd.Series]:
     raw = frame["consent_ad_user_data"].str.upper()
     codes, uniques = pd.factorize(raw)  # map the few distinct values, not every row
     mapped = np.array([CONSENT.get(str(u)) for u in uniques] + [None], dtype=object)
@@ -422,6 +422,8 @@ def _consent(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         + frame.loc[bad, "consent_ad_user_data"]
         + "' must be GRANTED or DENIED"
     )
+    if default is not None:  # the mapping's answer for rows whose export says nothing
+        consent = consent.mask(raw.isna(), default)
     return consent, reasons
 
 

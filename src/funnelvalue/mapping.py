@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
@@ -99,6 +99,7 @@ class Mapping(BaseModel):
     timestamp_format: str | None = None
     lookback_days: int = Field(default=90, ge=1, le=90)
     phone_country_code: str | None = None
+    consent_ad_user_data: Literal["GRANTED", "DENIED"] | None = None  # rows with no consent
 
     @field_validator("customer_id", mode="before")
     @classmethod
@@ -327,4 +328,5 @@ backfill_skipped_stages: true      # a lead that jumps lead -> won also counts a
 # timestamp_format: "%d/%m/%Y %H:%M"   # when times are not ISO 8601 (2026-11-02 14:30)
 # lookback_days: 90                # your conversion actions' click-through window (max 90)
 # phone_country_code: 49           # for phone numbers written without +country code
+# consent_ad_user_data: GRANTED    # EEA: ad_user_data consent for rows whose export has none
 """
