@@ -373,3 +373,47 @@ def test_mapping_check_remote_lists_each_action(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "conversion action 'CRM won' is REMOVED" in result.output
+
+
+@pytest.mark.parametrize(
+    ("knob", "code", "says"),
+    [
+        ("quota", 3, "daily quota is used up"),
+        ("unknown_action", 2, "conversion action 'CRM won' does not exist"),
+        ("bad_gclid", 1, "cannot read this gclid"),
+        ("none", 0, '"sent"'),
+    ],
+)
+def test_cli_exit_codes_against_the_fake(
+    knob: str,
+    code: int,
+    says: str,
+    tmp_path: Path,
+    fake: FakeGoogleAds,
+    use_fake_client: Callable[[], None],
+    mapping_file: Callable[..., Path],
+    now: pd.Timestamp,
+) -> None:
+    from typer.testing import CliRunner
+
+    from funnelvalue.cli import app
+
+    write_export(tmp_path / "export.csv", funnel_rows(3, now))
+    fake.quota_exhausted = knob == "quota"
+    if knob == "unknown_action":
+        del fake.actions[103]
+    if knob == "bad_gclid":
+        fake.row_errors = {gclid(1): UPLOAD.UNPARSEABLE_GCLID}
+    args = [
+        "run",
+        "--destination",
+        "google-ads",
+        "--input",
+        "export.csv",
+        "--mapping",
+        str(mapping_file(timezone="UTC")),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"] if knob == "none" else args)
+    assert result.exit_code == code, result.output
+    assert says in result.output
+    assert "Traceback" not in result.output

@@ -182,8 +182,33 @@ def rejects_table(rejects: pd.DataFrame, limit: int | None) -> Table:
     return table
 
 
+def _refused(report: RunReport) -> pd.DataFrame:
+    """Conversions the destination rejected in this run, with lead and stage for the reader."""
+    if report.dry_run or report.outcomes is None or report.outcomes.empty:
+        return pd.DataFrame()
+    refused = report.outcomes[report.outcomes["status"] == "rejected"]
+    return refused.merge(report.to_send[["key", "lead_id", "stage"]], on="key", how="left")
+
+
+def refused_table(refused: pd.DataFrame, limit: int | None) -> Table:
+    shown = refused if limit is None else refused.head(limit)
+    title = f"Rejected by the destination ({len(refused):,})"
+    table = Table(title=title, title_justify="left", title_style="red")
+    for column in ("lead", "stage", "code", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in shown.to_dict("records"):
+        table.add_row(
+            _text(row["lead_id"]),
+            _text(row["stage"]),
+            _text(row["error_code"]),
+            _text(row["message"]),
+        )
+    return table
+
+
 def _text(value: object) -> str:
-    return "" if value is None or value is pd.NA else str(value)
+    missing = value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+    return "" if missing else str(value)
 
 
 def render_run(
@@ -194,6 +219,9 @@ def render_run(
     console.print(stage_totals(report, mapping))
     if len(report.rejects):
         console.print(rejects_table(report.rejects, limit))
+    refused = _refused(report)
+    if len(refused):
+        console.print(refused_table(refused, limit))
     if report.built.unknown_stages:
         listed = ", ".join(f"'{k}' ({v})" for k, v in report.built.unknown_stages.items())
         console.print(
