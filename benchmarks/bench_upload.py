@@ -2,7 +2,8 @@
 
 Runs `funnelvalue run --destination google-ads` on a generated export against the fake gRPC
 server from tests/fakes (TLS on localhost, the real google-ads client), so the figure covers
-building the request messages, serialisation, gRPC and parsing every per-row outcome.
+building the request messages, serialisation, gRPC and parsing every per-row outcome. The fake
+runs in its own process, as Google does: it must not share this process's GIL.
 
 Usage: python benchmarks/bench_upload.py [--conversions 100000]
 Target (issue #4): >= 10,000 conversions/s end to end on a 2-core machine.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +35,6 @@ def main() -> None:
     from bench_pipeline import MAPPING, generate
     from google.ads.googleads.client import GoogleAdsClient
     from google.oauth2.credentials import Credentials
-    from tests.fakes.google_ads_server import FakeGoogleAds, serve
 
     from funnelvalue.destinations import base as destinations
     from funnelvalue.destinations.google_ads import GoogleAdsUpload
@@ -43,43 +44,60 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fv-upload-"))
     generate(int(args.conversions / 1.52), work / "export.csv")  # ~1.52 conversions a lead
     (work / "mapping.yaml").write_text(MAPPING)
-    fake = FakeGoogleAds()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.google_ads_server"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if server.stdout is None or server.stdin is None:
+        raise SystemExit("could not start the fake Google Ads server")
+    endpoint, ca_file = server.stdout.readline().split()
+    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca_file
     timings: dict[str, float] = {}
-    with serve(fake, work) as (endpoint, ca_file):
-        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(ca_file)
+    requests: list[int] = []
 
-        class Timed(GoogleAdsUpload):
-            def upload(self, conversions: Any) -> Any:
-                start = time.perf_counter()
-                try:
-                    return super().upload(conversions)
-                finally:
-                    timings["upload"] = time.perf_counter() - start
+    class Timed(GoogleAdsUpload):
+        def upload(self, conversions: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return super().upload(conversions)
+            finally:
+                timings["upload"] = time.perf_counter() - start
 
-        def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
-            client = GoogleAdsClient(
-                credentials=Credentials(token="bench"),
-                developer_token="bench",
-                endpoint=endpoint,
-                use_proto_plus=True,
-                version="v26",
-            )
-            return Timed(client, customer_id, job_id=run_id)
+        def _send(self, request: Any) -> Any:
+            requests.append(len(request.conversions))
+            return super()._send(request)
 
-        destinations.DESTINATIONS["google-ads"] = factory
-        settings = load_settings(
-            mapping=work / "mapping.yaml",
-            input=work / "export.csv",
-            destination="google-ads",
-            ledger=f"sqlite:///{work / 'ledger.db'}",
+    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
+        client = GoogleAdsClient(
+            credentials=Credentials(token="bench"),
+            developer_token="bench",
+            endpoint=endpoint,
+            use_proto_plus=True,
+            version="v26",
         )
+        return Timed(client, customer_id, job_id=run_id)
+
+    destinations.DESTINATIONS["google-ads"] = factory
+    settings = load_settings(
+        mapping=work / "mapping.yaml",
+        input=work / "export.csv",
+        destination="google-ads",
+        ledger=f"sqlite:///{work / 'ledger.db'}",
+    )
+    try:
         start = time.perf_counter()
         report = execute(settings, dry_run=False)
         total = time.perf_counter() - start
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
     sent = report.summary()["sent"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"conversions sent      {sent:>10,}  (accepted by the fake: {len(fake.accepted):,})")
-    print(f"requests              {len(fake.upload_requests):>10,}")
+    print(f"conversions sent      {sent:>10,}  (uploaded: {report.outcome_count('uploaded'):,})")
+    print(f"requests              {len(requests):>10,}")
     print(
         f"upload step           {timings['upload']:>10.2f} s  "
         f"{sent / timings['upload']:>10,.0f} conversions/s"

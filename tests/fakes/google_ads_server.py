@@ -327,3 +327,23 @@ def serve(fake: FakeGoogleAds, workdir: Path) -> Iterator[tuple[str, Path]]:
         yield f"localhost:{port}", ca_file
     finally:
         server.stop(grace=None)
+
+
+def main() -> None:
+    """Serve the fake in its own process (benchmarks: Google is not in our process either).
+
+    Prints "<endpoint> <CA file>" on one line, then serves until stdin closes.
+    """
+    import sys
+    import tempfile
+
+    with serve(FakeGoogleAds(), Path(tempfile.mkdtemp(prefix="fake-google-ads-"))) as (
+        endpoint,
+        ca_file,
+    ):
+        print(endpoint, ca_file, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
