@@ -417,3 +417,15 @@ def test_cli_exit_codes_against_the_fake(
     assert result.exit_code == code, result.output
     assert says in result.output
     assert "Traceback" not in result.output
+
+
+def test_configuration_error_mid_run_records_what_went_through(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    rows = [row for row in funnel_rows(2500, now) if row["stage"] == "New"]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    fake.row_errors = {gclid(100): UPLOAD.NO_CONVERSION_ACTION_FOUND}  # in the 2nd batch
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == 2
+    assert "NO_CONVERSION_ACTION_FOUND" in (report.error or "")
+    assert statuses(settings) == {"uploaded": 2000, "pending": 500}

@@ -256,11 +256,11 @@ class GoogleAdsUpload:
         for start in range(0, len(conversions), BATCH_SIZE):
             batch = conversions.iloc[start : start + BATCH_SIZE]
             try:
-                response = self._send(self._request(batch, actions))
+                done.append(self._outcomes(batch, self._send(self._request(batch, actions))))
             except DestinationError as exc:
+                # what went through before the stop is recorded; the rest stays pending
                 exc.outcomes = pd.concat(done, ignore_index=True) if done else None
                 raise
-            done.append(self._outcomes(batch, response))
         if not done:
             return pd.DataFrame(columns=OUTCOME_COLUMNS)
         return pd.concat(done, ignore_index=True)
