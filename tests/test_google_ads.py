@@ -176,6 +176,9 @@ def test_unknown_action_stops_before_anything_is_sent(
     assert "conversion action 'CRM qualified' does not exist" in str(caught.value)
     assert "actions in the account: 'CRM lead' (UPLOAD_CLICKS, ENABLED)" in str(caught.value)
     assert fake.upload_requests == []
+    with Ledger.open(settings.ledger) as ledger:
+        assert ledger.status_counts() == {}  # nothing even marked pending
+        assert ledger.last_runs()[0].status == "failed"
 
 
 def test_large_runs_go_in_batches_of_2000(

@@ -15,7 +15,7 @@ import pandas as pd
 from funnelvalue import ledger as states
 from funnelvalue.conversions import Built, build, order_ids
 from funnelvalue.destinations.base import check_destination, make_destination
-from funnelvalue.errors import ConfigError, DestinationError, FunnelvalueError
+from funnelvalue.errors import ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.settings import Settings
@@ -228,6 +228,9 @@ def _run(
         report = _plan(
             source, ledger, mapping, customer_id, now, dry_run=False, destination=destination.name
         )
+        prepare = getattr(destination, "prepare", None)  # e.g. resolve conversion actions
+        if prepare is not None and len(report.to_send):
+            prepare(report.to_send)
     except FunnelvalueError as exc:
         ledger.fail_run(run_id, exc.exit_code, str(exc))
         raise
@@ -238,12 +241,12 @@ def _run(
     log.info("run %d: %d conversions to send to %s", run_id, len(report.to_send), destination.name)
     try:
         report.outcomes = destination.upload(report.to_send)
-    except DestinationError as exc:
+    except FunnelvalueError as exc:
         report.error = str(exc)
         report.exit_code = exc.exit_code
-        report.outcomes = exc.outcomes  # batches that went through before the stop
+        report.outcomes = getattr(exc, "outcomes", None)  # batches that went through
         ledger.fail_run(
-            run_id, exc.exit_code, str(exc), report.summary(), report.rejects, exc.outcomes
+            run_id, exc.exit_code, str(exc), report.summary(), report.rejects, report.outcomes
         )
         log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
         return report

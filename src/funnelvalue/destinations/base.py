@@ -16,7 +16,11 @@ STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed")
 
 
 class Destination(Protocol):
-    """Sends conversions; batching, retries and error mapping live inside."""
+    """Sends conversions; batching, retries and error mapping live inside.
+
+    A destination may also define ``prepare(conversions)``, called before anything is marked
+    pending, to check its own configuration (the Google Ads one resolves conversion actions).
+    """
 
     @property
     def name(self) -> str:

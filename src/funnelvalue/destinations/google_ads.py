@@ -193,6 +193,10 @@ class GoogleAdsUpload:
             problems.append(f"actions in the account: {usable}")
         return found, problems
 
+    def prepare(self, conversions: pd.DataFrame) -> None:
+        """Before anything is marked pending: are the conversion actions usable?"""
+        self.resolve_actions(conversions["conversion_action"].unique())
+
     def resolve_actions(self, wanted: Iterable[str]) -> dict[str, str]:
         """Mapping names -> resource names; anything unusable stops the run before sending."""
         missing = set(wanted) - set(self._actions)
