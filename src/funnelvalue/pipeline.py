@@ -14,7 +14,7 @@ import pandas as pd
 
 from funnelvalue import ledger as states
 from funnelvalue.conversions import Built, build, order_ids
-from funnelvalue.destinations.base import check_destination, make_destination
+from funnelvalue.destinations.base import Destination, check_destination, make_destination
 from funnelvalue.errors import ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import Mapping, load_mapping
@@ -225,6 +225,26 @@ def _run(
         )
     try:
         destination = make_destination(settings, mapping, run_id, customer_id)
+    except FunnelvalueError as exc:
+        ledger.fail_run(run_id, exc.exit_code, str(exc))
+        raise
+    try:
+        return _send(ledger, source, destination, mapping, customer_id, now, run_id, interrupted)
+    finally:
+        destination.close()
+
+
+def _send(
+    ledger: Ledger,
+    source: Source,
+    destination: Destination,
+    mapping: Mapping,
+    customer_id: str,
+    now: pd.Timestamp,
+    run_id: int,
+    interrupted: list[int],
+) -> RunReport:
+    try:
         report = _plan(
             source, ledger, mapping, customer_id, now, dry_run=False, destination=destination.name
         )
@@ -250,8 +270,6 @@ def _run(
         )
         log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
         return report
-    finally:
-        destination.close()
     destination_rejects = report.outcome_count("rejected")
     if len(report.rejects) or destination_rejects:
         report.exit_code = EXIT_REJECTS
