@@ -432,3 +432,49 @@ def test_configuration_error_mid_run_records_what_went_through(
     assert report.exit_code == 2
     assert "NO_CONVERSION_ACTION_FOUND" in (report.error or "")
     assert statuses(settings) == {"uploaded": 2000, "pending": 500}
+
+
+def test_a_changed_value_is_restated_not_re_uploaded(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    rows = funnel_rows(1, now)  # L0: lead, qualified, won (10 days ago, amount 1000)
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    won = next(r for r in rows if r["stage"] == "Closed Won")
+    won["amount"] = "4200"
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert report.summary()["restated"] == 1
+    assert len(fake.upload_requests) == 1  # never uploaded twice
+    [adjustments] = fake.adjustment_requests
+    [adjustment] = adjustments.conversion_adjustments
+    assert adjustment.restatement_value.adjusted_value == 4200
+    assert adjustment.order_id in fake.accepted
+    assert list(fake.restated.values()) == [4200]
+    with Ledger.open(settings.ledger) as ledger:
+        values = ledger.conversions_frame().set_index("stage")["value"]
+    assert values["won"] == 4200
+    again = execute(settings, dry_run=False)  # the ledger has the new value: nothing to do
+    assert again.summary()["restated"] == 0
+    assert again.summary()["value_changed"] == 0
+    assert len(fake.adjustment_requests) == 1
+
+
+def test_values_too_young_to_restate_wait_for_a_later_run(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    row = {
+        "lead_id": "NEW",
+        "stage": "Closed Won",
+        "amount": "100",
+        "stage_changed_at": (now - pd.Timedelta(hours=2)).isoformat(),
+        "gclid": gclid(7),
+    }
+    write_export(settings.input, [row])  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    write_export(settings.input, [{**row, "amount": "150"}])  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.summary()["restated"] == 0
+    assert fake.adjustment_requests == []
+    assert report.summary()["value_changed"] == 1

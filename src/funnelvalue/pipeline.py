@@ -38,6 +38,7 @@ class RunReport:
     to_send: pd.DataFrame
     run_id: int | None = None
     outcomes: pd.DataFrame | None = None
+    restatements: pd.DataFrame | None = None  # value changes sent as adjustments
     interrupted_runs: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -87,6 +88,9 @@ class RunReport:
             "validated_ok": self.outcome_count("uploaded", "duplicate") if self.dry_run else 0,
             "rejected_by_destination": self.outcome_count("rejected"),
             "retry_after": self.outcome_count("retry_after"),
+            "restated": 0
+            if self.restatements is None
+            else int((self.restatements["status"] == "restated").sum()),
             "pending": self.pending,
             "output": self.destination.removeprefix("csv:")
             if self.destination.startswith("csv:")
@@ -261,6 +265,14 @@ def _send(
     log.info("run %d: %d conversions to send to %s", run_id, len(report.to_send), destination.name)
     try:
         report.outcomes = destination.upload(report.to_send)
+        restate = getattr(destination, "restate", None)  # value changes, never re-uploads
+        changed = report.conversions[report.conversions["state"] == states.CHANGED]
+        if restate is not None and len(changed):
+            changed = changed.drop(columns="state")
+            report.restatements = restate(changed.assign(order_id=order_ids(changed["key"])))
+            report.restatements = report.restatements.merge(
+                changed[["key", "value", "currency"]], on="key", how="left"
+            )
     except FunnelvalueError as exc:
         report.error = str(exc)
         report.exit_code = exc.exit_code
@@ -277,6 +289,7 @@ def _send(
     ledger.finish_run(
         run_id,
         outcomes=report.outcomes,
+        restatements=report.restatements,
         rejects=report.rejects,
         watermark=None if watermark is None else (source.name, watermark),
         summary=report.summary(),

@@ -236,11 +236,22 @@ def render_run(
             f"[yellow]note:[/] run(s) {report.interrupted_runs} were interrupted; "
             "their pending conversions were included in this run."
         )
-    if report.state_count(states.CHANGED):
+    if report.restatements is not None:
+        restated = report.summary()["restated"]
         console.print(
-            "[yellow]note:[/] conversions whose value changed after they were sent "
-            "are not re-uploaded (Google would refuse a duplicate); send them as "
-            "adjustments once the Google Ads API destination is configured."
+            f"[green]restated[/] {restated:,} changed conversion values in Google Ads "
+            "(adjustments, never re-uploads)."
+        )
+        if waiting := len(report.restatements) - restated:
+            console.print(
+                f"[yellow]note:[/] {waiting:,} changed values could not be restated "
+                "now (too recent: next run; older than 54 days or wbraid: never)."
+            )
+    elif report.state_count(states.CHANGED):
+        console.print(
+            "[yellow]note:[/] conversions whose value changed after they were sent are not "
+            "re-uploaded (Google would refuse a duplicate); the import file cannot restate "
+            "them, --destination google-ads sends them as adjustments."
         )
     if report.error:
         console.print(f"[bold red]error:[/] {report.error}")

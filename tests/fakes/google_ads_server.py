@@ -31,6 +31,9 @@ from google.ads.googleads.v26.enums.types.offline_conversion_diagnostic_status_e
 from google.ads.googleads.v26.enums.types.offline_event_upload_client_enum import (
     OfflineEventUploadClientEnum,
 )
+from google.ads.googleads.v26.errors.types.conversion_adjustment_upload_error import (
+    ConversionAdjustmentUploadErrorEnum,
+)
 from google.ads.googleads.v26.errors.types.conversion_upload_error import (
     ConversionUploadErrorEnum,
 )
@@ -56,6 +59,11 @@ from google.ads.googleads.v26.resources.types.offline_conversion_upload_client_s
 from google.ads.googleads.v26.resources.types.offline_conversion_upload_conversion_action_summary import (  # noqa: E501
     OfflineConversionUploadConversionActionSummary as ActionSummary,
 )
+from google.ads.googleads.v26.services.types.conversion_adjustment_upload_service import (
+    ConversionAdjustmentResult,
+    UploadConversionAdjustmentsRequest,
+    UploadConversionAdjustmentsResponse,
+)
 from google.ads.googleads.v26.services.types.conversion_upload_service import (
     ClickConversionResult,
     UploadClickConversionsRequest,
@@ -79,6 +87,10 @@ GOOGLE_ADS_API = OfflineEventUploadClientEnum.OfflineEventUploadClient.GOOGLE_AD
 REQUEST_PB = UploadClickConversionsRequest.pb()
 RESPONSE_PB = UploadClickConversionsResponse.pb()
 RESULT_PB = ClickConversionResult.pb()
+ADJUSTMENT_REQUEST_PB = UploadConversionAdjustmentsRequest.pb()
+ADJUSTMENT_RESPONSE_PB = UploadConversionAdjustmentsResponse.pb()
+ADJUSTMENT_RESULT_PB = ConversionAdjustmentResult.pb()
+ADJUST = ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError
 
 
 @dataclass
@@ -103,6 +115,8 @@ class FakeGoogleAds:
     accepted: dict[str, str] = field(default_factory=dict)  # order_id -> gclid
     accepted_actions: dict[str, int] = field(default_factory=dict)  # resource name -> count
     failed_rows: int = 0
+    restated: dict[str, float] = field(default_factory=dict)  # order_id -> restated value
+    adjustment_requests: list[Any] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -180,16 +194,30 @@ class FakeGoogleAds:
                 )
         response = RESPONSE_PB(results=results)
         if errors:
-            detail = any_pb2.Any(
-                type_url=f"type.googleapis.com/google.ads.googleads.{VERSION}.errors."
-                "GoogleAdsFailure",
-                value=GoogleAdsFailure.serialize(GoogleAdsFailure(errors=errors)),
-            )
-            response.partial_failure_error.CopyFrom(
-                status_pb2.Status(
-                    code=3, message=f"{len(errors)} conversions failed", details=[detail]
-                )
-            )
+            response.partial_failure_error.CopyFrom(_partial_failure(errors))
+        return response
+
+    def adjust(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """ConversionAdjustmentUploadService: restatements of conversions it has accepted."""
+        with self._lock:
+            self.adjustment_requests.append(request)
+            errors: list[GoogleAdsError] = []
+            results = []
+            for index, adjustment in enumerate(request.conversion_adjustments):
+                if adjustment.order_id not in self.accepted:
+                    errors.append(
+                        _row_error(
+                            index, ADJUST.CONVERSION_NOT_FOUND, "conversion_adjustment_upload_error"
+                        )
+                    )
+                    results.append(ADJUSTMENT_RESULT_PB())
+                    continue
+                if not request.validate_only:
+                    self.restated[adjustment.order_id] = adjustment.restatement_value.adjusted_value
+                results.append(ADJUSTMENT_RESULT_PB(order_id=adjustment.order_id))
+        response = ADJUSTMENT_RESPONSE_PB(results=results)
+        if errors:
+            response.partial_failure_error.CopyFrom(_partial_failure(errors))
         return response
 
     @staticmethod
@@ -265,13 +293,22 @@ class FakeGoogleAds:
         return SearchGoogleAdsResponse(results=rows, total_results_count=len(rows))
 
 
-def _row_error(index: int, code: int) -> GoogleAdsError:
+def _row_error(index: int, code: int, kind: str = "conversion_upload_error") -> GoogleAdsError:
     element = ErrorLocation.FieldPathElement(field_name="conversions", index=index)
     return GoogleAdsError(
-        error_code=ErrorCode(conversion_upload_error=code),
-        message=f"fake: {UPLOAD(code).name}",
+        error_code=ErrorCode(**{kind: code}),
+        message=f"fake: {kind} {code}",
         location=ErrorLocation(field_path_elements=[element]),
     )
+
+
+def _partial_failure(errors: list[GoogleAdsError]) -> status_pb2.Status:
+    """google.rpc.Status with the GoogleAdsFailure packed in, as Google answers partial failure."""
+    detail = any_pb2.Any(
+        type_url=f"type.googleapis.com/google.ads.googleads.{VERSION}.errors.GoogleAdsFailure",
+        value=GoogleAdsFailure.serialize(GoogleAdsFailure(errors=errors)),
+    )
+    return status_pb2.Status(code=3, message=f"{len(errors)} rows failed", details=[detail])
 
 
 def _failure(*, message: str, **code: int) -> GoogleAdsFailure:
@@ -306,6 +343,14 @@ def serve(fake: FakeGoogleAds, workdir: Path) -> Iterator[tuple[str, Path]]:
                 {
                     "UploadClickConversions": _handler(
                         fake.upload, REQUEST_PB, RESPONSE_PB, raw=True
+                    ),
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                f"{services}.ConversionAdjustmentUploadService",
+                {
+                    "UploadConversionAdjustments": _handler(
+                        fake.adjust, ADJUSTMENT_REQUEST_PB, ADJUSTMENT_RESPONSE_PB, raw=True
                     ),
                 },
             ),

@@ -36,16 +36,21 @@ class Destination(Protocol):
 
 
 def outcomes(
-    keys: pd.Series, status: str, message: str | None = None, error_code: str | None = None
+    keys: pd.Series,
+    status: str,
+    message: str | None = None,
+    error_code: str | None = None,
+    retry_at: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """The same outcome for every key (the common case: all written, all uploaded)."""
+    """The same outcome for every key (all written, all uploaded, all too young...)."""
+    count = len(keys)
     return pd.DataFrame(
         {
             "key": keys.to_numpy(),
             "status": status,
-            "error_code": pd.Series([error_code] * len(keys), dtype="string"),
-            "message": pd.Series([message] * len(keys), dtype="string"),
-            "retry_at": pd.Series(pd.NaT, index=range(len(keys)), dtype="datetime64[us, UTC]"),
+            "error_code": pd.Series([error_code] * count, dtype="string"),
+            "message": pd.Series([message] * count, dtype="string"),
+            "retry_at": pd.Series([retry_at] * count, dtype="datetime64[us, UTC]"),
         }
     )
 

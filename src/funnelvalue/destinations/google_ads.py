@@ -27,7 +27,7 @@ from tenacity import (
 )
 
 from funnelvalue.conversions import USER_IDENTIFIERS, format_conversion_time
-from funnelvalue.destinations.base import OUTCOME_COLUMNS
+from funnelvalue.destinations.base import OUTCOME_COLUMNS, outcomes
 from funnelvalue.errors import ConfigError, DestinationError
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,11 @@ API_VERSION = "v26"  # the one place to change before a version's sunset
 BATCH_SIZE = 2000
 CALL_TIMEOUT = 120.0  # seconds; the library sets none of its own
 RETRY_AFTER = pd.Timedelta(hours=6)
+RESTATE_MIN_AGE = pd.Timedelta(hours=24)  # Google adjusts conversions 24 h to 54 days old
+RESTATE_MAX_AGE = pd.Timedelta(days=54)
 
 DUPLICATE = {"CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE"}
-TOO_RECENT = {"TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"}
+TOO_RECENT = {"TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION", "TOO_RECENT_CONVERSION"}
 STOP_CONFIG = {
     "NO_CONVERSION_ACTION_FOUND",
     "INVALID_CONVERSION_ACTION_TYPE",
@@ -78,7 +80,14 @@ def _api_types() -> dict[str, Any]:
     consent = import_module(f"{root}.common.types.consent")
     status = import_module(f"{root}.enums.types.consent_status").ConsentStatusEnum.ConsentStatus
     errors = import_module(f"{root}.errors.types.errors")
+    adjust = import_module(f"{root}.services.types.conversion_adjustment_upload_service")
+    kind = import_module(f"{root}.enums.types.conversion_adjustment_type")
     return {
+        "ConversionAdjustment": adjust.ConversionAdjustment.pb(),
+        "RestatementValue": adjust.RestatementValue.pb(),
+        "UploadConversionAdjustmentsRequest": adjust.UploadConversionAdjustmentsRequest.pb(),
+        "adjustments_wrapper": adjust.UploadConversionAdjustmentsRequest,
+        "RESTATEMENT": int(kind.ConversionAdjustmentTypeEnum.ConversionAdjustmentType.RESTATEMENT),
         "GoogleAdsFailure": errors.GoogleAdsFailure,
         "ClickConversion": upload.ClickConversion.pb(),
         "UploadClickConversionsRequest": upload.UploadClickConversionsRequest.pb(),
@@ -269,6 +278,78 @@ class GoogleAdsUpload:
             return pd.DataFrame(columns=OUTCOME_COLUMNS)
         return pd.concat(done, ignore_index=True)
 
+    def restate(self, changed: pd.DataFrame) -> pd.DataFrame:
+        """New values of conversions already in Google Ads, as RESTATEMENT adjustments.
+
+        Never re-uploads (Google would answer "already exists"). Google accepts adjustments for
+        conversions between 24 hours and 54 days old, and none for wbraid conversions: younger
+        ones wait for a later run, the others are reported and left as they are.
+        """
+        now = pd.Timestamp.now(tz="UTC")
+        age = now - changed["conversion_time"]
+        too_young = age < RESTATE_MIN_AGE
+        too_old = (age > RESTATE_MAX_AGE) | (changed["click_id_kind"] == "wbraid")
+        eligible = changed[~too_young & ~too_old]
+        parts = [
+            outcomes(
+                changed.loc[too_young, "key"],
+                "retry_after",
+                "restated once the conversion is 24 hours old",
+                "TOO_RECENT_CONVERSION",
+                now + RESTATE_MIN_AGE,
+            ),
+            outcomes(
+                changed.loc[too_old & ~too_young, "key"],
+                "rejected",
+                "Google only restates conversions 24 h to 54 days old, never wbraid ones: "
+                "the new value is not sent",
+                "NOT_ADJUSTABLE",
+            ),
+        ]
+        if len(eligible):
+            actions = self.resolve_actions(eligible["conversion_action"].unique())
+            stamp = format_conversion_time(pd.Series([now.floor("s")]), "UTC").iloc[0]
+            for start in range(0, len(eligible), BATCH_SIZE):
+                batch = eligible.iloc[start : start + BATCH_SIZE]
+                response = self._send(
+                    self._adjustments(batch, actions, stamp),
+                    "ConversionAdjustmentUploadService",
+                    "upload_conversion_adjustments",
+                )
+                parts.append(self._outcomes(batch, response, success="restated"))
+        restated: pd.DataFrame = pd.concat(parts, ignore_index=True)
+        return restated
+
+    def _adjustments(self, batch: pd.DataFrame, actions: dict[str, str], stamp: str) -> Any:
+        types = _api_types()
+        restatement = types["RESTATEMENT"]
+        adjustments = [
+            types["ConversionAdjustment"](
+                conversion_action=actions[action],
+                order_id=order_id,
+                adjustment_type=restatement,
+                adjustment_date_time=stamp,
+                restatement_value=types["RestatementValue"](
+                    adjusted_value=float(value), currency_code=currency
+                ),
+            )
+            for action, order_id, value, currency in zip(
+                batch["conversion_action"],
+                batch["order_id"],
+                batch["value"],
+                batch["currency"],
+                strict=True,
+            )
+        ]
+        request = types["UploadConversionAdjustmentsRequest"](
+            customer_id=self.customer_id,
+            conversion_adjustments=adjustments,
+            partial_failure=True,
+            validate_only=self.validate_only,
+            job_id=self.job_id,
+        )
+        return types["adjustments_wrapper"].wrap(request)
+
     def _request(self, batch: pd.DataFrame, actions: dict[str, str]) -> Any:
         """The request for one batch, built as raw protobuf messages.
 
@@ -311,8 +392,13 @@ class GoogleAdsUpload:
         )
         return types["request_wrapper"].wrap(request)
 
-    def _send(self, request: Any) -> Any:
-        service = self.client.get_service("ConversionUploadService")
+    def _send(
+        self,
+        request: Any,
+        service_name: str = "ConversionUploadService",
+        method: str = "upload_click_conversions",
+    ) -> Any:
+        service = self.client.get_service(service_name)
 
         @retry(
             retry=retry_if_exception(_is_transient),
@@ -326,16 +412,18 @@ class GoogleAdsUpload:
             reraise=True,
         )
         def call() -> Any:
-            return service.upload_click_conversions(request=request, timeout=CALL_TIMEOUT)
+            return getattr(service, method)(request=request, timeout=CALL_TIMEOUT)
 
         try:
             return call()
         except Exception as exc:
             raise _translate(exc) from exc
 
-    def _outcomes(self, batch: pd.DataFrame, response: Any) -> pd.DataFrame:
+    def _outcomes(
+        self, batch: pd.DataFrame, response: Any, success: str = "uploaded"
+    ) -> pd.DataFrame:
         count = len(batch)
-        status = ["uploaded"] * count
+        status = [success] * count
         codes: list[str | None] = [None] * count
         messages: list[str | None] = [None] * count
         retry_at: list[pd.Timestamp | None] = [None] * count

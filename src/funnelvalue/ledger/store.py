@@ -428,11 +428,14 @@ class Ledger:
         watermark: tuple[str, pd.Timestamp] | None,
         summary: dict[str, Any],
         exit_code: int,
+        restatements: pd.DataFrame | None = None,
     ) -> None:
         """Record every outcome, the rejected rows, the watermark and the run, atomically."""
         now = utcnow()
         with self._tx() as conn:
             self._record_outcomes(conn, run_id, outcomes, now)
+            if restatements is not None:
+                self._record_restatements(conn, run_id, restatements, now)
             self._record_rejects(conn, run_id, rejects)
             if watermark is not None:
                 source, value = watermark
@@ -452,6 +455,27 @@ class Ledger:
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(status="finished", finished_at=now, exit_code=exit_code, summary=summary)
+            )
+
+    @staticmethod
+    def _record_restatements(
+        conn: Connection, run_id: int, restatements: pd.DataFrame, now: datetime
+    ) -> None:
+        """A restated conversion now has its new value in the ledger (so it is not restated
+        again); one that could not be restated keeps the old value and says why."""
+        for row in restatements.to_dict("records"):
+            values: dict[str, Any] = {"last_run_id": run_id, "updated_at": now}
+            if row["status"] == "restated":
+                values.update(
+                    value=float(row["value"]),
+                    currency=row["currency"],
+                    error_code=None,
+                    message="value restated",
+                )
+            else:
+                values.update(error_code=row["error_code"], message=row["message"])
+            conn.execute(
+                update(conversions).where(conversions.c.key == row["key"]).values(**values)
             )
 
     @staticmethod
