@@ -46,6 +46,24 @@ def fake(google_ads_endpoint: str) -> FakeGoogleAds:
 
 
 @pytest.fixture
+def google_ads_yaml(tmp_path: Path, google_ads_endpoint: str) -> Iterator[Path]:
+    """A google-ads.yaml pointing at the fake, with Google's OAuth token endpoint mocked."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as oauth:
+        oauth.add(
+            responses.POST,
+            "https://accounts.google.com/o/oauth2/token",
+            json={"access_token": "fresh", "expires_in": 3600, "token_type": "Bearer"},
+        )
+        config = tmp_path / "google-ads.yaml"
+        config.write_text(
+            "developer_token: dev-token\nclient_id: id.apps.googleusercontent.com\n"
+            "client_secret: shh-secret\nrefresh_token: 1//refresh-secret\n"
+            f"use_proto_plus: true\nendpoint: {google_ads_endpoint}\n"
+        )
+        yield config
+
+
+@pytest.fixture
 def use_fake_client(
     monkeypatch: pytest.MonkeyPatch, google_ads_endpoint: str
 ) -> Callable[[], None]:
@@ -207,11 +225,10 @@ def test_connection_lost_mid_upload_then_rerun_accepts_each_once(
     assert len(fake.accepted) == 4500  # every conversion accepted exactly once
 
 
-@responses.activate
 def test_cli_with_google_ads_yaml_and_oauth(
     tmp_path: Path,
     fake: FakeGoogleAds,
-    google_ads_endpoint: str,
+    google_ads_yaml: Path,
     mapping_file: Callable[..., Path],
     now: pd.Timestamp,
 ) -> None:
@@ -219,17 +236,7 @@ def test_cli_with_google_ads_yaml_and_oauth(
 
     from funnelvalue.cli import app
 
-    responses.add(
-        responses.POST,
-        "https://accounts.google.com/o/oauth2/token",
-        json={"access_token": "fresh", "expires_in": 3600, "token_type": "Bearer"},
-    )
-    config = tmp_path / "google-ads.yaml"
-    config.write_text(
-        "developer_token: dev-token\nclient_id: id.apps.googleusercontent.com\n"
-        "client_secret: shh-secret\nrefresh_token: 1//refresh-secret\nuse_proto_plus: true\n"
-        f"endpoint: {google_ads_endpoint}\n"
-    )
+    config = google_ads_yaml
     write_export(tmp_path / "export.csv", funnel_rows(3, now))
     result = CliRunner().invoke(
         app,
@@ -342,24 +349,14 @@ def test_validate_only_needs_the_api_destination(settings: Settings, now: pd.Tim
         )
 
 
-@responses.activate
 def test_mapping_check_remote_lists_each_action(
-    tmp_path: Path, fake: FakeGoogleAds, google_ads_endpoint: str, mapping_file: Callable[..., Path]
+    fake: FakeGoogleAds, google_ads_yaml: Path, mapping_file: Callable[..., Path]
 ) -> None:
     from typer.testing import CliRunner
 
     from funnelvalue.cli import app
 
-    responses.add(
-        responses.POST,
-        "https://accounts.google.com/o/oauth2/token",
-        json={"access_token": "fresh", "expires_in": 3600, "token_type": "Bearer"},
-    )
-    config = tmp_path / "google-ads.yaml"
-    config.write_text(
-        "developer_token: dev\nclient_id: id\nclient_secret: s\nrefresh_token: r\n"
-        f"use_proto_plus: true\nendpoint: {google_ads_endpoint}\n"
-    )
+    config = google_ads_yaml
     args = [
         "mapping",
         "check",
