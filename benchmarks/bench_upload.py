@@ -33,8 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_pipeline import MAPPING, generate
-    from google.ads.googleads.client import GoogleAdsClient
-    from google.oauth2.credentials import Credentials
+    from tests.fakes.google_ads_server import fake_client
 
     from funnelvalue.destinations import base as destinations
     from funnelvalue.destinations.google_ads import GoogleAdsUpload
@@ -66,19 +65,12 @@ def main() -> None:
             finally:
                 timings["upload"] = time.perf_counter() - start
 
-        def _send(self, request: Any) -> Any:
+        def _send(self, request: Any, *call: str) -> Any:
             requests.append(len(request.conversions))
-            return super()._send(request)
+            return super()._send(request, *call)
 
     def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
-        client = GoogleAdsClient(
-            credentials=Credentials(token="bench"),
-            developer_token="bench",
-            endpoint=endpoint,
-            use_proto_plus=True,
-            version="v26",
-        )
-        return Timed(client, customer_id, job_id=run_id)
+        return Timed(fake_client(endpoint), customer_id, job_id=run_id)
 
     destinations.DESTINATIONS["google-ads"] = factory
     settings = load_settings(

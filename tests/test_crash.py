@@ -54,8 +54,9 @@ def order_ids_written(out_dir: Path) -> list[str]:
     return ids
 
 
-def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
-    done = subprocess.run(
+def run_cli(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m funnelvalue ARGS` in the project folder, to completion."""
+    return subprocess.run(
         [sys.executable, "-m", "funnelvalue", *args],
         cwd=tmp_path,
         env=environment(),
@@ -64,21 +65,17 @@ def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
         timeout=300,
         check=False,
     )
+
+
+def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
+    done = run_cli(tmp_path, args)
     assert done.returncode == 0, done.stderr
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
     assert ledger.status_counts() == {"uploaded": expected}
     rows = ledger.conversions_frame()
     assert rows["order_id"].is_unique
     assert set(order_ids_written(tmp_path / "out")) == set(rows["order_id"])
-    again = subprocess.run(
-        [sys.executable, "-m", "funnelvalue", *args],
-        cwd=tmp_path,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    again = run_cli(tmp_path, args)
     assert '"sent": 0' in again.stdout
     return ledger
 

@@ -23,7 +23,7 @@ from funnelvalue.ledger import Ledger
 from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import funnel_rows, gclid, write_export
-from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds, serve
+from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds, fake_client, serve
 
 REMOVED = ConversionActionStatusEnum.ConversionActionStatus.REMOVED
 GRANTED = ConsentStatusEnum.ConsentStatus.GRANTED
@@ -68,17 +68,9 @@ def use_fake_client(
     monkeypatch: pytest.MonkeyPatch, google_ads_endpoint: str
 ) -> Callable[[], None]:
     """--destination google-ads built with a ready access token (no OAuth round trip)."""
-    from google.ads.googleads.client import GoogleAdsClient
-    from google.oauth2.credentials import Credentials
 
     def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
-        client = GoogleAdsClient(
-            credentials=Credentials(token="test-token"),
-            developer_token="dev-token",
-            endpoint=google_ads_endpoint,
-            use_proto_plus=True,
-            version="v26",
-        )
+        client = fake_client(google_ads_endpoint)
         return GoogleAdsUpload(client, customer_id, job_id=run_id, retry_wait=0.01)
 
     monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)

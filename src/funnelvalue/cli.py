@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -353,14 +352,12 @@ def status(
 
 def _google_diagnostics(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
     """Google's upload diagnostics when credentials are configured; otherwise why not."""
-    configured = settings.google_ads_config.is_file() or any(
-        name.startswith("GOOGLE_ADS_") for name in os.environ
-    )
+    from funnelvalue.destinations.google_ads import GoogleAdsUpload, credentials_configured
+
+    configured = credentials_configured(settings.google_ads_config)
     if not configured:
         return None, "Google's upload diagnostics: no Google Ads credentials configured"
     try:
-        from funnelvalue.destinations.google_ads import GoogleAdsUpload
-
         loaded = load_mapping(settings.mapping)
         google = GoogleAdsUpload.from_settings(
             settings.google_ads_config, customer_id_for(settings, loaded), 0

@@ -293,6 +293,20 @@ class FakeGoogleAds:
         return SearchGoogleAdsResponse(results=rows, total_results_count=len(rows))
 
 
+def fake_client(endpoint: str) -> Any:
+    """The real GoogleAdsClient, pointed at the fake, with a ready access token (no OAuth)."""
+    from google.ads.googleads.client import GoogleAdsClient
+    from google.oauth2.credentials import Credentials
+
+    return GoogleAdsClient(
+        credentials=Credentials(token="test-token"),
+        developer_token="dev-token",
+        endpoint=endpoint,
+        use_proto_plus=True,
+        version=VERSION,
+    )
+
+
 def _row_error(index: int, code: int, kind: str = "conversion_upload_error") -> GoogleAdsError:
     element = ErrorLocation.FieldPathElement(field_name="conversions", index=index)
     return GoogleAdsError(

@@ -98,6 +98,12 @@ def _api_types() -> dict[str, Any]:
     }
 
 
+def credentials_configured(config_path: Path | None) -> bool:
+    """Is there a google-ads.yaml at ``config_path``, or any GOOGLE_ADS_* variable?"""
+    in_file = config_path is not None and config_path.is_file()
+    return in_file or any(name.startswith("GOOGLE_ADS_") for name in os.environ)
+
+
 def _client_from(config_path: Path | None) -> Any:
     """The client the way Google Ads users configure it: google-ads.yaml or GOOGLE_ADS_* env."""
     from google.ads.googleads.client import GoogleAdsClient
@@ -106,7 +112,7 @@ def _client_from(config_path: Path | None) -> Any:
     try:
         if config_path is not None and config_path.is_file():
             client = GoogleAdsClient.load_from_storage(str(config_path), version=API_VERSION)
-        elif any(name.startswith("GOOGLE_ADS_") for name in os.environ):
+        elif credentials_configured(None):
             client = GoogleAdsClient.load_from_env(version=API_VERSION)
         else:
             raise ConfigError(
