@@ -12,9 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from funnelvalue import retrying
+from funnelvalue.destinations import base as destinations
+from funnelvalue.destinations.google_ads import GoogleAdsUpload
 from funnelvalue.leads import CANONICAL
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, Mapping, load_mapping
+from tests.fakes.google_ads_server import FakeGoogleAds, fake_client, serve
 
 REPO = Path(__file__).resolve().parent.parent
 CUSTOMER = "1234567890"
@@ -148,3 +152,44 @@ def funnel_rows(count: int, now: pd.Timestamp, *, start: int = 0) -> list[dict[s
                 }
             )
     return rows
+
+
+# -- Google Ads: one fake server per session, shared by every module that sends to it ----------
+
+_FAKE = FakeGoogleAds()
+
+
+@pytest.fixture(scope="session")
+def google_ads_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One TLS server per session: gRPC reads its trusted roots once per process."""
+    with serve(_FAKE, tmp_path_factory.mktemp("fake-google-ads")) as (endpoint, ca_file):
+        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(ca_file)
+        yield endpoint
+
+
+@pytest.fixture
+def fake(google_ads_endpoint: str) -> FakeGoogleAds:
+    _FAKE.reset()
+    return _FAKE
+
+
+@pytest.fixture
+def use_fake_client(
+    monkeypatch: pytest.MonkeyPatch, google_ads_endpoint: str
+) -> Callable[[], None]:
+    """--destination google-ads built with a ready access token (no OAuth round trip)."""
+
+    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
+        client = fake_client(google_ads_endpoint)
+        return GoogleAdsUpload(client, customer_id, job_id=run_id, retry_wait=0.01)
+
+    monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)
+    return lambda: None
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Retry waits are recorded, not slept: tests stay fast and can check Retry-After."""
+    recorded: list[float] = []
+    monkeypatch.setattr(retrying, "sleep", recorded.append)
+    return recorded

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -16,33 +14,16 @@ from google.ads.googleads.v26.enums.types.conversion_action_status import (
     ConversionActionStatusEnum,
 )
 
-from funnelvalue.destinations import base as destinations
 from funnelvalue.destinations.google_ads import GoogleAdsUpload
 from funnelvalue.errors import ConfigError
 from funnelvalue.ledger import Ledger
 from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import funnel_rows, gclid, write_export
-from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds, fake_client, serve
+from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds
 
 REMOVED = ConversionActionStatusEnum.ConversionActionStatus.REMOVED
 GRANTED = ConsentStatusEnum.ConsentStatus.GRANTED
-
-_FAKE = FakeGoogleAds()
-
-
-@pytest.fixture(scope="session")
-def google_ads_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One TLS server per session: gRPC reads its trusted roots once per process."""
-    with serve(_FAKE, tmp_path_factory.mktemp("fake-google-ads")) as (endpoint, ca_file):
-        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(ca_file)
-        yield endpoint
-
-
-@pytest.fixture
-def fake(google_ads_endpoint: str) -> FakeGoogleAds:
-    _FAKE.reset()
-    return _FAKE
 
 
 @pytest.fixture
@@ -61,20 +42,6 @@ def google_ads_yaml(tmp_path: Path, google_ads_endpoint: str) -> Iterator[Path]:
             f"use_proto_plus: true\nendpoint: {google_ads_endpoint}\n"
         )
         yield config
-
-
-@pytest.fixture
-def use_fake_client(
-    monkeypatch: pytest.MonkeyPatch, google_ads_endpoint: str
-) -> Callable[[], None]:
-    """--destination google-ads built with a ready access token (no OAuth round trip)."""
-
-    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
-        client = fake_client(google_ads_endpoint)
-        return GoogleAdsUpload(client, customer_id, job_id=run_id, retry_wait=0.01)
-
-    monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)
-    return lambda: None
 
 
 @pytest.fixture

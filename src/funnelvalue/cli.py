@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,12 +56,39 @@ MappingOpt = Annotated[
 InputOpt = Annotated[
     Path | None, typer.Option("--input", "-i", help="CRM export (CSV).", show_default=False)
 ]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        "-s",
+        help="Where leads come from: csv (default), hubspot, salesforce or sql.",
+        show_default=False,
+    ),
+]
+SinceOpt = Annotated[
+    datetime | None,
+    typer.Option(
+        "--since",
+        help="Read changes since this time (UTC unless an offset is given) instead of the "
+        "watermark minus the overlap.",
+        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+        show_default=False,
+    ),
+]
+FullRefreshOpt = Annotated[
+    bool,
+    typer.Option(
+        "--full-refresh",
+        help="Read everything the source has, ignoring the watermark (the ledger still "
+        "keeps what was sent from going out twice).",
+    ),
+]
 DestinationOpt = Annotated[
     str | None,
     typer.Option(
         "--destination",
         "-d",
-        help="Where to send: csv (Google Ads import file).",
+        help="Where to send: csv (Google Ads import file) or google-ads (the API).",
         show_default=False,
     ),
 ]
@@ -134,13 +162,22 @@ def _job(
     limit: int,
     config: Path | None,
     verbose: bool,
+    since: datetime | None = None,
+    full_refresh: bool = False,
     **options: Any,
 ) -> None:
     """run and preview: the same job, with or without sending; rendered, then exit."""
     with _user_errors(as_json):
         settings = _settings(config, verbose, **options)
         loaded = load_mapping(settings.mapping)
-        result = execute(settings, dry_run=dry_run, mapping=loaded, validate_only=validate_only)
+        result = execute(
+            settings,
+            dry_run=dry_run,
+            mapping=loaded,
+            validate_only=validate_only,
+            since=since,
+            full_refresh=full_refresh,
+        )
     if as_json:
         print(json.dumps(result.summary()))
     else:
@@ -152,7 +189,10 @@ def _job(
 def run(
     config: ConfigOpt = None,
     mapping: MappingOpt = None,
+    source: SourceOpt = None,
     input: InputOpt = None,
+    since: SinceOpt = None,
+    full_refresh: FullRefreshOpt = False,
     destination: DestinationOpt = None,
     output: OutputOpt = None,
     ledger: LedgerOpt = None,
@@ -161,7 +201,8 @@ def run(
     limit: LimitOpt = 20,
     verbose: VerboseOpt = False,
 ) -> None:
-    """The daily job: read the CRM export, map stages to values, send what is new, record it.
+    """The daily job: read the CRM (or its export), map stages to values, send what is new,
+    record it. API sources read what changed since the last run, minus an overlap.
 
     Example: funnelvalue run --input export.csv --mapping config/mapping.yaml
     """
@@ -171,7 +212,10 @@ def run(
         limit=limit,
         config=config,
         verbose=verbose,
+        since=since,
+        full_refresh=full_refresh,
         mapping=mapping,
+        source=source,
         input=input,
         destination=destination,
         output=output,
@@ -184,7 +228,10 @@ def run(
 def preview(
     config: ConfigOpt = None,
     mapping: MappingOpt = None,
+    source: SourceOpt = None,
     input: InputOpt = None,
+    since: SinceOpt = None,
+    full_refresh: FullRefreshOpt = False,
     ledger: LedgerOpt = None,
     destination: DestinationOpt = None,
     google_ads_config: GoogleAdsConfigOpt = None,
@@ -211,7 +258,10 @@ def preview(
         limit=limit,
         config=config,
         verbose=verbose,
+        since=since,
+        full_refresh=full_refresh,
         mapping=mapping,
+        source=source,
         input=input,
         ledger=ledger,
         destination=destination,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -40,6 +41,8 @@ class RunReport:
     outcomes: pd.DataFrame | None = None
     restatements: pd.DataFrame | None = None  # value changes sent as adjustments
     interrupted_runs: list[int] = field(default_factory=list)
+    since: pd.Timestamp | None = None  # what the source was asked for (None: everything)
+    watermark: pd.Timestamp | None = None  # recorded for the next run when this one finishes
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     exit_code: int = EXIT_OK
@@ -71,6 +74,7 @@ class RunReport:
             "run_id": self.run_id,
             "dry_run": self.dry_run,
             "source": self.source,
+            "since": None if self.since is None else self.since.isoformat(),
             "destination": self.destination,
             "rows_read": self.built.rows_read,
             "ignored": self.built.ignored,
@@ -121,18 +125,25 @@ def execute(
     mapping: Mapping | None = None,
     now: pd.Timestamp | None = None,
     validate_only: bool = False,
+    since: datetime | None = None,
+    full_refresh: bool = False,
 ) -> RunReport:
     """Run the daily job (or preview it). Raises FunnelvalueError for what stops it early.
 
     ``validate_only`` (with ``dry_run``) asks the destination to check the rows without
     recording them anywhere: Google's verdict per row comes back in ``outcomes``.
+    The source is asked for changes since its watermark minus the overlap; ``since``
+    overrides that, ``full_refresh`` reads everything.
     """
+    if since is not None and full_refresh:
+        raise ConfigError("--since and --full-refresh contradict each other: pass one")
     mapping = mapping or load_mapping(settings.mapping)
     customer_id = customer_id_for(settings, mapping)
     now = now or pd.Timestamp.now(tz="UTC")
     check_destination(settings.destination)
     source = make_source(settings, mapping)
     ledger = Ledger.open(settings.ledger, create=not dry_run)
+    window = Window(settings.source_overlap_hours, since, full_refresh)
     try:
         if dry_run:
             report = _plan(
@@ -141,6 +152,7 @@ def execute(
                 mapping,
                 customer_id,
                 now,
+                window,
                 dry_run=True,
                 destination=settings.destination,
             )
@@ -156,6 +168,7 @@ def execute(
             mapping=mapping,
             customer_id=customer_id,
             now=now,
+            window=window,
         )
     finally:
         ledger.close()
@@ -178,18 +191,43 @@ def _validate(
         destination.close()
 
 
+@dataclass(frozen=True)
+class Window:
+    """Which changes to ask the source for."""
+
+    overlap_hours: float
+    since: datetime | None = None
+    full_refresh: bool = False
+
+    def start(self, watermark: pd.Timestamp | None) -> pd.Timestamp | None:
+        """Watermark minus the overlap: late-arriving updates are read again, which the
+        ledger makes free (what was sent is recognised, not re-sent)."""
+        if self.full_refresh:
+            return None
+        if self.since is not None:
+            given = pd.Timestamp(self.since)
+            return given.tz_localize("UTC") if given.tzinfo is None else given.tz_convert("UTC")
+        if watermark is None:
+            return None
+        return watermark - pd.Timedelta(hours=self.overlap_hours)
+
+
 def _plan(
     source: Source,
     ledger: Ledger,
     mapping: Mapping,
     customer_id: str,
     now: pd.Timestamp,
+    window: Window,
     *,
     dry_run: bool,
     destination: str,
 ) -> RunReport:
+    previous = ledger.watermark(source.name)
+    since = window.start(previous)
+    log.info("reading %s %s", source.name, f"since {since}" if since is not None else "in full")
     # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
-    built = build(source.fetch(ledger.watermark(source.name)), mapping, now, customer_id)
+    built = build(source.fetch(since), mapping, now, customer_id)
     conversions = built.conversions.assign(state=ledger.classify(built.conversions, now))
     fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
     leftover = ledger.due_elsewhere(customer_id, conversions["key"], now)
@@ -199,6 +237,9 @@ def _plan(
             len(leftover),
         )
     to_send = pd.concat([fresh, leftover], ignore_index=True) if not leftover.empty else fresh
+    newest = getattr(source, "high_water", None)
+    if newest is None:
+        newest = built.latest_change
     report = RunReport(
         dry_run=dry_run,
         source=source.name,
@@ -206,6 +247,11 @@ def _plan(
         built=built,
         conversions=conversions,
         to_send=to_send,
+        since=since,
+        # A watermark never moves back (an explicit --since may read older changes).
+        watermark=newest
+        if previous is None or (newest is not None and newest > previous)
+        else None,
         warnings=list(source.warnings),
     )
     report.exit_code = EXIT_REJECTS if len(built.rejects) else EXIT_OK
@@ -220,6 +266,7 @@ def _run(
     mapping: Mapping,
     customer_id: str,
     now: pd.Timestamp,
+    window: Window,
 ) -> RunReport:
     run_id, interrupted = ledger.start_run("run", source.name, settings.destination)
     if interrupted:
@@ -233,7 +280,9 @@ def _run(
         ledger.fail_run(run_id, exc.exit_code, str(exc))
         raise
     try:
-        return _send(ledger, source, destination, mapping, customer_id, now, run_id, interrupted)
+        return _send(
+            ledger, source, destination, mapping, customer_id, now, window, run_id, interrupted
+        )
     finally:
         destination.close()
 
@@ -245,12 +294,20 @@ def _send(
     mapping: Mapping,
     customer_id: str,
     now: pd.Timestamp,
+    window: Window,
     run_id: int,
     interrupted: list[int],
 ) -> RunReport:
     try:
         report = _plan(
-            source, ledger, mapping, customer_id, now, dry_run=False, destination=destination.name
+            source,
+            ledger,
+            mapping,
+            customer_id,
+            now,
+            window,
+            dry_run=False,
+            destination=destination.name,
         )
         prepare = getattr(destination, "prepare", None)  # e.g. resolve conversion actions
         if prepare is not None and len(report.to_send):
@@ -285,7 +342,7 @@ def _send(
     destination_rejects = report.outcome_count("rejected")
     if len(report.rejects) or destination_rejects:
         report.exit_code = EXIT_REJECTS
-    watermark = report.built.latest_change
+    watermark = report.watermark
     ledger.finish_run(
         run_id,
         outcomes=report.outcomes,

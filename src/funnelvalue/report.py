@@ -60,11 +60,13 @@ def summary_table(report: RunReport) -> Table:
         if report.dry_run
         else f"Run #{report.run_id} → {report.destination}"
     )
+    read = f"rows read from {report.source}"
+    read += f" (changed since {s['since']})" if report.since is not None else ""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
     rows: list[tuple[str, int, str]] = [
-        ("rows read", s["rows_read"], ""),
+        (read, s["rows_read"], ""),
         ("ignored stages (mapping `ignore`)", s["ignored"], "dim"),
         ("conversions built", s["conversions_built"], ""),
         ("  of which backfilled skipped stages", s["backfilled"], "dim"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -41,6 +41,91 @@ class _OwnDotEnv(DotEnvSettingsSource):
         }
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSpotSettings(_Section):
+    """``source: hubspot``: deals by pipeline stage, or contacts by lifecycle stage."""
+
+    access_token: SecretStr | None = Field(
+        default=None, description="private app token: FUNNELVALUE_HUBSPOT__ACCESS_TOKEN in .env"
+    )
+    object: Literal["deals", "contacts"] = "deals"
+    pipelines: list[str] = Field(
+        default_factory=list, description="deal pipelines (id or label); empty: all"
+    )
+    click_id_property: str = "hs_google_click_id"
+    email_property: str = "email"
+    phone_property: str = "phone"
+    base_url: str = "https://api.hubapi.com"
+    timeout_seconds: float = 60.0
+
+
+class SalesforceSettings(_Section):
+    """``source: salesforce``: Lead statuses and Opportunity stages (converted Leads joined)."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+    domain: str = Field(default="login", description="login, test (sandbox) or a My Domain")
+    instance_url: str | None = None
+    access_token: SecretStr | None = Field(default=None, description="OAuth access token")
+    consumer_key: str | None = None
+    consumer_secret: SecretStr | None = None
+    private_key_file: Path | None = None
+    api_version: str = "62.0"
+    objects: list[Literal["Lead", "Opportunity"]] = Field(
+        default=["Lead", "Opportunity"], min_length=1, description="whose stages are read"
+    )
+    click_id_field: str = "GCLID__c"
+    opportunity_click_id_field: str | None = Field(
+        default=None, description="if Opportunities carry their own click id field"
+    )
+    timeout_seconds: float = 60.0
+
+
+class SqlSourceSettings(_Section):
+    """``source: sql``: a table or a query in any database SQLAlchemy reaches."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL; FUNNELVALUE_SQL__URL")
+    query_file: Path | None = Field(default=None, description="SQL with a :since parameter")
+    table: str | None = None
+    watermark_column: str = Field(
+        default="stage_changed_at", description="the column that says when a row changed"
+    )
+    chunk_size: int = Field(default=50_000, gt=0)
+
+
+# Paths (section, key) that hold secrets: accepted from the environment and .env only.
+SECRETS = {
+    ("hubspot", "access_token"),
+    ("salesforce", "password"),
+    ("salesforce", "security_token"),
+    ("salesforce", "access_token"),
+    ("salesforce", "consumer_secret"),
+}
+
+
+class _YamlWithoutSecrets(YamlConfigSettingsSource):
+    """config/funnelvalue.yaml is meant to be committed: a token in it is refused, not read."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        found = [
+            f"{section}.{key}"
+            for section, key in sorted(SECRETS)
+            if isinstance(data.get(section), dict) and key in data[section]
+        ]
+        if found:
+            raise ConfigError(
+                "secrets do not belong in the config file (it is usually committed): move "
+                "them to .env or the environment",
+                [f"{path} -> FUNNELVALUE_{path.upper().replace('.', '__')}" for path in found],
+            )
+        return data
+
+
 class Settings(BaseSettings):
     """Where to read, where to write, where to remember. Credentials never live here in plain."""
 
@@ -48,12 +133,21 @@ class Settings(BaseSettings):
         env_prefix="FUNNELVALUE_",
         env_file=".env",
         env_file_encoding="utf-8",
+        env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
     )
 
     mapping: Path = Path("config/mapping.yaml")
-    source: str = Field(default="csv", description="csv")
+    source: str = Field(default="csv", description="csv, hubspot, salesforce or sql")
+    source_overlap_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="each run re-reads this much before the last watermark (late updates)",
+    )
+    hubspot: HubSpotSettings = Field(default_factory=HubSpotSettings)
+    salesforce: SalesforceSettings = Field(default_factory=SalesforceSettings)
+    sql: SqlSourceSettings = Field(default_factory=SqlSourceSettings)
     input: Path | None = Field(default=None, description="CRM export (CSV) for the csv source")
     destination: str = Field(
         default="csv", description="csv (Google Ads import file) or google-ads (the API)"
@@ -89,7 +183,7 @@ class Settings(BaseSettings):
             init_settings,
             env_settings,
             _OwnDotEnv(settings_cls),
-            YamlConfigSettingsSource(settings_cls, yaml_file=config_file),
+            _YamlWithoutSecrets(settings_cls, yaml_file=config_file),
             file_secret_settings,
         )
 

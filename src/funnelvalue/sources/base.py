@@ -28,7 +28,12 @@ class Source(Protocol):
 
     def fetch(self, since: datetime | None) -> pd.DataFrame:
         """Stage changes since ``since`` (None: everything), as a normalised lead frame with a
-        ``source_row`` column that points the user back at the record."""
+        ``source_row`` column that points the user back at the record.
+
+        A source that reads incrementally sets ``high_water`` (the newest modification time it
+        saw, in the CRM's own clock) after fetching: it becomes the next run's watermark.
+        Sources without it (a CSV export) get the newest stage change instead.
+        """
         ...
 
 
@@ -41,7 +46,30 @@ def _csv(settings: Settings, mapping: Mapping) -> Source:
     return CsvSource.from_settings(settings, mapping)
 
 
-SOURCES: dict[str, SourceFactory] = {"csv": _csv}
+def _hubspot(settings: Settings, mapping: Mapping) -> Source:
+    from funnelvalue.sources.hubspot import HubSpotSource
+
+    return HubSpotSource.from_settings(settings, mapping)
+
+
+def _salesforce(settings: Settings, mapping: Mapping) -> Source:
+    from funnelvalue.sources.salesforce import SalesforceSource
+
+    return SalesforceSource.from_settings(settings, mapping)
+
+
+def _sql(settings: Settings, mapping: Mapping) -> Source:
+    from funnelvalue.sources.sql import SqlSource
+
+    return SqlSource.from_settings(settings, mapping)
+
+
+SOURCES: dict[str, SourceFactory] = {
+    "csv": _csv,
+    "hubspot": _hubspot,
+    "salesforce": _salesforce,
+    "sql": _sql,
+}
 
 
 def make_source(settings: Settings, mapping: Mapping) -> Source:

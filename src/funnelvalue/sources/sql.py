@@ -1,0 +1,201 @@
+"""Any database SQLAlchemy reaches: for CRMs that land in a warehouse (Postgres, MySQL, SQLite,
+BigQuery or Snowflake through their dialects).
+
+Either a table (read where ``watermark_column >= :since``) or a query file that uses the
+``:since`` parameter itself. ``since`` is bound as a naive time in the mapping's timezone, the
+same rule that reads naive CRM timestamps; a full refresh binds 1970-01-01 so a query never has
+to handle NULL. Rows are streamed in chunks (a server-side cursor where the driver has one) and
+each chunk is normalised to compact Arrow-backed columns before the next is read, so the
+driver's Python rows never all sit in memory at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from sqlalchemy import bindparam, column, create_engine, select, table, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import Select
+
+from funnelvalue.errors import ConfigError, SourceError
+from funnelvalue.leads import (
+    canonical_header,
+    check_columns,
+    normalise,
+    parse_timestamps,
+    rename_columns,
+)
+from funnelvalue.mapping import Mapping
+from funnelvalue.retrying import call_with_retries
+from funnelvalue.settings import Settings, SqlSourceSettings
+
+log = logging.getLogger(__name__)
+
+EVERYTHING = datetime(1970, 1, 1)
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+@dataclass
+class SqlSource:
+    engine: Engine
+    statement: Select[tuple[object]] | TextClause
+    what: str  # the table or query file, for messages and the watermark's key
+    config: SqlSourceSettings
+    mapping: Mapping
+    warnings: list[str] = field(default_factory=list)
+    high_water: pd.Timestamp | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, mapping: Mapping) -> SqlSource:
+        config = settings.sql
+        if not config.url:
+            raise ConfigError(
+                "source sql needs a database: set sql.url in config/funnelvalue.yaml or "
+                "FUNNELVALUE_SQL__URL (e.g. postgresql+psycopg://user@host/crm)"
+            )
+        if (config.query_file is None) == (config.table is None):
+            raise ConfigError(
+                "source sql needs exactly one of sql.query_file (SQL using :since) or sql.table"
+            )
+        try:
+            engine = create_engine(config.url)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"sql.url is not a usable database URL: {exc}") from exc
+        if config.table is not None:
+            return cls(engine, _table_query(config), config.table, config, mapping)
+        return cls(engine, *_file_query(config.query_file), config, mapping)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"sql:{url}#{self.what}"
+
+    def fetch(self, since: datetime | None) -> pd.DataFrame:
+        params = {}
+        if "since" in _parameters(self.statement):
+            params["since"] = EVERYTHING if since is None else _local_naive(since, self.mapping)
+        elif since is not None:
+            self.warnings.append(
+                f"{self.what} has no :since parameter, so every run reads all of it; add "
+                f"`WHERE <changed column> >= :since` to read only what changed"
+            )
+        try:
+            chunks = call_with_retries(
+                f"database {self.engine.url.host or self.engine.url.database}",
+                lambda: self._read(params),
+                is_transient=lambda exc: isinstance(exc, OperationalError),
+            )
+        except OperationalError as exc:
+            raise SourceError(
+                f"the database of the sql source is unavailable after retries: {_first_line(exc)}",
+                transient=True,
+            ) from exc
+        except DBAPIError as exc:
+            raise ConfigError(f"the sql source's query failed: {_first_line(exc)}") from exc
+        finally:
+            self.engine.dispose()
+        if not chunks:
+            return normalise(
+                pd.DataFrame(columns=["lead_id", "stage", "stage_changed_at", "source_row"]),
+                timezone=self.mapping.timezone,
+            )
+        return pd.concat(chunks, ignore_index=True)
+
+    def _read(self, params: dict[str, datetime]) -> list[pd.DataFrame]:
+        chunks: list[pd.DataFrame] = []
+        read = 0
+        self.high_water = None
+        with self.engine.connect() as conn:
+            streaming = conn.execution_options(stream_results=True)
+            for raw in pd.read_sql(
+                self.statement, streaming, params=params, chunksize=self.config.chunk_size
+            ):
+                if not chunks:
+                    check_columns(rename_columns(raw.head(0), self.mapping.columns), self.what)
+                self._advance(raw)
+                raw["source_row"] = range(read + 1, read + len(raw) + 1)
+                read += len(raw)
+                chunks.append(self._normalised(raw))
+        log.info("sql source %s: %d rows", self.what, read)
+        return chunks
+
+    def _normalised(self, raw: pd.DataFrame) -> pd.DataFrame:
+        frame = rename_columns(raw, self.mapping.columns)
+        for name in frame.columns:
+            if name != "source_row" and frame[name].dtype == object:
+                frame[name] = frame[name].astype("string[pyarrow]")
+        return normalise(
+            frame, timezone=self.mapping.timezone, timestamp_format=self.mapping.timestamp_format
+        )
+
+    def _advance(self, raw: pd.DataFrame) -> None:
+        """Move ``high_water`` to the newest change in this chunk."""
+        wanted = self.config.watermark_column
+        found = next(
+            (
+                c
+                for c in raw.columns
+                if c == wanted or canonical_header(str(c)) == canonical_header(wanted)
+            ),
+            None,
+        )
+        if found is None:
+            message = (
+                f"{self.what} has no column '{wanted}' (sql.watermark_column); the newest "
+                "stage change is used as the watermark instead"
+            )
+            if message not in self.warnings:
+                self.warnings.append(message)
+            return
+        times, _ = parse_timestamps(
+            raw[found], ZoneInfo(self.mapping.timezone), self.mapping.timestamp_format
+        )
+        newest = times.max()
+        if pd.notna(newest) and (self.high_water is None or newest > self.high_water):
+            self.high_water = newest
+
+
+def _table_query(config: SqlSourceSettings) -> Select[tuple[object]]:
+    name = config.table or ""
+    if not _TABLE_NAME.match(name):
+        raise ConfigError(f"sql.table '{name}' is not a table name (schema.table or table)")
+    schema, _, bare = name.rpartition(".")
+    source = table(bare, schema=schema or None)
+    return (
+        select(text("*"))
+        .select_from(source)
+        .where(column(config.watermark_column) >= bindparam("since"))
+    )
+
+
+def _file_query(path: Path) -> tuple[TextClause, str]:
+    try:
+        sql = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"sql.query_file {path} cannot be read: {exc}") from exc
+    if not sql.strip():
+        raise ConfigError(f"sql.query_file {path} is empty")
+    return text(sql.strip().rstrip(";")), str(path)
+
+
+def _parameters(statement: Select[tuple[object]] | TextClause) -> set[str]:
+    return set(statement.compile().params)
+
+
+def _local_naive(moment: datetime, mapping: Mapping) -> datetime:
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    local: datetime = stamp.tz_convert(mapping.timezone).tz_localize(None).to_pydatetime()
+    return local
+
+
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig or exc).strip().splitlines()[0]
