@@ -299,9 +299,7 @@ def test_daily_runs_send_only_the_stages_reached_since_the_last_run(
     deals = []
     for n in range(6):
         contact = portal.add_contact(gclid=gclid(n))
-        deals.append(
-            portal.add_deal([("appointmentscheduled", day(now, 10))], contact=contact)
-        )
+        deals.append(portal.add_deal([("appointmentscheduled", day(now, 10))], contact=contact))
     first = run(tmp_path, hubspot_mapping)
     assert first["since"] is None
     assert first["sent"] == 6
@@ -321,7 +319,8 @@ def test_daily_runs_send_only_the_stages_reached_since_the_last_run(
         sent = ledger.conversions_frame()
     won = sent[sent["stage"] == "won"]
     assert won["value"].tolist() == [5000.0]
-    assert len(sent) == 9 and sent["order_id"].is_unique
+    assert len(sent) == 9
+    assert sent["order_id"].is_unique
 
     assert run(tmp_path, hubspot_mapping)["sent"] == 0
     assert run(tmp_path, hubspot_mapping, "--full-refresh")["sent"] == 0

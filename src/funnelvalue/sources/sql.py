@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import bindparam, column, create_engine, select, table, text
+from sqlalchemy import DateTime, bindparam, column, create_engine, select, table, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.sql.elements import TextClause
@@ -34,7 +36,7 @@ from funnelvalue.leads import (
     rename_columns,
 )
 from funnelvalue.mapping import Mapping
-from funnelvalue.retrying import call_with_retries
+from funnelvalue.retrying import Retryable, call_with_retries
 from funnelvalue.settings import Settings, SqlSourceSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class SqlSource:
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"sql.url is not a usable database URL: {exc}") from exc
         if config.table is not None:
-            return cls(engine, _table_query(config), config.table, config, mapping)
+            return cls(engine, _table_query(config, mapping), config.table, config, mapping)
         return cls(engine, *_file_query(config.query_file), config, mapping)  # type: ignore[arg-type]
 
     @property
@@ -91,15 +93,21 @@ class SqlSource:
             chunks = call_with_retries(
                 f"database {self.engine.url.host or self.engine.url.database}",
                 lambda: self._read(params),
-                is_transient=lambda exc: isinstance(exc, OperationalError),
             )
-        except OperationalError as exc:
+        except Retryable as exc:
             raise SourceError(
-                f"the database of the sql source is unavailable after retries: {_first_line(exc)}",
+                f"the database of the sql source is unavailable after retries: {exc}",
                 transient=True,
             ) from exc
         except DBAPIError as exc:
-            raise ConfigError(f"the sql source's query failed: {_first_line(exc)}") from exc
+            hint = (
+                f" (sql.table is read where sql.watermark_column "
+                f"'{self.config.watermark_column}' >= the watermark: set it to the table's "
+                "change-time column, or map that column under the mapping's `columns:`)"
+                if self.config.table
+                else ""
+            )
+            raise ConfigError(f"the sql source's query failed: {_first_line(exc)}{hint}") from exc
         finally:
             self.engine.dispose()
         if not chunks:
@@ -113,17 +121,25 @@ class SqlSource:
         chunks: list[pd.DataFrame] = []
         read = 0
         self.high_water = None
-        with self.engine.connect() as conn:
-            streaming = conn.execution_options(stream_results=True)
-            for raw in pd.read_sql(
-                self.statement, streaming, params=params, chunksize=self.config.chunk_size
-            ):
-                if not chunks:
-                    check_columns(rename_columns(raw.head(0), self.mapping.columns), self.what)
-                self._advance(raw)
-                raw["source_row"] = range(read + 1, read + len(raw) + 1)
-                read += len(raw)
-                chunks.append(self._normalised(raw))
+        try:
+            connection = self.engine.connect()
+        except OperationalError as exc:  # refused, unreachable, timed out: try again
+            raise Retryable(_first_line(exc)) from exc
+        with connection as conn, _lost_connection_retryable():
+            streaming = conn.execution_options(
+                stream_results=True, yield_per=self.config.chunk_size
+            )
+            with streaming.execute(self.statement, params) as result:
+                columns = list(result.keys())
+                check_columns(
+                    rename_columns(pd.DataFrame(columns=columns), self.mapping.columns), self.what
+                )
+                for part in result.partitions():
+                    raw = pd.DataFrame.from_records(part, columns=columns)
+                    self._advance(raw)
+                    raw["source_row"] = range(read + 1, read + len(raw) + 1)
+                    read += len(raw)
+                    chunks.append(self._normalised(raw))
         log.info("sql source %s: %d rows", self.what, read)
         return chunks
 
@@ -138,7 +154,7 @@ class SqlSource:
 
     def _advance(self, raw: pd.DataFrame) -> None:
         """Move ``high_water`` to the newest change in this chunk."""
-        wanted = self.config.watermark_column
+        wanted = _source_column(self.config.watermark_column, self.mapping)
         found = next(
             (
                 c
@@ -163,7 +179,25 @@ class SqlSource:
             self.high_water = newest
 
 
-def _table_query(config: SqlSourceSettings) -> Select[tuple[object]]:
+@contextmanager
+def _lost_connection_retryable() -> Iterator[None]:
+    """A connection dropped mid-read is worth another try; a wrong query is not."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Retryable(_first_line(exc)) from exc
+        raise
+
+
+def _source_column(name: str, mapping: Mapping) -> str:
+    """A canonical name the mapping renames to (``changed_at: stage_changed_at``) is the
+    table's own column name in SQL."""
+    renamed_from = {target: source for source, target in mapping.columns.items()}
+    return renamed_from.get(name, name)
+
+
+def _table_query(config: SqlSourceSettings, mapping: Mapping) -> Select[tuple[object]]:
     name = config.table or ""
     if not _TABLE_NAME.match(name):
         raise ConfigError(f"sql.table '{name}' is not a table name (schema.table or table)")
@@ -172,7 +206,10 @@ def _table_query(config: SqlSourceSettings) -> Select[tuple[object]]:
     return (
         select(text("*"))
         .select_from(source)
-        .where(column(config.watermark_column) >= bindparam("since"))
+        .where(
+            column(_source_column(config.watermark_column, mapping))
+            >= bindparam("since", type_=DateTime())
+        )
     )
 
 
@@ -183,7 +220,11 @@ def _file_query(path: Path) -> tuple[TextClause, str]:
         raise ConfigError(f"sql.query_file {path} cannot be read: {exc}") from exc
     if not sql.strip():
         raise ConfigError(f"sql.query_file {path} is empty")
-    return text(sql.strip().rstrip(";")), str(path)
+    statement = text(sql.strip().rstrip(";"))
+    if "since" in _parameters(statement):
+        # Typed, so every dialect binds it as a timestamp (SQLite: its text format).
+        statement = statement.bindparams(bindparam("since", type_=DateTime()))
+    return statement, str(path)
 
 
 def _parameters(statement: Select[tuple[object]] | TextClause) -> set[str]:
