@@ -325,6 +325,19 @@ def test_daily_runs_send_only_the_stages_reached_since_the_last_run(
     assert run(tmp_path, hubspot_mapping)["sent"] == 0
     assert run(tmp_path, hubspot_mapping, "--full-refresh")["sent"] == 0
 
+    status = CliRunner().invoke(
+        app, ["status", "--no-google", "--ledger", f"sqlite:///{tmp_path / 'ledger.db'}"]
+    )
+    assert "Watermark hubspot:deals" in status.output
+    assert "next run reads changes since" in status.output
+
+    contradicting = ["--since", "2026-11-01", "--full-refresh"]
+    both = CliRunner().invoke(
+        app, ["run", "-s", "hubspot", "-m", str(hubspot_mapping), *contradicting]
+    )
+    assert both.exit_code == EXIT_CONFIG
+    assert "contradict" in both.output
+
 
 def test_deal_without_click_id_is_rejected_with_its_reason(
     portal: FakeHubSpot, hubspot_mapping: Path, now: pd.Timestamp, tmp_path: Path

@@ -12,7 +12,8 @@ from funnelvalue.errors import ConfigError
 from funnelvalue.ledger import Ledger
 from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
 from funnelvalue.settings import Settings, load_settings
-from tests.conftest import funnel_rows, gclid, ts, write_export
+from funnelvalue.sources import base as sources
+from tests.conftest import HEADER, funnel_rows, gclid, ts, write_export
 from tests.fakes.destinations import FakeDestination
 
 
@@ -48,7 +49,8 @@ def test_second_run_on_the_same_input_sends_nothing(
     ledger = open_ledger(settings.ledger)
     assert ledger.status_counts() == {"uploaded": 48}
     assert [r.status for r in ledger.last_runs()] == ["finished", "finished"]
-    assert ledger.watermark(f"csv:{settings.input}") is not None
+    assert ledger.watermark(f"csv:{settings.input}") is None  # an export is always read whole
+    assert second.since is None
 
 
 def test_preview_writes_nothing_and_knows_the_ledger(
@@ -174,3 +176,45 @@ def test_a_run_needs_a_customer_id(
 def test_unknown_destination_is_a_config_error(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="unknown destination 'nope'"):
         execute(settings.model_copy(update={"destination": "nope"}), dry_run=True)
+
+
+class IncrementalSource:
+    """A CRM that reports what it was asked for and a chosen high-water mark."""
+
+    name = "fake:crm"
+
+    def __init__(self, rows: list[dict[str, object]], high_water: pd.Timestamp) -> None:
+        self.rows, self.high_water, self.warnings = rows, high_water, []
+        self.asked: list[object] = []
+
+    def fetch(self, since: object) -> pd.DataFrame:
+        from funnelvalue.leads import normalise
+
+        self.asked.append(since)
+        frame = pd.DataFrame(self.rows, columns=HEADER).astype("string")
+        return normalise(frame, timezone="UTC")
+
+
+def test_watermark_minus_overlap_is_asked_for_and_never_moves_back(
+    settings: Settings,
+    fake: FakeDestination,
+    now: pd.Timestamp,
+    monkeypatch: pytest.MonkeyPatch,
+    open_ledger: Callable[..., Ledger],
+) -> None:
+    crm = IncrementalSource(funnel_rows(2, now), high_water=now - pd.Timedelta(hours=1))
+    monkeypatch.setitem(sources.SOURCES, "fake", lambda s, m: crm)
+    incremental = Settings(**{**settings.model_dump(), "source": "fake"})
+
+    execute(incremental, dry_run=False)
+    crm.high_water = now - pd.Timedelta(days=3)  # an older mark (e.g. after --since)
+    second = execute(incremental, dry_run=False)
+    execute(incremental, dry_run=False, full_refresh=True)
+    execute(incremental, dry_run=False, since=pd.Timestamp("2026-01-01").to_pydatetime())
+
+    assert crm.asked[0] is None  # the first run reads everything
+    assert crm.asked[1] == second.since == now - pd.Timedelta(hours=25)
+    assert crm.asked[2] is None
+    assert crm.asked[3] == pd.Timestamp("2026-01-01", tz="UTC")
+    assert open_ledger(settings.ledger).watermark("fake:crm") == now - pd.Timedelta(hours=1)
+    assert len(fake.sent_keys) == len(set(fake.sent_keys))

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 
@@ -356,6 +357,7 @@ def status(
             counts = book.status_counts()
             codes = book.destination_rejections()
             reasons = book.rejected_rows(last[0].id) if last else None
+            marks = book.watermarks()
     diagnostics, note = _google_diagnostics(settings) if google else (None, None)
     if as_json:
         print(
@@ -363,6 +365,7 @@ def status(
                 {
                     "conversions": counts,
                     "destination_rejections": codes,
+                    "watermarks": {source: mark.isoformat() for source, mark in marks.items()},
                     "runs": [
                         {
                             "id": r.id,
@@ -389,6 +392,13 @@ def status(
         )
         if codes:
             out.print("Rejected by Google: " + ", ".join(f"{k} {v:,}" for k, v in codes.items()))
+        overlap = pd.Timedelta(hours=settings.source_overlap_hours)
+        for source, mark in sorted(marks.items()):
+            out.print(
+                f"Watermark {source}: {mark:%Y-%m-%d %H:%M} UTC (the next run reads changes "
+                f"since {mark - overlap:%Y-%m-%d %H:%M})",
+                highlight=False,
+            )
         if reasons is not None and not reasons.empty:
             top = reasons["reason"].str.split(":").str[0].value_counts().head(5)
             out.print(f"Most common rejected rows in run #{last[0].id}:")

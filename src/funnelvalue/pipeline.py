@@ -223,8 +223,10 @@ def _plan(
     dry_run: bool,
     destination: str,
 ) -> RunReport:
-    previous = ledger.watermark(source.name)
-    since = window.start(previous)
+    # Only sources that can say "changed since" have a watermark: a CSV export is read whole.
+    incremental = hasattr(source, "high_water")
+    previous = ledger.watermark(source.name) if incremental else None
+    since = window.start(previous) if incremental else None
     log.info("reading %s %s", source.name, f"since {since}" if since is not None else "in full")
     # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
     built = build(source.fetch(since), mapping, now, customer_id)
@@ -238,7 +240,7 @@ def _plan(
         )
     to_send = pd.concat([fresh, leftover], ignore_index=True) if not leftover.empty else fresh
     newest = getattr(source, "high_water", None)
-    if newest is None:
+    if newest is None and incremental:  # e.g. a query without a change-time column
         newest = built.latest_change
     report = RunReport(
         dry_run=dry_run,

@@ -543,6 +543,14 @@ class Ledger:
         with self._engine.connect() as conn:
             return {str(code): int(count) for code, count in conn.execute(query)}
 
+    def watermarks(self) -> dict[str, pd.Timestamp]:
+        """Every source's watermark: the newest change already read from it."""
+        if self._engine is None:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(watermarks.c.source, watermarks.c.value)).all()
+        return {str(source): pd.Timestamp(value, tz="UTC") for source, value in rows}
+
     def watermark(self, source: str) -> pd.Timestamp | None:
         if self._engine is None:
             return None

@@ -30,9 +30,10 @@ class Source(Protocol):
         """Stage changes since ``since`` (None: everything), as a normalised lead frame with a
         ``source_row`` column that points the user back at the record.
 
-        A source that reads incrementally sets ``high_water`` (the newest modification time it
-        saw, in the CRM's own clock) after fetching: it becomes the next run's watermark.
-        Sources without it (a CSV export) get the newest stage change instead.
+        A source that can read incrementally has a ``high_water`` attribute, set after
+        fetching to the newest modification time it saw (in the CRM's own clock): it becomes
+        the next run's watermark (None: the newest stage change read). Sources without the
+        attribute (a CSV export) are always read whole and given ``since=None``.
         """
         ...
 
