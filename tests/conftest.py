@@ -14,10 +14,14 @@ import yaml
 
 from funnelvalue import retrying
 from funnelvalue.destinations import base as destinations
+from funnelvalue.destinations.data_manager import DataManagerUpload
 from funnelvalue.destinations.google_ads import GoogleAdsUpload
 from funnelvalue.leads import CANONICAL
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, Mapping, load_mapping
+from tests.fakes.data_manager_server import FakeDataManager
+from tests.fakes.data_manager_server import fake_client as data_manager_client
+from tests.fakes.data_manager_server import serve as serve_data_manager
 from tests.fakes.google_ads_server import FakeGoogleAds, fake_client, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,9 +185,45 @@ def use_fake_client(
 
     def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
         client = fake_client(google_ads_endpoint)
-        return GoogleAdsUpload(client, customer_id, job_id=run_id, retry_wait=0.01)
+        return GoogleAdsUpload(client, customer_id, job_id=run_id)
 
     monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)
+    return lambda: None
+
+
+# -- Data Manager: one fake IngestionService per session --------------------------------------
+
+_FAKE_DATA_MANAGER = FakeDataManager()
+
+
+@pytest.fixture(scope="session")
+def data_manager_address() -> Iterator[str]:
+    with serve_data_manager(_FAKE_DATA_MANAGER) as address:
+        yield address
+
+
+@pytest.fixture
+def data_manager(data_manager_address: str) -> FakeDataManager:
+    _FAKE_DATA_MANAGER.reset()
+    return _FAKE_DATA_MANAGER
+
+
+@pytest.fixture
+def use_fake_data_manager(
+    monkeypatch: pytest.MonkeyPatch, data_manager_address: str
+) -> Callable[[], None]:
+    """--destination data-manager built on a channel to the fake (no Google sign-in)."""
+
+    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
+        config = settings.data_manager
+        return DataManagerUpload(
+            data_manager_client(data_manager_address),
+            customer_id,
+            config.login_customer_id,
+            dict(config.action_ids),
+        )
+
+    monkeypatch.setitem(destinations.DESTINATIONS, "data-manager", factory)
     return lambda: None
 
 

@@ -124,7 +124,9 @@ def test_user_errors_are_one_line_with_exit_2(project: Path) -> None:
     assert "CRM export missing.csv does not exist" in output
     code, output = invoke("run", "--destination", "carrier-pigeon")
     assert code == 2
-    assert "unknown destination 'carrier-pigeon' (available: csv, google-ads)" in output
+    assert (
+        "unknown destination 'carrier-pigeon' (available: csv, data-manager, google-ads)" in output
+    )
     code, output = invoke("run", "--json", "--ledger", "not a url")
     assert code == 2
     assert json.loads(output.splitlines()[0])["exit_code"] == 2

@@ -280,7 +280,7 @@ def test_not_allowlisted_token_says_what_to_do(
     report = execute(settings, dry_run=False)
     assert report.exit_code == 2
     assert "Data Manager API" in (report.error or "")
-    assert "--destination csv" in (report.error or "")
+    assert "--destination data-manager" in (report.error or "")
     assert statuses(settings) == {"pending": 3}
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, text
 
 from funnelvalue import ledger as states
 from funnelvalue.conversions import build, order_ids
@@ -33,10 +33,37 @@ def test_migrations_are_recorded_and_applied_once(
     first.close()
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert list(conn.scalars(select(schema_migrations.c.name))) == ["0001_initial"]
-    assert {"runs", "conversions", "rejected_rows", "watermarks"} <= set(
+        assert list(conn.scalars(select(schema_migrations.c.name))) == [
+            "0001_initial",
+            "0002_async_requests",
+        ]
+    assert {"runs", "conversions", "rejected_rows", "watermarks", "requests"} <= set(
         inspect(engine).get_table_names()
     )
+    engine.dispose()
+
+
+def test_a_ledger_from_before_asynchronous_destinations_is_upgraded(
+    ledger_url: str, open_ledger: Callable[..., Ledger], now: pd.Timestamp
+) -> None:
+    """A 0001-only ledger (no request_id, no requests table) gains both and keeps its rows."""
+    ledger = open_ledger(ledger_url)
+    run_id, _ = ledger.start_run("run", "csv:x", "csv:y")
+    ledger.close()
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:  # undo 0002 by hand: what an older funnelvalue left behind
+        conn.execute(text("DROP INDEX ix_conversions_request"))
+        conn.execute(text("ALTER TABLE conversions DROP COLUMN request_id"))
+        conn.execute(text("DROP TABLE requests"))
+        conn.execute(text("DELETE FROM schema_migrations WHERE name = '0002_async_requests'"))
+    engine.dispose()
+
+    upgraded = open_ledger(ledger_url)
+    assert [r.id for r in upgraded.last_runs()] == [run_id]
+    engine = create_engine(ledger_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("conversions")}
+    assert "request_id" in columns
+    assert "requests" in inspect(engine).get_table_names()
     engine.dispose()
 
 

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from funnelvalue import __version__, report
+from funnelvalue.destinations.base import make_destination
 from funnelvalue.errors import ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, load_mapping
@@ -352,12 +353,14 @@ def status(
         settings = _settings(
             config, False, ledger=ledger, mapping=mapping, google_ads_config=google_ads_config
         )
+        poll_note = _confirm_open_requests(settings)
         with Ledger.open(settings.ledger, create=False) as book:
             last = book.last_runs(runs)
             counts = book.status_counts()
             codes = book.destination_rejections()
             reasons = book.rejected_rows(last[0].id) if last else None
             marks = book.watermarks()
+            asynchronous = book.request_summary()
     diagnostics, note = _google_diagnostics(settings) if google else (None, None)
     if as_json:
         print(
@@ -366,6 +369,8 @@ def status(
                     "conversions": counts,
                     "destination_rejections": codes,
                     "watermarks": {source: mark.isoformat() for source, mark in marks.items()},
+                    "requests": asynchronous,
+                    "requests_note": poll_note,
                     "runs": [
                         {
                             "id": r.id,
@@ -392,6 +397,7 @@ def status(
         )
         if codes:
             out.print("Rejected by Google: " + ", ".join(f"{k} {v:,}" for k, v in codes.items()))
+        report.render_requests(out, asynchronous, poll_note)
         overlap = pd.Timedelta(hours=settings.source_overlap_hours)
         for source, mark in sorted(marks.items()):
             out.print(
@@ -408,6 +414,33 @@ def status(
         out.print(report.diagnostics_table(diagnostics))
     elif note:
         out.print(f"[dim]{note}[/]")
+
+
+def _confirm_open_requests(settings: Settings) -> str | None:
+    """Ask the Data Manager API about submitted requests and record the answers; a reason
+    when it cannot (no credentials, no customer id, API down): status still shows the ledger."""
+    with Ledger.open(settings.ledger, create=False) as book:
+        if not book.exists or not book.request_summary().get("requests", {}).get("submitted"):
+            return None
+    try:
+        mapping = load_mapping(settings.mapping)
+        customer_id = customer_id_for(settings, mapping)
+        destination = make_destination(
+            settings.model_copy(update={"destination": "data-manager"}), mapping, 0, customer_id
+        )
+    except FunnelvalueError as exc:
+        return f"submitted requests not checked now: {exc}"
+    try:
+        open_requests = []
+        with Ledger.open(settings.ledger) as book:
+            open_requests = book.open_requests(destination.name)
+            if open_requests:
+                book.confirm_requests(destination.poll(open_requests))  # type: ignore[attr-defined]
+    except FunnelvalueError as exc:
+        return f"submitted requests not checked now: {exc}"
+    finally:
+        destination.close()
+    return f"checked {len(open_requests)} submitted requests with Google" if open_requests else None
 
 
 def _google_diagnostics(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:

@@ -41,6 +41,7 @@ class RunReport:
     outcomes: pd.DataFrame | None = None
     restatements: pd.DataFrame | None = None  # value changes sent as adjustments
     interrupted_runs: list[int] = field(default_factory=list)
+    confirmed: dict[str, int] = field(default_factory=dict)  # async requests polled, by state
     since: pd.Timestamp | None = None  # what the source was asked for (None: everything)
     watermark: pd.Timestamp | None = None  # recorded for the next run when this one finishes
     warnings: list[str] = field(default_factory=list)
@@ -89,6 +90,8 @@ class RunReport:
             "rejected_before": self.state_count(states.REJECTED_BEFORE),
             "to_send": len(self.to_send),
             "sent": 0 if self.dry_run else self.outcome_count("uploaded", "duplicate"),
+            "submitted": self.outcome_count("submitted"),
+            "requests_confirmed": self.confirmed,
             "validated_ok": self.outcome_count("uploaded", "duplicate") if self.dry_run else 0,
             "rejected_by_destination": self.outcome_count("rejected"),
             "retry_after": self.outcome_count("retry_after"),
@@ -289,6 +292,27 @@ def _run(
         destination.close()
 
 
+def _confirm(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], list[str]]:
+    """An asynchronous destination's earlier requests: ask what became of them and record it
+    before planning, so rows of a request that failed as a whole go out again in this run."""
+    poll = getattr(destination, "poll", None)
+    open_requests = ledger.open_requests(destination.name) if poll is not None else []
+    if not open_requests:
+        return {}, []
+    try:
+        statuses = poll(open_requests)  # type: ignore[misc]
+    except FunnelvalueError as exc:
+        message = (
+            f"could not check {len(open_requests)} submitted requests ({exc}); "
+            "they are checked again by the next run"
+        )
+        log.warning(message)
+        return {}, [message]
+    counts = ledger.confirm_requests(statuses)
+    log.info("checked %d submitted requests: %s", len(open_requests), counts)
+    return counts, []
+
+
 def _send(
     ledger: Ledger,
     source: Source,
@@ -301,6 +325,7 @@ def _send(
     interrupted: list[int],
 ) -> RunReport:
     try:
+        confirmed, confirm_warnings = _confirm(ledger, destination)
         report = _plan(
             source,
             ledger,
@@ -311,6 +336,8 @@ def _send(
             dry_run=False,
             destination=destination.name,
         )
+        report.confirmed = confirmed
+        report.warnings += confirm_warnings
         prepare = getattr(destination, "prepare", None)  # e.g. resolve conversion actions
         if prepare is not None and len(report.to_send):
             prepare(report.to_send)

@@ -367,3 +367,30 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
             (run.message or "")[:120],
         )
     return table
+
+
+def render_requests(console: Console, summary: dict[str, Any], note: str | None) -> None:
+    """Asynchronous uploads (Data Manager): what is still waiting for Google's answer."""
+    by_status = summary.get("requests") or {}
+    if not by_status:
+        return
+    waiting = by_status.get("submitted")
+    if waiting:
+        console.print(
+            f"[yellow]submitted, not yet confirmed:[/] {waiting['events']:,} conversions in "
+            f"{waiting['requests']:,} requests (oldest submitted {summary['oldest_open']})",
+            highlight=False,
+        )
+    done = ", ".join(
+        f"{state} {info['requests']:,} ({info['events']:,} conversions)"
+        for state, info in sorted(by_status.items())
+        if state != "submitted"
+    )
+    if done:
+        console.print(f"Requests confirmed by Google: {done}", highlight=False)
+    reasons = summary.get("failure_reasons") or {}
+    if reasons:
+        listed = ", ".join(f"{reason} {count:,}" for reason, count in reasons.items())
+        console.print(f"Failures Google counted (not per row): {listed}", highlight=False)
+    if note:
+        console.print(f"[dim]{note}[/]")

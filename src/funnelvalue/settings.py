@@ -97,6 +97,23 @@ class SqlSourceSettings(_Section):
     chunk_size: int = Field(default=50_000, gt=0)
 
 
+class DataManagerSettings(_Section):
+    """``destination: data-manager``: Google's Data Manager API (IngestEvents)."""
+
+    credentials_file: Path | None = Field(
+        default=None,
+        description="service-account key (JSON); else Application Default Credentials",
+    )
+    login_customer_id: str | None = Field(
+        default=None, description="the manager account, when uploading through one"
+    )
+    action_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="conversion action name -> numeric id, for names used in the mapping",
+    )
+    endpoint: str | None = Field(default=None, description="API host (default Google's)")
+
+
 # Paths (section, key) that hold secrets: accepted from the environment and .env only.
 SECRETS = {
     ("hubspot", "access_token"),
@@ -150,13 +167,15 @@ class Settings(BaseSettings):
     sql: SqlSourceSettings = Field(default_factory=SqlSourceSettings)
     input: Path | None = Field(default=None, description="CRM export (CSV) for the csv source")
     destination: str = Field(
-        default="csv", description="csv (Google Ads import file) or google-ads (the API)"
+        default="csv",
+        description="csv (Google Ads import file), google-ads (the API) or data-manager",
     )
     output: Path = Field(
         default=Path("out/google_ads_conversions.csv"),
         description="import file; {run_id} and {date} are replaced per run",
     )
     ledger: str = "sqlite:///state/funnelvalue.db"
+    data_manager: DataManagerSettings = Field(default_factory=DataManagerSettings)
     google_ads_config: Path = Field(
         default=Path("config/google-ads.yaml"),
         description="google-ads.yaml for --destination google-ads (else GOOGLE_ADS_* env)",

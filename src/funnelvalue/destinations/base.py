@@ -12,14 +12,18 @@ from funnelvalue.mapping import Mapping
 from funnelvalue.settings import Settings
 
 OUTCOME_COLUMNS = ["key", "status", "error_code", "message", "retry_at"]
-STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed")
+# "submitted": accepted by an asynchronous destination, which adds a ``request_id`` column;
+# the outcome arrives later through the destination's ``poll(request_ids)``.
+STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed", "submitted")
 
 
 class Destination(Protocol):
     """Sends conversions; batching, retries and error mapping live inside.
 
     A destination may also define ``prepare(conversions)``, called before anything is marked
-    pending, to check its own configuration (the Google Ads one resolves conversion actions).
+    pending, to check its own configuration (the Google Ads one resolves conversion actions),
+    and, if it is asynchronous, ``poll(request_ids)`` returning a frame of request_id, state
+    (success | partial | failed | processing), error_counts and message.
     """
 
     @property
@@ -71,7 +75,19 @@ def _google_ads(settings: Settings, mapping: Mapping, run_id: int, customer_id: 
     return GoogleAdsUpload.from_settings(settings.google_ads_config, customer_id, run_id)
 
 
-DESTINATIONS: dict[str, DestinationFactory] = {"csv": _csv, "google-ads": _google_ads}
+def _data_manager(
+    settings: Settings, mapping: Mapping, run_id: int, customer_id: str
+) -> Destination:
+    from funnelvalue.destinations.data_manager import DataManagerUpload
+
+    return DataManagerUpload.from_settings(settings.data_manager, customer_id)
+
+
+DESTINATIONS: dict[str, DestinationFactory] = {
+    "csv": _csv,
+    "google-ads": _google_ads,
+    "data-manager": _data_manager,
+}
 
 
 def check_destination(name: str) -> None:

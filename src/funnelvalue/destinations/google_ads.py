@@ -18,23 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tenacity import (
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from funnelvalue.conversions import USER_IDENTIFIERS, format_conversion_time
-from funnelvalue.destinations.base import OUTCOME_COLUMNS, outcomes
+from funnelvalue.destinations.base import outcomes
+from funnelvalue.destinations.sending import (
+    CALL_TIMEOUT,
+    TRANSIENT_GRPC,
+    batches,
+    call_rpc,
+    grpc_code,
+    send_in_batches,
+)
 from funnelvalue.errors import ConfigError, DestinationError
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "v26"  # the one place to change before a version's sunset
-BATCH_SIZE = 2000
-CALL_TIMEOUT = 120.0  # seconds; the library sets none of its own
 RETRY_AFTER = pd.Timedelta(hours=6)
 RESTATE_MIN_AGE = pd.Timedelta(hours=24)  # Google adjusts conversions 24 h to 54 days old
 RESTATE_MAX_AGE = pd.Timedelta(days=54)
@@ -66,8 +65,7 @@ PLAIN_WORDS = {
 ALLOWLIST_HELP = (
     "this developer token may not upload click conversions (NotAllowlistedError): since June "
     "2026 Google only allows tokens that uploaded before, and sends new advertisers to the Data "
-    "Manager API. Use the import file (--destination csv) until the Data Manager destination is "
-    "available"
+    "Manager API. Use --destination data-manager (or the import file, --destination csv)"
 )
 
 
@@ -141,8 +139,6 @@ class GoogleAdsUpload:
     customer_id: str
     job_id: int
     validate_only: bool = False
-    retry_wait: float = 1.0  # first backoff step in seconds (tests shrink it)
-    max_attempts: int = 5
     _actions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -271,18 +267,10 @@ class GoogleAdsUpload:
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         actions = self.resolve_actions(conversions["conversion_action"].unique())
-        done: list[pd.DataFrame] = []
-        for start in range(0, len(conversions), BATCH_SIZE):
-            batch = conversions.iloc[start : start + BATCH_SIZE]
-            try:
-                done.append(self._outcomes(batch, self._send(self._request(batch, actions))))
-            except DestinationError as exc:
-                # what went through before the stop is recorded; the rest stays pending
-                exc.outcomes = pd.concat(done, ignore_index=True) if done else None
-                raise
-        if not done:
-            return pd.DataFrame(columns=OUTCOME_COLUMNS)
-        return pd.concat(done, ignore_index=True)
+        return send_in_batches(
+            batches(conversions),
+            lambda batch: self._outcomes(batch, self._send(self._request(batch, actions))),
+        )
 
     def restate(self, changed: pd.DataFrame) -> pd.DataFrame:
         """New values of conversions already in Google Ads, as RESTATEMENT adjustments.
@@ -315,8 +303,7 @@ class GoogleAdsUpload:
         if len(eligible):
             actions = self.resolve_actions(eligible["conversion_action"].unique())
             stamp = format_conversion_time(pd.Series([now.floor("s")]), "UTC").iloc[0]
-            for start in range(0, len(eligible), BATCH_SIZE):
-                batch = eligible.iloc[start : start + BATCH_SIZE]
+            for batch in batches(eligible):
                 response = self._send(
                     self._adjustments(batch, actions, stamp),
                     "ConversionAdjustmentUploadService",
@@ -405,25 +392,12 @@ class GoogleAdsUpload:
         method: str = "upload_click_conversions",
     ) -> Any:
         service = self.client.get_service(service_name)
-
-        @retry(
-            retry=retry_if_exception(_is_transient),
-            wait=wait_random_exponential(multiplier=self.retry_wait, max=30 * self.retry_wait),
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(300),
-            before_sleep=lambda state: log.warning(
-                "Google Ads upload attempt %d failed (%s); retrying",
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else "?",
-            ),
-            reraise=True,
+        return call_rpc(
+            f"Google Ads {method}",
+            lambda: getattr(service, method)(request=request, timeout=CALL_TIMEOUT),
+            _is_transient,
+            _translate,
         )
-        def call() -> Any:
-            return getattr(service, method)(request=request, timeout=CALL_TIMEOUT)
-
-        try:
-            return call()
-        except Exception as exc:
-            raise _translate(exc) from exc
 
     def _outcomes(
         self, batch: pd.DataFrame, response: Any, success: str = "uploaded"
@@ -507,23 +481,11 @@ def _failure_codes(exc: BaseException) -> list[str]:
     return [_code_name(error) for error in failure.errors] if failure is not None else []
 
 
-def _grpc_code(exc: BaseException) -> str:
-    error = getattr(exc, "error", None)  # GoogleAdsException wraps the grpc.RpcError
-    code = error.code() if error is not None and hasattr(error, "code") else None
-    if code is None and getattr(exc, "grpc_status_code", None) is not None:
-        code = exc.grpc_status_code  # type: ignore[attr-defined]
-    return str(getattr(code, "name", code or ""))
-
-
 def _is_transient(exc: BaseException) -> bool:
     codes = set(_failure_codes(exc))
     if "RESOURCE_EXHAUSTED" in codes:  # the daily quota: never hot-retry
         return False
-    return bool(codes & TRANSIENT_CODES) or _grpc_code(exc) in {
-        "UNAVAILABLE",
-        "DEADLINE_EXCEEDED",
-        "INTERNAL",
-    }
+    return bool(codes & TRANSIENT_CODES) or grpc_code(exc) in TRANSIENT_GRPC
 
 
 def _stop_message(code: str, message: str) -> str:
@@ -537,7 +499,7 @@ def _translate(exc: BaseException) -> Exception:
     if isinstance(exc, ConfigError | DestinationError):
         return exc
     codes = _failure_codes(exc)
-    grpc_code = _grpc_code(exc)
+    status = grpc_code(exc)
     if "RESOURCE_EXHAUSTED" in codes:
         return DestinationError(
             "the Google Ads API daily quota is used up; the rest stays "
@@ -547,14 +509,14 @@ def _translate(exc: BaseException) -> Exception:
     if set(codes) & STOP_CONFIG:
         code = next(c for c in codes if c in STOP_CONFIG)
         return DestinationError(_stop_message(code, ""), transient=False)
-    if grpc_code in {"UNAUTHENTICATED", "PERMISSION_DENIED"} or codes:
+    if status in {"UNAUTHENTICATED", "PERMISSION_DENIED"} or codes:
         return DestinationError(
-            f"Google Ads refused the request ({', '.join(codes) or grpc_code}); check the "
+            f"Google Ads refused the request ({', '.join(codes) or status}); check the "
             "developer token, customer_id and login_customer_id",
             transient=False,
         )
     return DestinationError(
-        f"Google Ads is unavailable ({grpc_code or exc.__class__.__name__})"
+        f"Google Ads is unavailable ({status or exc.__class__.__name__})"
         " after retries; the rows stay pending",
         transient=True,
     )

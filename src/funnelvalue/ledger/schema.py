@@ -21,6 +21,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 
 metadata = MetaData()
@@ -62,7 +64,9 @@ conversions = Table(
     Column("hashed_email", String(64)),
     Column("hashed_phone", String(64)),
     Column("consent", String(16)),
-    # pending | uploaded | duplicate | rejected | retry_after | failed
+    # pending | uploaded | duplicate | rejected | retry_after | failed, and for asynchronous
+    # destinations: submitted (accepted, outcome not known yet) | partial (its request had
+    # failures Google counted but did not attribute to rows)
     Column("status", String(20), nullable=False),
     Column("error_code", String(100)),
     Column("message", Text),
@@ -73,7 +77,9 @@ conversions = Table(
     Column("last_run_id", Integer, ForeignKey("runs.id")),
     Column("sent_at", DateTime),
     Column("updated_at", DateTime, nullable=False),
+    Column("request_id", String(100)),  # the asynchronous request that carried it
     Index("ix_conversions_status", "status", "customer_id"),
+    Index("ix_conversions_request", "request_id"),
     Index("ix_conversions_customer", "customer_id"),
     Index("ix_conversions_last_run", "last_run_id"),
 )
@@ -98,9 +104,38 @@ watermarks = Table(
 )
 
 
+requests = Table(
+    "requests",
+    metadata,
+    # One asynchronous upload (Data Manager IngestEvents): its outcome arrives later as counts.
+    Column("request_id", String(100), primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("destination", String(500), nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # submitted | success | partial | failed
+    Column("submitted_at", DateTime, nullable=False),
+    Column("checked_at", DateTime),
+    Column("error_counts", JSON),  # {reason: events}
+    Index("ix_requests_status", "status", "destination"),
+)
+
+
 def _initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[runs, conversions, rejected_rows, watermarks])
 
 
+def _async_requests(conn: Connection) -> None:
+    """Ledgers made before asynchronous destinations get the request id and its table."""
+    columns = {c["name"] for c in inspect(conn).get_columns("conversions")}
+    if "request_id" not in columns:
+        conn.execute(text("ALTER TABLE conversions ADD COLUMN request_id VARCHAR(100)"))
+    index = next(i for i in conversions.indexes if i.name == "ix_conversions_request")
+    index.create(conn, checkfirst=True)
+    requests.create(conn, checkfirst=True)
+
+
 # Named, ordered, each applied once in its own transaction and recorded in schema_migrations.
-MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (("0001_initial", _initial),)
+MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
+    ("0001_initial", _initial),
+    ("0002_async_requests", _async_requests),
+)

@@ -30,6 +30,7 @@ from funnelvalue.ledger.schema import (
     MIGRATIONS,
     conversions,
     rejected_rows,
+    requests,
     runs,
     schema_migrations,
     watermarks,
@@ -63,7 +64,11 @@ PAYLOAD = [
     "hashed_phone",
     "consent",
 ]
-DONE = ("uploaded", "duplicate")
+# Statuses that mean "it went out; do not send it again". ``submitted``: an asynchronous
+# destination accepted it and its outcome is not known yet; ``partial``: its request was
+# confirmed with failures Google counted but did not attribute to rows.
+DONE = ("uploaded", "duplicate", "submitted", "partial")
+MAX_SUBMISSIONS = 3  # a request that fails as a whole is sent again at most this often
 
 
 @dataclass(frozen=True)
@@ -405,8 +410,10 @@ class Ledger:
                 attempts=0,
                 updated_at=now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now,
             )
-            conn.execute(
-                update(runs).where(runs.c.id == run_id).values(summary={"pending": len(batch)})
+            conn.execute(  # the destination's own name (e.g. with its account), for later polls
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(summary={"pending": len(batch)}, destination=destination)
             )
 
     @staticmethod
@@ -494,20 +501,26 @@ class Ledger:
             return
         frame = outcomes.copy()
         frame["retry_at"] = frame["retry_at"].astype("datetime64[us, UTC]")
-        groups = frame.fillna({"error_code": "", "message": ""}).groupby(
-            ["status", "error_code", "message", "retry_at"], dropna=False, sort=False
+        if "request_id" not in frame.columns:
+            frame["request_id"] = None
+        Ledger._record_requests(conn, run_id, frame, now)
+        groups = frame.fillna({"error_code": "", "message": "", "request_id": ""}).groupby(
+            ["status", "error_code", "message", "retry_at", "request_id"],
+            dropna=False,
+            sort=False,
         )["key"]
         single = groups.ngroups == 1 and conn.scalar(
             select(func.count()).where(
                 conversions.c.last_run_id == run_id, conversions.c.status == "pending"
             )
         ) == len(frame)
-        for (status, code, message, retry_at), keys in groups:
+        for (status, code, message, retry_at, request_id), keys in groups:
             retry = pd.Timestamp(retry_at) if not pd.isna(retry_at) else None  # type: ignore[call-overload, arg-type]
             values: dict[str, Any] = {
                 "status": status,
                 "error_code": code or None,
                 "message": message or None,
+                "request_id": request_id or None,
                 "retry_at": None if retry is None else retry.tz_convert(None).to_pydatetime(),
                 "attempts": conversions.c.attempts + 1,
                 "last_run_id": run_id,
@@ -529,6 +542,118 @@ class Ledger:
                     .where(conversions.c.key.in_(key_list[start : start + CHUNK]))
                     .values(**values)
                 )
+
+    @staticmethod
+    def _record_requests(conn: Connection, run_id: int, frame: pd.DataFrame, now: datetime) -> None:
+        """Each asynchronous request the outcomes name, as ``submitted``, with its size."""
+        submitted = frame[frame["request_id"].notna() & (frame["status"] == "submitted")]
+        if submitted.empty:
+            return
+        destination = conn.scalar(select(runs.c.destination).where(runs.c.id == run_id))
+        for request_id, events in submitted.groupby("request_id").size().items():
+            conn.execute(
+                requests.insert().values(
+                    request_id=str(request_id),
+                    run_id=run_id,
+                    destination=destination or "",
+                    events=int(events),
+                    status="submitted",
+                    submitted_at=now,
+                )
+            )
+
+    def open_requests(self, destination: str) -> list[str]:
+        """Requests of ``destination`` whose outcome is not known yet, oldest first."""
+        if self._engine is None:
+            return []
+        query = (
+            select(requests.c.request_id)
+            .where(requests.c.status == "submitted", requests.c.destination == destination)
+            .order_by(requests.c.submitted_at)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def confirm_requests(self, statuses: pd.DataFrame) -> dict[str, int]:
+        """Record what an asynchronous destination says about its requests, atomically.
+
+        ``statuses``: request_id, state (success | partial | failed | processing),
+        error_counts ({reason: events}), message. Success: the rows are uploaded. Partial:
+        the rows are ``partial`` with the request's counts (Google does not say which rows
+        failed). Failed as a whole: the rows go back to pending and are sent again (at most
+        MAX_SUBMISSIONS times; replays are harmless, the transaction id is the order id), or
+        are ``duplicate`` when every failure was "already ingested". Returns requests per state.
+        """
+        counts: dict[str, int] = {}
+        now = utcnow()
+        with self._tx() as conn:
+            for row in statuses.to_dict("records"):
+                state = str(row["state"])
+                counts[state] = counts.get(state, 0) + 1
+                errors = {str(k): int(v) for k, v in (row.get("error_counts") or {}).items()}
+                request = requests.c.request_id == row["request_id"]
+                if state == "processing":
+                    conn.execute(update(requests).where(request).values(checked_at=now))
+                    continue
+                conn.execute(
+                    update(requests)
+                    .where(request)
+                    .values(status=state, checked_at=now, error_counts=errors or None)
+                )
+                mine = (conversions.c.request_id == row["request_id"]) & (
+                    conversions.c.status == "submitted"
+                )
+                message = str(row.get("message") or "") or None
+                if state == "success":
+                    values: dict[str, Any] = {"status": "uploaded", "message": message}
+                elif state == "partial":
+                    values = {"status": "partial", "error_code": "PARTIAL_SUCCESS"}
+                    values["message"] = message
+                elif errors and set(errors) <= {"DUPLICATE_TRANSACTION_ID"}:
+                    values = {"status": "duplicate", "message": "already in Google Ads"}
+                else:
+                    conn.execute(
+                        update(conversions)
+                        .where(mine, conversions.c.attempts >= MAX_SUBMISSIONS)
+                        .values(
+                            status="rejected",
+                            error_code="REQUEST_FAILED",
+                            message=f"failed {MAX_SUBMISSIONS} times: {message}",
+                            updated_at=now,
+                        )
+                    )
+                    values = {"status": "pending", "error_code": "REQUEST_FAILED"}
+                    values["message"] = message
+                conn.execute(update(conversions).where(mine).values(updated_at=now, **values))
+        return counts
+
+    def request_summary(self) -> dict[str, Any]:
+        """Asynchronous requests per status, the unconfirmed events, the oldest open one, and
+        the failure reasons Google counted."""
+        if self._engine is None:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    requests.c.status,
+                    func.count(),
+                    func.sum(requests.c.events),
+                    func.min(requests.c.submitted_at),
+                ).group_by(requests.c.status)
+            ).all()
+            reasons: dict[str, int] = {}
+            for (errors,) in conn.execute(
+                select(requests.c.error_counts).where(requests.c.error_counts.is_not(None))
+            ):
+                for reason, events in (errors or {}).items():
+                    reasons[reason] = reasons.get(reason, 0) + int(events)
+        by_status = {str(s): {"requests": int(n), "events": int(e or 0)} for s, n, e, _ in rows}
+        oldest = next((first for s, _, _, first in rows if s == "submitted"), None)
+        return {
+            "requests": by_status,
+            "oldest_open": None if oldest is None else pd.Timestamp(oldest, tz="UTC").isoformat(),
+            "failure_reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
+        }
 
     def destination_rejections(self) -> dict[str, int]:
         """How many conversions the destination rejected, per error code, most common first."""

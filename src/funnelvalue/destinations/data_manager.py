@@ -1,0 +1,314 @@
+"""Google's Data Manager API destination (IngestionService) with the official client.
+
+The path Google sends new advertisers since June 2026. It is asynchronous: IngestEvents accepts
+a batch and answers with a request id; the outcome arrives later through RetrieveRequestStatus,
+per destination, as counts by reason rather than per row. So rows go ``submitted`` with their
+request id, and every later run (and ``funnelvalue status``) polls the open requests; see
+Ledger.confirm_requests for what each outcome does to the rows.
+
+One request carries one conversion action (Destination: operating account = the Google Ads
+customer, product_destination_id = the action's numeric id) and at most 2,000 events, each with
+its click id or hashed email/phone, value, currency, consent and ``transaction_id`` = our
+order id, so a replay after a crash is recognised by Google as a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any
+
+import pandas as pd
+
+from funnelvalue.conversions import USER_IDENTIFIERS
+from funnelvalue.destinations.base import outcomes
+from funnelvalue.destinations.sending import (
+    CALL_TIMEOUT,
+    TRANSIENT_GRPC,
+    batches,
+    call_rpc,
+    grpc_code,
+    send_in_batches,
+)
+from funnelvalue.errors import ConfigError, DestinationError
+from funnelvalue.settings import DataManagerSettings
+
+log = logging.getLogger(__name__)
+
+SCOPE = "https://www.googleapis.com/auth/datamanager"
+_RESOURCE_ID = re.compile(r"^customers/\d+/conversionActions/(\d+)$")
+PLAIN_WORDS = {
+    "DUPLICATE_TRANSACTION_ID": "already in Google Ads",
+    "TOO_RECENT_CLICK": "the click is too recent",
+    "CLICK_NOT_FOUND": "Google has no click with this id for this account",
+    "INVALID_GCLID": "Google cannot read the gclid",
+    "EVENT_TOO_OLD": "older than the conversion action's click-through window",
+    "CONVERSION_PRECEDES_CLICK": "conversion time before the click (a timezone mistake?)",
+    "INVALID_OPERATING_ACCOUNT_FOR_CLICK": "the click belongs to another Google Ads account",
+    "NO_CONSENT": "no ad_user_data consent",
+    "DENIED_CONSENT": "ad_user_data consent denied",
+}
+
+
+@cache
+def _types() -> Any:
+    from google.ads import datamanager_v1
+
+    return datamanager_v1
+
+
+def _credentials(config: DataManagerSettings) -> Any:
+    """A service-account key file when configured, else Application Default Credentials."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.oauth2 import service_account
+
+    if config.credentials_file is not None:
+        try:
+            return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                str(config.credentials_file), scopes=[SCOPE]
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"data_manager.credentials_file {config.credentials_file} is not a usable "
+                f"service-account key: {exc}"
+            ) from None
+    try:
+        credentials, _ = google.auth.default(scopes=[SCOPE])
+    except DefaultCredentialsError:
+        raise ConfigError(
+            "no Google Cloud credentials for the Data Manager API: set "
+            "data_manager.credentials_file (a service-account key) or "
+            "GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login "
+            f"--scopes={SCOPE},https://www.googleapis.com/auth/cloud-platform`"
+        ) from None
+    return credentials
+
+
+@dataclass
+class DataManagerUpload:
+    """Submits conversions for one Google Ads customer and polls what became of them."""
+
+    client: Any  # google.ads.datamanager_v1.IngestionServiceClient
+    customer_id: str
+    login_customer_id: str | None = None
+    action_ids: dict[str, str] = field(default_factory=dict)
+    validate_only: bool = False
+
+    @classmethod
+    def from_settings(cls, config: DataManagerSettings, customer_id: str) -> DataManagerUpload:
+        options = {"api_endpoint": config.endpoint} if config.endpoint else None
+        client = _types().IngestionServiceClient(
+            credentials=_credentials(config), client_options=options
+        )
+        login = config.login_customer_id.replace("-", "") if config.login_customer_id else None
+        return cls(client, customer_id, login, dict(config.action_ids))
+
+    @property
+    def name(self) -> str:
+        return f"data-manager:{self.customer_id}"
+
+    def close(self) -> None:
+        self.client.transport.close()
+
+    # -- conversion actions ---------------------------------------------------------------
+
+    def action_id(self, action: str) -> str | None:
+        """The numeric id Data Manager needs: given as is, as a resource name, or mapped."""
+        if action.isdigit():
+            return action
+        if match := _RESOURCE_ID.match(action):
+            return match[1]
+        mapped = self.action_ids.get(action)
+        return mapped if mapped and mapped.isdigit() else None
+
+    def prepare(self, conversions: pd.DataFrame) -> None:
+        """Before anything is marked pending: does every action have a numeric id?"""
+        missing = sorted(
+            a for a in conversions["conversion_action"].unique() if self.action_id(a) is None
+        )
+        if missing:
+            raise ConfigError(
+                "the Data Manager API needs numeric conversion action ids (it cannot look "
+                "names up): put the id in the mapping's conversion_action or under "
+                "data_manager.action_ids in config/funnelvalue.yaml. The id is the number after "
+                "ctId= in the address of the action in Google Ads (Goals -> Conversions)",
+                [f"'{a}' has no id" for a in missing],
+            )
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def validate(self, conversions: pd.DataFrame) -> pd.DataFrame:
+        """validate_only=True: Google checks the requests and records nothing."""
+        return replace(self, validate_only=True).upload(conversions)
+
+    def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
+        self.prepare(conversions)
+        return send_in_batches(self._by_action(conversions), self._submit)
+
+    @staticmethod
+    def _by_action(conversions: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        """Batches of one conversion action each: a request's outcome is per destination."""
+        for _, group in conversions.groupby("conversion_action", sort=False):
+            yield from batches(group)
+
+    def _submit(self, batch: pd.DataFrame) -> pd.DataFrame:
+        request = self._request(batch)
+        response = call_rpc(
+            "Data Manager IngestEvents",
+            # retry=None: the shared policy retries, not the client's own (hidden, real sleeps)
+            lambda: self.client.ingest_events(request=request, retry=None, timeout=CALL_TIMEOUT),
+            _is_transient,
+            _translate,
+        )
+        if self.validate_only:
+            return outcomes(batch["key"], "uploaded", "valid (validate_only: nothing recorded)")
+        request_id = str(response.request_id)
+        log.info("Data Manager accepted %d events as request %s", len(batch), request_id)
+        submitted = outcomes(
+            batch["key"], "submitted", f"waiting for Google (request {request_id})"
+        )
+        return submitted.assign(request_id=request_id)
+
+    def _request(self, batch: pd.DataFrame) -> Any:
+        """IngestEventsRequest for one action, built from raw protobuf messages (fast)."""
+        dm = _types()
+        google_ads = dm.ProductAccount.AccountType.GOOGLE_ADS
+        destination: dict[str, Any] = {
+            "operating_account": dm.ProductAccount.pb()(
+                account_type=google_ads, account_id=self.customer_id
+            ),
+            "product_destination_id": self.action_id(str(batch["conversion_action"].iloc[0])),
+        }
+        if self.login_customer_id:
+            destination["login_account"] = dm.ProductAccount.pb()(
+                account_type=google_ads, account_id=self.login_customer_id
+            )
+        request = dm.IngestEventsRequest.pb()(
+            destinations=[dm.Destination.pb()(**destination)],
+            events=list(_events(batch)),
+            encoding=dm.Encoding.HEX,
+            validate_only=self.validate_only,
+        )
+        return dm.IngestEventsRequest.wrap(request)
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def poll(self, request_ids: Iterable[str]) -> pd.DataFrame:
+        """What Google made of each open request: success, partial, failed or processing."""
+        rows = []
+        for request_id in request_ids:
+            response = call_rpc(
+                "Data Manager RetrieveRequestStatus",
+                lambda rid=request_id: self.client.retrieve_request_status(  # type: ignore[misc]
+                    request={"request_id": rid}, retry=None, timeout=CALL_TIMEOUT
+                ),
+                _is_transient,
+                _translate,
+            )
+            rows.append({"request_id": request_id, **_request_outcome(response)})
+        return pd.DataFrame(rows, columns=["request_id", "state", "error_counts", "message"])
+
+
+def _events(batch: pd.DataFrame) -> Iterator[Any]:
+    dm = _types()
+    event_type, identifiers_type = dm.Event.pb(), dm.AdIdentifiers.pb()
+    user_data_type, user_identifier = dm.UserData.pb(), dm.UserIdentifier.pb()
+    consent_type = dm.Consent.pb()
+    consent = {
+        "GRANTED": dm.ConsentStatus.CONSENT_GRANTED,
+        "DENIED": dm.ConsentStatus.CONSENT_DENIED,
+    }
+    web = dm.EventSource.WEB
+    seconds = batch["conversion_time"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    for row, second in zip(batch.to_dict("records"), seconds, strict=True):
+        fields: dict[str, Any] = {
+            "transaction_id": row["order_id"],
+            "conversion_value": float(row["value"]),
+            "currency": row["currency"],
+            "event_source": web,
+        }
+        fields["event_timestamp"] = {"seconds": int(second)}
+        if row["click_id_kind"] == USER_IDENTIFIERS:
+            people = [
+                user_identifier(**{name: row[column]})
+                for name, column in (
+                    ("email_address", "hashed_email"),
+                    ("phone_number", "hashed_phone"),
+                )
+                if not pd.isna(row[column])
+            ]
+            fields["user_data"] = user_data_type(user_identifiers=people)
+        else:
+            fields["ad_identifiers"] = identifiers_type(
+                **{str(row["click_id_kind"]): row["click_id"]}
+            )
+        if not pd.isna(row["consent"]):
+            fields["consent"] = consent_type(ad_user_data=consent[row["consent"]])
+        yield event_type(**fields)
+
+
+def _request_outcome(response: Any) -> dict[str, Any]:
+    """One request's status across its destinations (one here), in the ledger's words."""
+    status_type = _types().RequestStatusPerDestination.RequestStatus
+    states = {
+        status_type.SUCCESS: "success",
+        status_type.PARTIAL_SUCCESS: "partial",
+        status_type.FAILED: "failed",
+    }
+    errors: dict[str, int] = {}
+    state = "processing"
+    for per_destination in response.request_status_per_destination:
+        state = states.get(per_destination.request_status, "processing")
+        for count in per_destination.error_info.error_counts:
+            reason = count.reason.name.removeprefix("PROCESSING_ERROR_REASON_")
+            errors[reason] = errors.get(reason, 0) + int(count.record_count)
+    if state == "partial" and errors and set(errors) <= {"DUPLICATE_TRANSACTION_ID"}:
+        state = "success"  # the only "failures" were events Google already had
+    message = ", ".join(
+        f"{reason} {n}" + (f" ({PLAIN_WORDS[reason]})" if reason in PLAIN_WORDS else "")
+        for reason, n in sorted(errors.items(), key=lambda item: -item[1])
+    )
+    if state == "partial":
+        message = f"Google counted failures in this request, not which rows: {message}"
+    return {"state": state, "error_counts": errors, "message": message or None}
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return grpc_code(exc) in TRANSIENT_GRPC or type(exc).__name__ in {
+        "ServiceUnavailable",
+        "DeadlineExceeded",
+        "InternalServerError",
+    }
+
+
+def _translate(exc: BaseException) -> Exception:
+    """The client's exceptions -> ours: stop (exit 2) or try again later (exit 3)."""
+    if isinstance(exc, ConfigError | DestinationError):
+        return exc
+    status = grpc_code(exc) or type(exc).__name__
+    message = str(getattr(exc, "message", "") or exc).splitlines()[0][:300]
+    if status in {"UNAUTHENTICATED", "PERMISSION_DENIED", "Unauthenticated", "PermissionDenied"}:
+        return DestinationError(
+            f"the Data Manager API refused these credentials ({status}: {message}); the "
+            "account needs access to the Google Ads customer (login_customer_id for managers)",
+            transient=False,
+        )
+    if status in {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "InvalidArgument"}:
+        return DestinationError(
+            f"the Data Manager API refused the request ({status}: {message}); nothing more was "
+            "sent",
+            transient=False,
+        )
+    if status in {"RESOURCE_EXHAUSTED", "ResourceExhausted", "TooManyRequests"}:
+        return DestinationError(
+            "the Data Manager API quota is used up for now; the rest stays pending",
+            transient=True,
+        )
+    return DestinationError(
+        f"the Data Manager API is unavailable ({status}) after retries; the rows stay pending",
+        transient=True,
+    )

@@ -1,0 +1,70 @@
+"""What every API destination does the same way: batches, retries, and keeping what went through.
+
+Both Google APIs take at most 2,000 conversions a request. A batch is sent with the shared retry
+policy (funnelvalue.retrying); when the destination stops part-way (quota, outage, a refusal),
+the outcomes of the batches that did go through travel on the DestinationError so the ledger
+records them instead of sending them again. Identifiers arrive already normalised and hashed
+(conversions.py), so no destination ever sees a raw email or phone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from funnelvalue.destinations.base import OUTCOME_COLUMNS
+from funnelvalue.errors import DestinationError
+from funnelvalue.retrying import call_with_retries
+
+T = TypeVar("T")
+
+BATCH_SIZE = 2000  # UploadClickConversions and IngestEvents both cap a request here
+CALL_TIMEOUT = 120.0  # seconds; neither client sets one of its own
+TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"}
+
+
+def batches(conversions: pd.DataFrame, size: int = BATCH_SIZE) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(conversions), size):
+        yield conversions.iloc[start : start + size]
+
+
+def send_in_batches(
+    parts: Iterable[pd.DataFrame], send: Callable[[pd.DataFrame], pd.DataFrame]
+) -> pd.DataFrame:
+    """``send`` each batch (it returns the batch's outcomes); on a stop, what went through so
+    far rides on the error and the rest stays pending."""
+    done: list[pd.DataFrame] = []
+    for batch in parts:
+        try:
+            done.append(send(batch))
+        except DestinationError as exc:
+            exc.outcomes = pd.concat(done, ignore_index=True) if done else None
+            raise
+    if not done:
+        return pd.DataFrame(columns=OUTCOME_COLUMNS)
+    return pd.concat(done, ignore_index=True)
+
+
+def call_rpc(
+    what: str,
+    call: Callable[[], T],
+    is_transient: Callable[[BaseException], bool],
+    translate: Callable[[BaseException], Exception],
+) -> T:
+    """One API call: transient failures retried by the shared policy, then every failure
+    turned into our own error type so the pipeline decides from the type."""
+    try:
+        return call_with_retries(what, call, is_transient)
+    except Exception as exc:
+        raise translate(exc) from exc
+
+
+def grpc_code(exc: BaseException) -> str:
+    """The gRPC status name of a failed call (api_core exceptions and GoogleAdsException)."""
+    error: Any = getattr(exc, "error", None)  # GoogleAdsException wraps the grpc.RpcError
+    code = error.code() if error is not None and hasattr(error, "code") else None
+    if code is None and getattr(exc, "grpc_status_code", None) is not None:
+        code = exc.grpc_status_code  # type: ignore[attr-defined]
+    return str(getattr(code, "name", code or ""))

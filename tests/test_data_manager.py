@@ -1,0 +1,322 @@
+"""Data Manager destination against a fake IngestionService (tests/fakes/data_manager_server.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from funnelvalue.cli import app
+from funnelvalue.destinations.data_manager import DataManagerUpload
+from funnelvalue.errors import ConfigError
+from funnelvalue.ledger import Ledger
+from funnelvalue.pipeline import EXIT_OK, EXIT_UNAVAILABLE, execute
+from funnelvalue.settings import DataManagerSettings, Settings, load_settings
+from tests.conftest import CUSTOMER, REPO, funnel_rows, gclid, write_export
+from tests.fakes.data_manager_server import FakeDataManager
+
+STALL = ["--destination", "data-manager-stall"]
+ACTION_IDS = {"CRM lead": "101", "CRM qualified": "102", "CRM won": "103"}
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path,
+    mapping_file: Callable[..., Path],
+    use_fake_data_manager: Callable[[], None],
+) -> Settings:
+    return load_settings(
+        mapping=mapping_file(timezone="UTC", customer_id=CUSTOMER),
+        input=tmp_path / "export.csv",
+        destination="data-manager",
+        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
+        data_manager={"action_ids": ACTION_IDS},
+    )
+
+
+def statuses(settings: Settings) -> dict[str, int]:
+    with Ledger.open(settings.ledger) as ledger:
+        return ledger.status_counts()
+
+
+def test_a_run_submits_and_later_runs_confirm(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(30, now))  # type: ignore[arg-type]
+    data_manager.polls_until_done = 1
+
+    first = execute(settings, dry_run=False)
+    assert first.exit_code == EXIT_OK
+    assert first.summary()["submitted"] == 48
+    assert first.summary()["sent"] == 0
+    assert statuses(settings) == {"submitted": 48}
+    assert len(data_manager.requests) == 3  # one request per conversion action
+
+    second = execute(settings, dry_run=False)  # Google is still processing
+    assert second.confirmed == {"processing": 3}
+    assert second.summary()["to_send"] == 0
+    assert statuses(settings) == {"submitted": 48}
+
+    third = execute(settings, dry_run=False)
+    assert third.confirmed == {"success": 3}
+    assert statuses(settings) == {"uploaded": 48}
+    assert data_manager.accepted == 48
+    assert data_manager.ingest_calls == 3
+
+
+def test_events_carry_what_google_needs(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    rows = funnel_rows(1, now)
+    rows.append(
+        {
+            "lead_id": "E1",
+            "stage": "New",
+            "stage_changed_at": rows[0]["stage_changed_at"],
+            "email": "  Jane.Doe@Example.com ",
+            "consent_ad_user_data": "granted",
+        }
+    )
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+
+    with Ledger.open(settings.ledger) as ledger:
+        sent = ledger.conversions_frame().query("stage == 'lead'").set_index("lead_id")
+    request = next(iter(data_manager.requests.values()))
+    assert request.destination.operating_account.account_id == CUSTOMER
+    assert request.destination.product_destination_id == "101"
+    by_transaction = {e.transaction_id: e for e in request.events}
+    click = by_transaction[sent.loc["L0", "order_id"]]
+    assert click.ad_identifiers.gclid == gclid(0)
+    assert click.conversion_value == 10
+    assert click.currency == "EUR"
+    assert (
+        click.event_timestamp.timestamp() == pd.Timestamp(rows[0]["stage_changed_at"]).timestamp()
+    )
+    email = by_transaction[sent.loc["E1", "order_id"]]
+    assert not email.ad_identifiers.gclid
+    assert email.user_data.user_identifiers[0].email_address == sent.loc["E1", "hashed_email"]
+    assert "jane" not in str(email).lower()
+    assert email.consent.ad_user_data.name == "CONSENT_GRANTED"
+
+
+def test_large_runs_go_in_requests_of_2000(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(5001, now)[::1])  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    sizes = sorted(len(r.events) for r in data_manager.requests.values())
+    assert max(sizes) == 2000
+    assert sum(sizes) == statuses(settings)["submitted"]
+
+
+def test_partial_failure_is_recorded_as_counts_with_reasons(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    write_export(settings.input, funnel_rows(10, now))  # type: ignore[arg-type]
+    data_manager.partial = {"CLICK_NOT_FOUND": 2}  # the first request (10 'lead' events)
+    execute(settings, dry_run=False)
+    confirming = execute(settings, dry_run=False)
+    assert confirming.confirmed == {"partial": 1, "success": 2}
+    counts = statuses(settings)
+    assert counts == {"partial": 10, "uploaded": 5 + 1}
+    with Ledger.open(settings.ledger) as ledger:
+        summary = ledger.request_summary()
+        partial = ledger.conversions_frame().query("status == 'partial'")
+    assert summary["failure_reasons"] == {"CLICK_NOT_FOUND": 2}
+    assert "CLICK_NOT_FOUND 2" in partial["message"].iloc[0]
+    assert "not which rows" in partial["message"].iloc[0]
+
+    shown = CliRunner().invoke(app, ["status", "--no-google", "--ledger", settings.ledger])
+    assert "CLICK_NOT_FOUND" in shown.output
+
+
+def test_a_request_that_fails_whole_is_sent_again(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
+    data_manager.fail_requests = {1}
+    execute(settings, dry_run=False)
+    assert data_manager.accepted == 2 + 1  # request 1 (the 4 "lead" events) failed whole
+
+    retrying = execute(settings, dry_run=False)
+    assert retrying.confirmed == {"failed": 1, "success": 2}
+    assert retrying.summary()["submitted"] == 4  # back to pending, out again in this run
+    final = execute(settings, dry_run=False)
+    assert final.confirmed == {"success": 1}
+    assert statuses(settings) == {"uploaded": 7}
+    assert data_manager.accepted == 7
+
+
+def test_transient_unavailability_is_retried(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp, waits: list[float]
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    data_manager.unavailable_times = 2
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert len(waits) == 2
+    assert statuses(settings) == {"submitted": 4}
+
+
+def test_outage_after_retries_keeps_rows_pending(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    data_manager.unavailable_times = 100
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_UNAVAILABLE
+    assert statuses(settings) == {"pending": 4}
+    data_manager.unavailable_times = 0
+    execute(settings, dry_run=False)
+    assert statuses(settings) == {"submitted": 4}
+
+
+def test_names_without_ids_stop_before_anything_is_pending(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    unmapped = Settings(
+        **{**settings.model_dump(), "data_manager": {"action_ids": {"CRM lead": "101"}}}
+    )
+    with pytest.raises(ConfigError, match="ctId=") as caught:
+        execute(unmapped, dry_run=False)
+    assert "'CRM won' has no id" in str(caught.value)
+    assert statuses(settings) == {}
+    assert data_manager.ingest_calls == 0
+
+
+def test_preview_validate_only_records_nothing(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(3, now))  # type: ignore[arg-type]
+    report = execute(settings, dry_run=True, validate_only=True)
+    assert report.summary()["validated_ok"] == 6
+    assert data_manager.validate_calls == 3  # one request per action
+    assert data_manager.requests == {}
+    assert statuses(settings) == {}
+
+
+def test_credentials_missing_or_broken_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="no Google Cloud credentials"):
+        DataManagerUpload.from_settings(DataManagerSettings(), CUSTOMER)
+    broken = tmp_path / "key.json"
+    broken.write_text("{}")
+    with pytest.raises(ConfigError, match="not a usable service-account key"):
+        DataManagerUpload.from_settings(DataManagerSettings(credentials_file=broken), CUSTOMER)
+
+
+def test_a_service_account_key_file_builds_the_official_client(
+    tmp_path: Path, google_ads_endpoint: str
+) -> None:
+    """(google_ads_endpoint: gRPC reads its TLS roots once per process, at the first secure
+    channel; this test opens one, so the fake Google Ads CA must be in place first.)"""
+    import trustme
+
+    key = trustme.CA().private_key_pem.bytes().decode()
+    path = tmp_path / "sa.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "funnelvalue-test",
+                "private_key_id": "k1",
+                "private_key": key,
+                "client_email": "uploader@funnelvalue-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    upload = DataManagerUpload.from_settings(
+        DataManagerSettings(credentials_file=path, login_customer_id="111-222-3333"), CUSTOMER
+    )
+    assert upload.login_customer_id == "1112223333"
+    assert upload.name == f"data-manager:{CUSTOMER}"
+    upload.close()
+
+
+def test_status_shows_and_confirms_open_requests(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    write_export(settings.input, funnel_rows(3, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "config" / "funnelvalue.yaml").write_text(
+        f"mapping: {settings.mapping}\nledger: {settings.ledger}\ndestination: data-manager\n"
+        f"data_manager:\n  action_ids: {json.dumps(ACTION_IDS)}\n"
+    )
+    data_manager.polls_until_done = 1
+    shown = CliRunner().invoke(app, ["status", "--no-google"])
+    assert shown.exit_code == 0, shown.output
+    assert "submitted, not yet confirmed: 6 conversions in 3 requests" in shown.output
+    shown = CliRunner().invoke(app, ["status", "--no-google", "--json"])
+    assert json.loads(shown.stdout)["requests"]["requests"]["success"]["events"] == 6
+    assert statuses(settings) == {"uploaded": 6}
+
+
+def test_killed_after_submitting_then_rerun_ingests_each_once(
+    settings: Settings,
+    data_manager: FakeDataManager,
+    data_manager_address: str,
+    now: pd.Timestamp,
+    tmp_path: Path,
+) -> None:
+    """kill -9 after Google accepted the request but before the ledger heard of it."""
+    write_export(settings.input, funnel_rows(20, now))  # type: ignore[arg-type]
+    marker = tmp_path / "submitted"
+    config = tmp_path / "funnelvalue.yaml"
+    config.write_text(
+        f"mapping: {settings.mapping}\ninput: {settings.input}\nledger: {settings.ledger}\n"
+        f"data_manager:\n  action_ids: {json.dumps(ACTION_IDS)}\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FUNNELVALUE_")},
+        "PYTHONPATH": str(REPO),
+        "STALL_MARKER": str(marker),
+        "FAKE_DATA_MANAGER": data_manager_address,
+    }
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.stalling_run",
+                "run",
+                "--config",
+                str(config),
+                *STALL,
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), log.read_text()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    total = data_manager.accepted  # Google has every event...
+    assert statuses(settings) == {"pending": total}  # ...the ledger never heard back
+
+    rerun = execute(settings, dry_run=False)
+    assert rerun.interrupted_runs == [1]
+    assert rerun.summary()["submitted"] == total  # again: harmless, same transaction ids
+    execute(settings, dry_run=False)
+    assert statuses(settings) == {"duplicate": total}
+    assert data_manager.accepted == total  # each conversion once in Google
