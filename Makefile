@@ -36,6 +36,7 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on the package
 bench: $(STAMP) ## Throughput and peak memory: the pipeline (10k/100k/1M leads), the upload
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_upload.py
+	$(BIN)/python benchmarks/bench_upload.py --destination data-manager
 	$(BIN)/python benchmarks/bench_sources.py
 
 clean: ## Remove the virtualenv, the ledger and the output files

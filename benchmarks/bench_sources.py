@@ -124,6 +124,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, workdir, number = args.child
+        if kind == "make":
+            make_table(Path(workdir) / "crm.db", int(number))
+            print(json.dumps({}))
+            return
         run = child_sql if kind == "sql" else child_hubspot
         result = run(Path(workdir), int(number))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -132,7 +136,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "mapping.yaml").write_text(MAPPING)
-        make_table(workdir / "crm.db", args.sql_rows)
+        # Generated in its own process too: Linux keeps a parent's peak RSS across fork+exec,
+        # so a big parent would inflate every child's figure.
+        in_child("make", str(workdir), str(args.sql_rows))
         for chunk in (50_000, args.sql_rows):
             r = in_child("sql", str(workdir), str(chunk))
             print(

@@ -84,12 +84,18 @@ def summary_table(report: RunReport) -> Table:
     else:
         rows += [
             ("sent", s["sent"], "bold green"),
+            ("submitted (Google confirms later; see status)", s["submitted"], "green"),
+            *[
+                (f"earlier requests {state}", count, "" if state != "failed" else "yellow")
+                for state, count in sorted(s["requests_confirmed"].items())
+            ],
             ("rejected by the destination", s["rejected_by_destination"], "red"),
             ("retry after (too recent)", s["retry_after"], "yellow"),
             ("pending for the next run", s["pending"], "yellow"),
         ]
     for label, count, style in rows:
-        if count or label in ("rows read", "conversions built", "sent", "would be sent"):
+        always = ("conversions built", "would be sent") + (() if s["submitted"] else ("sent",))
+        if count or label in always:
             table.add_row(label, f"{count:,}", style=style or None)
     return table
 

@@ -191,3 +191,17 @@ def fake_client(address: str) -> Any:
 
     channel = grpc.insecure_channel(address)
     return dm.IngestionServiceClient(transport=IngestionServiceGrpcTransport(channel=channel))
+
+
+def main() -> None:
+    """Serve the fake in its own process (benchmarks); prints the address, serves until stdin
+    closes."""
+    import sys
+
+    with serve(FakeDataManager()) as address:
+        print(address, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
