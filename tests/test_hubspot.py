@@ -399,3 +399,9 @@ def test_mapping_value_columns_are_read_as_deal_properties(
     loaded: Mapping = load_mapping(mapping)
     leads = HubSpotSource.from_settings(load_settings(source="hubspot"), loaded).fetch(None)
     assert set(leads["hs_projected_amount"]) == {"777.5"}
+
+
+def test_an_empty_portal_is_an_empty_frame(portal: FakeHubSpot, hubspot_mapping: Path) -> None:
+    assert source(hubspot_mapping).fetch(None).empty
+    since = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
+    assert source(hubspot_mapping).fetch(since).empty

@@ -254,3 +254,7 @@ def test_daily_runs_send_only_new_stages(
     with Ledger.open(ledger) as opened:
         sent = opened.conversions_frame()
     assert sent.loc[sent["stage"] == "won", "value"].tolist() == [4100.0]
+
+
+def test_an_empty_org_is_an_empty_frame(org: FakeSalesforce, sf_mapping: Path) -> None:
+    assert source(sf_mapping).fetch(None).empty

@@ -242,3 +242,9 @@ def test_daily_runs_from_a_warehouse_table(
     assert second["rows_read"] == 3
     assert second["already_sent"] == 2
     assert run("--since", (now - pd.Timedelta(days=30)).strftime("%Y-%m-%d"))["sent"] == 0
+
+
+def test_nothing_changed_is_an_empty_frame(crm_url: str, sql_mapping: Path) -> None:
+    source = sql_source(sql_mapping, url=crm_url, table=TABLE, watermark_column="updated_at")
+    assert source.fetch(pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()).empty
+    assert source.high_water is None

@@ -228,6 +228,8 @@ class SalesforceSource:
         click: str,
         opportunity_click: str | None,
     ) -> pd.DataFrame:
+        if not leads and not opportunities:
+            return pd.DataFrame(columns=["lead_id", "stage", "stage_changed_at", "source_row"])
         lead = _frame(
             leads,
             [
@@ -464,7 +466,7 @@ def _frame(records: Iterable[dict[str, Any]], columns: list[str]) -> pd.DataFram
     for name in columns:
         if name not in frame.columns:
             frame[name] = pd.Series(pd.NA, index=frame.index, dtype="object")
-    return frame[columns]
+    return frame[columns].astype(object)  # ids stay text even when a frame is empty
 
 
 def _soql_time(moment: datetime) -> str:
