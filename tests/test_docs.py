@@ -12,7 +12,7 @@ from funnelvalue.cli import app
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
-COMMANDS = ["run", "preview", "status", "mapping check", "mapping init"]
+COMMANDS = ["run", "preview", "status", "advise", "report", "mapping check", "mapping init"]
 
 
 def test_the_readme_lists_every_command() -> None:

@@ -83,7 +83,7 @@ def test_value_must_be_number_or_from_column(mapping_file: Callable[..., Path]) 
         },
     ]
     problems = problems_of(mapping_file(stages=stages))
-    assert any("value must be a number (e.g. 150) or {from_column" in p for p in problems)
+    assert any("value must be a number (e.g. 150), {from_column" in p for p in problems)
     assert any("unknown key 'column'" in p and "from_column" in p for p in problems)
 
 
@@ -117,3 +117,38 @@ def test_empty_stages_and_lookback_bounds(mapping_file: Callable[..., Path]) -> 
     text = "\n".join(problems_of(mapping_file(stages=[], lookback_days=120)))
     assert "stages" in text
     assert "lookback_days" in text
+
+
+def test_expected_and_multiply_by_are_read_and_checked(
+    mapping_file: Callable[..., Path],
+) -> None:
+    lead = {"name": "lead", "crm_values": ["New"], "conversion_action": "a"}
+    won = {"name": "won", "crm_values": ["Won"], "conversion_action": "c", "value": 900}
+    good = mapping_file(
+        stages=[
+            {
+                **lead,
+                "value": {"expected": {"default": 20, "window_days": 60}},
+                "multiply_by": {"column": "Score Band", "values": {"High": 1.5, "low": 0.5}},
+            },
+            won,
+        ]
+    )
+    loaded = load_mapping(good)
+    assert loaded.expected_stages[0].default == 20
+    assert loaded.expected_stages[0].window_days == 60
+    assert loaded.stages[0].multiply_by is not None
+    assert loaded.stages[0].multiply_by.values == {"high": 1.5, "low": 0.5}
+    assert loaded.value_columns == {"Score Band"}
+
+    bad = mapping_file(
+        "bad.yaml",
+        stages=[
+            {**lead, "value": {"expected": {"defualt": 20}}, "multiply_by": {"column": "x"}},
+            {**won, "value": {"expected": {"default": 1}}},
+        ],
+    )
+    text = "\n".join(problems_of(bad))
+    assert "unknown key 'defualt' — did you mean 'default'?" in text
+    assert "multiply_by → values: missing" in text
+    assert "the last stage's values are what expected values are computed from" in text

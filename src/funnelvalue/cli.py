@@ -20,11 +20,12 @@ import typer
 from rich.console import Console
 
 from funnelvalue import __version__, report
+from funnelvalue.advice import write_mapping as write_suggested
 from funnelvalue.destinations.base import make_destination
 from funnelvalue.errors import ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, load_mapping
-from funnelvalue.pipeline import customer_id_for, execute
+from funnelvalue.pipeline import customer_id_for, execute, study
 from funnelvalue.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -414,6 +415,112 @@ def status(
         out.print(report.diagnostics_table(diagnostics))
     elif note:
         out.print(f"[dim]{note}[/]")
+
+
+WindowOpt = Annotated[
+    int, typer.Option("--window-days", min=1, help="Counts and lags over this many days.")
+]
+HistoryOpt = Annotated[
+    int,
+    typer.Option(
+        "--history-days", min=7, help="Close rates and average values over this many days."
+    ),
+]
+
+
+@app.command()
+def advise(
+    config: ConfigOpt = None,
+    mapping: MappingOpt = None,
+    source: SourceOpt = None,
+    input: InputOpt = None,
+    ledger: LedgerOpt = None,
+    window_days: WindowOpt = 30,
+    history_days: HistoryOpt = 365,
+    write_mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-mapping",
+            help="Write a copy of the mapping file with the suggested values.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """What to bid on: per stage volume, lag, close rate and a suggested value, with the
+    full-funnel rules of thumb as warnings. Reads the CRM and the ledger; sends nothing.
+
+    Example: funnelvalue advise --input export.csv --write-mapping config/mapping.suggested.yaml
+    """
+    with _user_errors(as_json):
+        settings = _settings(
+            config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
+        )
+        loaded = load_mapping(settings.mapping)
+        found = study(settings, loaded, window_days=window_days, history_days=history_days).advice
+        changes = write_suggested(settings.mapping, write_mapping, found) if write_mapping else None
+    if as_json:
+        print(json.dumps({**found.as_dict(), "written": changes}))
+        return
+    report.render_advice(out, found)
+    if write_mapping is not None:
+        listed = "; ".join(changes or []) or "no value changed"
+        out.print(f"wrote {write_mapping} ({listed}); check it with `funnelvalue mapping check`")
+
+
+@app.command("report")
+def html_report(
+    html: Annotated[
+        Path, typer.Option("--html", help="Where to write the report (one HTML file).")
+    ],
+    config: ConfigOpt = None,
+    mapping: MappingOpt = None,
+    source: SourceOpt = None,
+    input: InputOpt = None,
+    ledger: LedgerOpt = None,
+    window_days: WindowOpt = 30,
+    history_days: HistoryOpt = 365,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A self-contained HTML report: funnel, value sent per day, lags, uploads, advice.
+
+    Example: funnelvalue report --html out/report.html
+    """
+    from funnelvalue import htmlreport
+
+    with _user_errors():
+        settings = _settings(
+            config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
+        )
+        loaded = load_mapping(settings.mapping)
+        now = pd.Timestamp.now(tz="UTC")
+        seen = study(settings, loaded, now=now, window_days=window_days, history_days=history_days)
+        with Ledger.open(settings.ledger, create=False) as book:
+            runs = book.last_runs(30)
+            refused = book.destination_rejections()
+            latest = book.rejected_rows(runs[0].id) if runs else None
+        reasons = (
+            latest["reason"].str.split(":").str[0].value_counts().head(10).to_dict()
+            if latest is not None and not latest.empty
+            else {}
+        )
+        page = htmlreport.render(
+            mapping=loaded,
+            advice=seen.advice,
+            rows=seen.rows,
+            sent=seen.sent,
+            runs=runs,
+            rejections=refused,
+            reasons={str(k): int(v) for k, v in reasons.items()},
+            source=seen.source,
+            now=now,
+        )
+        html.parent.mkdir(parents=True, exist_ok=True)
+        partial = html.with_suffix(html.suffix + ".tmp")
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(html)
+    out.print(f"wrote {html} ({len(page) / 1024:,.0f} KB; opens without a network)")
 
 
 def _confirm_open_requests(settings: Settings) -> str | None:

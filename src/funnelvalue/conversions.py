@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
-from funnelvalue.leads import LEAD_LEVEL
-from funnelvalue.mapping import FromColumn, Mapping, stage_key
+from funnelvalue.leads import LEAD_LEVEL, canonical_header
+from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 CONSENT = {
@@ -46,6 +46,7 @@ CONVERSION_COLUMNS = [
     "conversion_action",
     "conversion_time",
     "value",
+    "value_factor",  # multiply_by's factor (1 without one): expected values are scaled by it
     "currency",
     "click_id_kind",
     "click_id",
@@ -71,6 +72,10 @@ class Built:
     backfilled: int = 0
     unknown_stages: dict[str, int] = field(default_factory=dict)
     latest_change: pd.Timestamp | None = None  # the newest stage change read: the watermark
+    notes: list[str] = field(default_factory=list)  # worth saying, not worth rejecting for
+    # Every placed stage row, valid or not (lead_id, stage_position, reached_at, created_at,
+    # value, identified): what funnel statistics are computed from. Only when asked for.
+    funnel: pd.DataFrame | None = None
 
 
 def idempotency_key(
@@ -95,8 +100,18 @@ def order_ids(keys: pd.Series) -> pd.Series:
     return pd.Series(digests, index=keys.index, dtype="string")
 
 
-def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id: str) -> Built:
-    """Map normalised leads (see ``leads.normalise``) to conversions and rejects."""
+def build(
+    leads: pd.DataFrame,
+    mapping: Mapping,
+    now: pd.Timestamp,
+    customer_id: str,
+    *,
+    keep_funnel: bool = False,
+) -> Built:
+    """Map normalised leads (see ``leads.normalise``) to conversions and rejects.
+
+    ``keep_funnel`` also returns every placed stage row, rejected or not, for statistics.
+    """
     rows_read = len(leads)
     latest = leads["stage_changed_at"].max() if rows_read else None
     if "source_row" not in leads.columns:
@@ -162,7 +177,10 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
     frame["conversion_action"] = pd.Series(
         actions[frame["stage_position"]], index=frame.index, dtype="string"
     )
-    frame["value"], value_reasons = _values(frame, mapping)
+    base, value_reasons = _values(frame, mapping)
+    frame["value_factor"] = _multipliers(frame, mapping)
+    frame["value"] = (base * frame["value_factor"]).round(2)
+    notes = list(frame.attrs.pop("multiplier_notes", []))
     frame["currency"], currency_reasons = _currency(frame, mapping)
     frame["consent"], consent_reasons = _consent(frame, mapping.consent_ad_user_data)
     identifier_reasons = _identifiers(frame, mapping)
@@ -180,6 +198,7 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
         rejected.append(
             _rejects(frame[bad], joined[bad], frame["stage_position"][bad].to_numpy(), stage_names)
         )
+    funnel = _funnel(frame, identifier_reasons) if keep_funnel else None
     frame["conversion_time"] = frame["stage_changed_at"].dt.floor("s")
     frame["customer_id"] = customer_id
     kept_columns = [c for c in CONVERSION_COLUMNS if c != "key"]
@@ -198,6 +217,8 @@ def build(leads: pd.DataFrame, mapping: Mapping, now: pd.Timestamp, customer_id:
         backfilled=int(backfilled.sum()),
         unknown_stages={str(k): int(v) for k, v in unknown_stages.items()},
         latest_change=None if latest is None or pd.isna(latest) else latest,
+        notes=notes,
+        funnel=funnel,
     )
 
 
@@ -309,6 +330,9 @@ def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series
         if not rows.any():
             continue
         rule = stage.value
+        if isinstance(rule, Expected):
+            values[rows] = rule.default  # the pipeline puts the computed value in its place
+            continue
         if not isinstance(rule, FromColumn):
             values[rows] = rule
             continue
@@ -333,7 +357,52 @@ def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series
         negative = parsed < 0
         reasons[negative[negative].index] = f"{column} is negative; values must be >= 0"
         values[rows] = parsed
-    return values.round(2), reasons
+    return values, reasons
+
+
+def _funnel(frame: pd.DataFrame, identifier_reasons: pd.Series) -> pd.DataFrame:
+    created = frame["created_at"] if "created_at" in frame.columns else pd.NaT
+    return pd.DataFrame(
+        {
+            "lead_id": frame["lead_id"],
+            "stage_position": frame["stage_position"],
+            "reached_at": frame["stage_changed_at"],
+            "created_at": created,
+            "value": frame["value"],
+            "identified": identifier_reasons.isna(),
+        }
+    ).reset_index(drop=True)
+
+
+def _multipliers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
+    """Each row's multiply_by factor (1 for stages without one); unknown values get the
+    rule's default, and are counted in ``frame.attrs['multiplier_notes']``."""
+    factors = pd.Series(1.0, index=frame.index)
+    notes: list[str] = []
+    for position, stage in enumerate(mapping.stages):
+        rule = stage.multiply_by
+        rows = frame["stage_position"] == position
+        if rule is None or not rows.any():
+            continue
+        column = canonical_header(rule.column)
+        raw = (
+            frame.loc[rows, column]
+            if column in frame.columns
+            else pd.Series(pd.NA, index=frame.index[rows])
+        )
+        keys = raw.astype("string").str.split().str.join(" ").str.casefold()
+        mapped = keys.map(rule.values).astype("float64")
+        unknown = mapped.isna()
+        if unknown.any():
+            seen = raw[unknown].astype("string").fillna("(empty)").value_counts().head(5)
+            listed = ", ".join(f"'{k}' ({v})" for k, v in seen.items())
+            notes.append(
+                f"stage '{stage.name}': {int(unknown.sum())} rows have a {rule.column} not in "
+                f"multiply_by ({listed}); they use x{rule.default:g}"
+            )
+        factors[rows] = mapped.fillna(rule.default)
+    frame.attrs["multiplier_notes"] = notes
+    return factors
 
 
 def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series]:

@@ -47,6 +47,37 @@ class FromColumn(BaseModel):
     default: float | None = Field(default=None, ge=0)
 
 
+class Expected(BaseModel):
+    """The stage's expected value, recomputed every run: P(last stage | this stage) x the
+    average value of the last stage, over a trailing window; ``default`` until the window
+    holds ``min_sample`` leads that reached the stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: float = Field(ge=0)
+    window_days: int = Field(default=90, ge=7, le=730)
+    min_sample: int = Field(default=20, ge=1)
+
+
+class MultiplyBy(BaseModel):
+    """Scale the stage's value by a lead column (a score band, a segment): lead scoring from
+    the CRM reaches bidding. Values are matched ignoring case; others get ``default``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str = Field(min_length=1)
+    values: dict[str, float] = Field(min_length=1)
+    default: float = Field(default=1.0, ge=0)
+
+    @field_validator("values")
+    @classmethod
+    def _non_negative(cls, raw: dict[str, float]) -> dict[str, float]:
+        negative = [k for k, v in raw.items() if v < 0]
+        if negative:
+            raise ValueError(f"multipliers must be >= 0 ({', '.join(negative)} are not)")
+        return {stage_key(str(k)): float(v) for k, v in raw.items()}
+
+
 class Stage(BaseModel):
     """One funnel stage: which CRM values mean it, which conversion action and value it sends."""
 
@@ -55,7 +86,8 @@ class Stage(BaseModel):
     name: str = Field(min_length=1)
     crm_values: list[str] = Field(min_length=1)
     conversion_action: str = Field(min_length=1)
-    value: float | FromColumn
+    value: float | FromColumn | Expected
+    multiply_by: MultiplyBy | None = None
 
     @field_validator("crm_values", mode="before")
     @classmethod
@@ -64,7 +96,7 @@ class Stage(BaseModel):
 
     @field_validator("value", mode="before")
     @classmethod
-    def _fixed_or_from_column(cls, raw: Any) -> float | FromColumn:
+    def _fixed_or_from_column(cls, raw: Any) -> float | FromColumn | Expected:
         if isinstance(raw, bool) or raw is None:
             raise ValueError(_VALUE_HINT)
         if isinstance(raw, int | float):
@@ -76,12 +108,19 @@ class Stage(BaseModel):
                 return cls._fixed_or_from_column(float(raw.replace(",", "")))
             except ValueError:
                 raise ValueError(_VALUE_HINT) from None
+        if isinstance(raw, dict) and "expected" in raw:
+            if set(raw) != {"expected"} or not isinstance(raw["expected"], dict):
+                raise ValueError("write an expected value as {expected: {default: 150}}")
+            return Expected.model_validate(raw["expected"])
         if isinstance(raw, dict):
             return FromColumn.model_validate(raw)
         raise ValueError(_VALUE_HINT)
 
 
-_VALUE_HINT = "value must be a number (e.g. 150) or {from_column: amount, default: 1000}"
+_VALUE_HINT = (
+    "value must be a number (e.g. 150), {from_column: amount, default: 1000} or "
+    "{expected: {default: 150}}"
+)
 
 
 class Mapping(BaseModel):
@@ -154,7 +193,13 @@ class Mapping(BaseModel):
 
     @property
     def value_columns(self) -> set[str]:
-        return {s.value.from_column for s in self.stages if isinstance(s.value, FromColumn)}
+        """Lead columns the values are read from (from_column, multiply_by): sources fetch them."""
+        columns = {s.value.from_column for s in self.stages if isinstance(s.value, FromColumn)}
+        return columns | {s.multiply_by.column for s in self.stages if s.multiply_by}
+
+    @property
+    def expected_stages(self) -> dict[int, Expected]:
+        return {i: s.value for i, s in enumerate(self.stages) if isinstance(s.value, Expected)}
 
 
 def load_mapping(path: Path) -> Mapping:
@@ -201,7 +246,8 @@ def _where(document: YamlDocument, loc: Sequence[str | int]) -> str:
 
 
 def _describe_error(document: YamlDocument, err: Any) -> str:
-    loc = [p for p in err["loc"] if p not in ("float", "FromColumn", "function-before[...]")]
+    skip = ("float", "FromColumn", "Expected", "MultiplyBy", "function-before[...]")
+    loc = [p for p in err["loc"] if p not in skip]
     kind = err["type"]
     where = _where(document, loc)
     if kind == "missing":
@@ -227,8 +273,10 @@ _MISSING_HINTS = {
 
 
 def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+    if len(loc) >= 3 and loc[0] == "stages" and loc[2] == "multiply_by":
+        return list(MultiplyBy.model_fields)
     if len(loc) >= 3 and loc[0] == "stages" and loc[2] == "value":
-        return list(FromColumn.model_fields)
+        return [*FromColumn.model_fields, "expected"]
     if len(loc) >= 2 and loc[0] == "stages":
         return list(Stage.model_fields)
     return list(Mapping.model_fields)
@@ -266,6 +314,13 @@ def _consistency_problems(document: YamlDocument) -> list[str]:
                     "can mean only one stage"
                 )
             owner.setdefault(key, i)
+    last = stages[-1] if stages and isinstance(stages[-1], dict) else None
+    if last is not None and isinstance(last.get("value"), dict) and "expected" in last["value"]:
+        problems.append(
+            f"{_where(document, ['stages', len(stages) - 1, 'value'])}: the last stage's values "
+            "are what expected values are computed from: give it a number or "
+            "{from_column: amount, default: ...}"
+        )
     ignore = data.get("ignore")
     for value in ignore if isinstance(ignore, list) else []:
         if stage_key(str(value)) in owner:
@@ -281,6 +336,12 @@ def _consistency_problems(document: YamlDocument) -> list[str]:
         if isinstance(s, dict)
         and isinstance(s.get("value"), dict)
         and s["value"].get("from_column")
+    } | {
+        canonical_header(str(s["multiply_by"]["column"]))
+        for s in stages
+        if isinstance(s, dict)
+        and isinstance(s.get("multiply_by"), dict)
+        and s["multiply_by"].get("column")
     }
     for source, target in columns.items() if isinstance(columns, dict) else []:
         if str(target) not in CANONICAL and canonical_header(str(target)) not in value_columns:
@@ -329,4 +390,8 @@ backfill_skipped_stages: true      # a lead that jumps lead -> won also counts a
 # lookback_days: 90                # your conversion actions' click-through window (max 90)
 # phone_country_code: 49           # for phone numbers written without +country code
 # consent_ad_user_data: GRANTED    # EEA: ad_user_data consent for rows whose export has none
+#
+# Other ways to value a stage (see `funnelvalue advise` for what your data suggests):
+#   value: {expected: {default: 150, window_days: 90}}   # P(won | this stage) x average won
+#   multiply_by: {column: score_band, values: {high: 1.5, medium: 1.0, low: 0.5}}
 """

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from funnelvalue import advice
 from funnelvalue import ledger as states
 from funnelvalue.conversions import Built, build, order_ids
 from funnelvalue.destinations.base import Destination, check_destination, make_destination
@@ -42,6 +43,7 @@ class RunReport:
     restatements: pd.DataFrame | None = None  # value changes sent as adjustments
     interrupted_runs: list[int] = field(default_factory=list)
     confirmed: dict[str, int] = field(default_factory=dict)  # async requests polled, by state
+    expected_values: dict[str, tuple[float, str]] = field(default_factory=dict)  # stage -> why
     since: pd.Timestamp | None = None  # what the source was asked for (None: everything)
     watermark: pd.Timestamp | None = None  # recorded for the next run when this one finishes
     warnings: list[str] = field(default_factory=list)
@@ -92,6 +94,7 @@ class RunReport:
             "sent": 0 if self.dry_run else self.outcome_count("uploaded", "duplicate"),
             "submitted": self.outcome_count("submitted"),
             "requests_confirmed": self.confirmed,
+            "expected_values": {stage: value for stage, (value, _) in self.expected_values.items()},
             "validated_ok": self.outcome_count("uploaded", "duplicate") if self.dry_run else 0,
             "rejected_by_destination": self.outcome_count("rejected"),
             "retry_after": self.outcome_count("retry_after"),
@@ -194,6 +197,23 @@ def _validate(
         destination.close()
 
 
+def _expected_values(
+    built: Built, ledger: Ledger, mapping: Mapping, customer_id: str, now: pd.Timestamp
+) -> dict[int, tuple[float, str]]:
+    """Compute the ``expected`` stages' values from this read plus the ledger's history and
+    put them (times each row's multiply_by factor) on the built conversions."""
+    assert built.funnel is not None
+    rows = advice.combine(built.funnel, ledger.funnel_history(customer_id), mapping)
+    built.funnel = None
+    expected = advice.expected_values(rows, mapping, now)
+    frame = built.conversions
+    for position, (value, how) in expected.items():
+        mine = frame["stage_position"] == position
+        frame.loc[mine, "value"] = (value * frame.loc[mine, "value_factor"]).round(2)
+        log.info("expected value of '%s': %s (%s)", mapping.stages[position].name, value, how)
+    return expected
+
+
 @dataclass(frozen=True)
 class Window:
     """Which changes to ask the source for."""
@@ -232,8 +252,16 @@ def _plan(
     since = window.start(previous) if incremental else None
     log.info("reading %s %s", source.name, f"since {since}" if since is not None else "in full")
     # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
-    built = build(source.fetch(since), mapping, now, customer_id)
+    needs_funnel = bool(mapping.expected_stages)
+    built = build(source.fetch(since), mapping, now, customer_id, keep_funnel=needs_funnel)
+    expected = _expected_values(built, ledger, mapping, customer_id, now) if needs_funnel else {}
     conversions = built.conversions.assign(state=ledger.classify(built.conversions, now))
+    if expected:
+        # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
+        recomputed = conversions["stage_position"].isin(list(expected))
+        conversions.loc[recomputed & (conversions["state"] == states.CHANGED), "state"] = (
+            states.SENT
+        )
     fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
     leftover = ledger.due_elsewhere(customer_id, conversions["key"], now)
     if not leftover.empty:
@@ -257,7 +285,8 @@ def _plan(
         watermark=newest
         if previous is None or (newest is not None and newest > previous)
         else None,
-        warnings=list(source.warnings),
+        expected_values={mapping.stages[p].name: v for p, v in expected.items()},
+        warnings=list(source.warnings) + built.notes,
     )
     report.exit_code = EXIT_REJECTS if len(built.rejects) else EXIT_OK
     return report
@@ -387,3 +416,39 @@ def _send(
         {k: v for k, v in report.summary().items() if isinstance(v, int) and v},
     )
     return report
+
+
+@dataclass
+class Study:
+    """What `advise` and `report` look at: the funnel rows, the ledger's history, the advice."""
+
+    rows: pd.DataFrame  # advice.combine(): one row per lead per stage reached
+    sent: pd.DataFrame  # Ledger.funnel_history()
+    advice: advice.Advice
+    source: str
+    warnings: list[str]
+
+
+def study(
+    settings: Settings,
+    mapping: Mapping,
+    *,
+    now: pd.Timestamp | None = None,
+    window_days: int = 30,
+    history_days: int = 365,
+) -> Study:
+    """Read the CRM (incremental sources: what changed in ``history_days``) and the ledger,
+    and work out the funnel statistics and suggested values. Writes nothing."""
+    now = now or pd.Timestamp.now(tz="UTC")
+    customer_id = customer_id_for(settings, mapping)
+    source = make_source(settings, mapping)
+    since = now - pd.Timedelta(days=history_days) if hasattr(source, "high_water") else None
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        built = build(source.fetch(since), mapping, now, customer_id, keep_funnel=True)
+        sent = ledger.funnel_history(customer_id)
+    assert built.funnel is not None
+    rows = advice.combine(built.funnel, sent, mapping)
+    found = advice.analyse(
+        rows, mapping, now, window_days=window_days, history_days=history_days, sent=sent
+    )
+    return Study(rows, sent, found, source.name, list(source.warnings) + built.notes)

@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from funnelvalue import ledger as states
+from funnelvalue.advice import Advice
 from funnelvalue.conversions import format_conversion_time
 from funnelvalue.ledger import RunSummary
-from funnelvalue.mapping import FromColumn, Mapping
+from funnelvalue.mapping import Expected, FromColumn, Mapping, Stage
 from funnelvalue.pipeline import RunReport
 
 STATE_STYLE = {
@@ -270,13 +271,7 @@ def mapping_table(mapping: Mapping) -> Table:
     for column in ("#", "stage", "CRM values", "conversion action", "value"):
         table.add_column(column)
     for position, stage in enumerate(mapping.stages, start=1):
-        value = stage.value
-        shown = (
-            f"from column {value.from_column}"
-            + (f" (default {_money(value.default)})" if value.default is not None else "")
-            if isinstance(value, FromColumn)
-            else _money(value)
-        )
+        shown = describe_value(stage)
         table.add_row(
             str(position),
             stage.name,
@@ -287,10 +282,31 @@ def mapping_table(mapping: Mapping) -> Table:
     return table
 
 
+def describe_value(stage: Stage) -> str:
+    """A stage's value rule in words (the currency is added by the caller)."""
+    value = stage.value
+    if isinstance(value, FromColumn):
+        shown = f"from column {value.from_column}"
+        shown += f" (default {_money(value.default)})" if value.default is not None else ""
+    elif isinstance(value, Expected):
+        shown = (
+            f"expected over {value.window_days} days (default {_money(value.default)} below "
+            f"{value.min_sample} leads)"
+        )
+    else:
+        shown = _money(value)
+    if stage.multiply_by is not None:
+        factors = ", ".join(f"{k} x{v:g}" for k, v in stage.multiply_by.values.items())
+        shown += (
+            f", times {stage.multiply_by.column} ({factors}; else x{stage.multiply_by.default:g})"
+        )
+    return shown
+
+
 def mapping_advice(mapping: Mapping) -> list[str]:
     """Things that are valid but probably not meant: worth a second look before bidding."""
     advice: list[str] = []
-    fixed = [(s.name, s.value) for s in mapping.stages if not isinstance(s.value, FromColumn)]
+    fixed = [(s.name, s.value) for s in mapping.stages if isinstance(s.value, float)]
     for (upper, upper_value), (lower, lower_value) in itertools.pairwise(fixed):
         if lower_value < upper_value:
             advice.append(
@@ -298,7 +314,7 @@ def mapping_advice(mapping: Mapping) -> list[str]:
                 f"earlier stage '{upper}' ({_money(upper_value)}); values usually grow "
                 "down the funnel"
             )
-    if all(not isinstance(s.value, FromColumn) and s.value == 0 for s in mapping.stages):
+    if all(isinstance(s.value, float) and s.value == 0 for s in mapping.stages):
         advice.append("every stage is worth 0: value-based bidding needs values")
     if not mapping.backfill_skipped_stages and len(mapping.stages) > 2:
         advice.append(
@@ -400,3 +416,66 @@ def render_requests(console: Console, summary: dict[str, Any], note: str | None)
         console.print(f"Failures Google counted (not per row): {listed}", highlight=False)
     if note:
         console.print(f"[dim]{note}[/]")
+
+
+def advice_table(advice: Advice) -> Table:
+    """Per stage: volume, speed, how often it closes, and what it is worth on that evidence."""
+    table = Table(
+        title=f"Funnel over the last {advice.window_days} days (rates over "
+        f"{advice.history_days} days)",
+        title_justify="left",
+    )
+    for column in (
+        "stage",
+        f"reached ({advice.window_days} d)",
+        "median lag",
+        "p90 lag",
+        "-> last stage",
+        "configured",
+        f"suggested ({advice.currency})",
+    ):
+        table.add_column(column, justify="left" if column in ("stage", "configured") else "right")
+    for stage in advice.stages:
+        rate = (
+            "—"
+            if stage.rate is None
+            else f"{stage.rate:.0%} of {stage.leads:,} "
+            f"({stage.rate_low:.0%} to {stage.rate_high:.0%})"
+        )
+        table.add_row(
+            stage.name,
+            f"{stage.reached:,}",
+            _days(stage.median_lag_days),
+            _days(stage.p90_lag_days),
+            rate,
+            stage.configured,
+            _money(stage.suggested) if stage.suggested is not None else f"[dim]{stage.note}[/]",
+        )
+    return table
+
+
+def render_advice(console: Console, advice: Advice) -> None:
+    console.print(advice_table(advice))
+    match = "—" if advice.match_rate is None else f"{advice.match_rate:.0%}"
+    console.print(
+        f"{advice.leads:,} leads; {match} carry a click id or email/phone; average value of "
+        f"the last stage: "
+        + (
+            "—"
+            if advice.average_last_value is None
+            else f"{_money(advice.average_last_value)} {advice.currency}"
+        ),
+        highlight=False,
+    )
+    console.print(
+        "[dim]suggested = share of leads at the stage that reached the last stage x the "
+        "last stage's average value (90% interval in brackets)[/]"
+    )
+    for warning in advice.warnings:
+        console.print(f"[yellow]advice:[/] {warning}", highlight=False)
+    if not advice.warnings:
+        console.print("[green]advice:[/] nothing to warn about")
+
+
+def _days(value: float | None) -> str:
+    return "—" if value is None else f"{value:g} d"

@@ -668,6 +668,28 @@ class Ledger:
         with self._engine.connect() as conn:
             return {str(code): int(count) for code, count in conn.execute(query)}
 
+    def funnel_history(self, customer_id: str) -> pd.DataFrame:
+        """Every conversion the ledger holds for the customer (no identifiers): lead, stage,
+        when it was reached, its value and when it went out; for funnel statistics."""
+        columns = ["lead_id", "stage", "reached_at", "value", "status", "sent_at"]
+        if self._engine is None:
+            return pd.DataFrame(columns=columns)
+        query = select(
+            conversions.c.lead_id,
+            conversions.c.stage,
+            conversions.c.conversion_time.label("reached_at"),
+            conversions.c.value,
+            conversions.c.status,
+            conversions.c.sent_at,
+        ).where(conversions.c.customer_id == customer_id)
+        with self._engine.connect() as conn:
+            frame = read_frame(conn, query)
+        if frame.empty:
+            return pd.DataFrame(columns=columns)
+        for column in ("reached_at", "sent_at"):
+            frame[column] = pd.to_datetime(frame[column]).dt.tz_localize("UTC")
+        return frame
+
     def watermarks(self) -> dict[str, pd.Timestamp]:
         """Every source's watermark: the newest change already read from it."""
         if self._engine is None:

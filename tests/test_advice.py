@@ -1,0 +1,332 @@
+"""Funnel statistics, suggested values and warnings on generated funnels with known rates."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner, Result
+
+from funnelvalue import advice
+from funnelvalue.cli import app
+from funnelvalue.ledger import Ledger
+from funnelvalue.mapping import Mapping, load_mapping
+from funnelvalue.pipeline import execute, study
+from funnelvalue.settings import Settings, load_settings
+from tests.conftest import gclid, ts, write_export
+
+EXTRA = ["score_band"]
+
+
+def funnel(
+    now: pd.Timestamp,
+    leads: int,
+    qualified: int,
+    won: int,
+    *,
+    amount: float = 1000.0,
+    qualify_after: float = 2,
+    win_after: float = 10,
+    spread_days: float = 15,
+    with_click: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Leads 0..n-1 created over ``spread_days``; the first ``qualified`` qualify after
+    ``qualify_after`` days, the first ``won`` of those win ``win_after`` days after creation."""
+    assert won <= qualified <= leads
+    rows = []
+    for n in range(leads):
+        created = now - pd.Timedelta(days=win_after + 1 + spread_days * n / max(leads, 1))
+        base = {
+            "lead_id": f"L{n}",
+            "created_at": ts(created),
+            "gclid": gclid(n) if n < leads * with_click else None,
+            "email": None,
+        }
+        rows.append({**base, "stage": "New", "stage_changed_at": ts(created)})
+        if n < qualified:
+            at = created + pd.Timedelta(days=qualify_after)
+            rows.append({**base, "stage": "Sales Qualified Lead", "stage_changed_at": ts(at)})
+        if n < won:
+            at = created + pd.Timedelta(days=win_after)
+            rows.append(
+                {**base, "stage": "Closed Won", "stage_changed_at": ts(at), "amount": amount}
+            )
+    return rows
+
+
+@pytest.fixture
+def settings(tmp_path: Path, mapping_file: Callable[..., Path]) -> Settings:
+    return load_settings(
+        mapping=mapping_file(timezone="UTC"),
+        input=tmp_path / "export.csv",
+        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
+        output=tmp_path / "out" / "import.csv",
+    )
+
+
+def cli(settings: Settings, command: str, *args: str) -> Result:
+    where = ["-m", str(settings.mapping), "-i", str(settings.input), "--ledger", settings.ledger]
+    return CliRunner().invoke(app, [command, *where, *args])
+
+
+def advise(settings: Settings, now: pd.Timestamp, **options: Any) -> advice.Advice:
+    return study(settings, load_mapping(settings.mapping), now=now, **options).advice
+
+
+def by_name(found: advice.Advice) -> dict[str, advice.StageStats]:
+    return {s.name: s for s in found.stages}
+
+
+def test_known_rates_give_exact_suggestions_and_the_rules_of_thumb(
+    settings: Settings, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    found = advise(settings, now)
+    stages = by_name(found)
+
+    assert found.average_last_value == 1000
+    assert (stages["lead"].leads, stages["lead"].to_last, stages["lead"].rate) == (100, 10, 0.1)
+    assert stages["qualified"].rate == 0.25
+    assert stages["lead"].suggested == 100
+    assert stages["qualified"].suggested == 250
+    assert stages["won"].suggested == 1000
+    assert stages["qualified"].median_lag_days == 2
+    assert stages["won"].median_lag_days == 10
+    assert stages["lead"].rate_low is not None
+    assert stages["lead"].rate_low < 0.1 < stages["lead"].rate_high  # type: ignore[operator]
+    text = "\n".join(found.warnings)
+    assert "only 10 'won' conversions in the last 30 days" in text  # < 30: full funnel
+    assert "median 10 days after the lead" in text  # > 5 days: an earlier stage instead
+    assert "make 'qualified' (median 2 days, 25% reach 'won')" in text
+    assert "stage 'lead' is configured at 10.00, 10.0x lower" in text
+    assert "stage 'qualified'" not in text  # 150 vs 250: within 2x
+
+
+def test_enough_fast_wins_raise_no_full_funnel_warning(
+    settings: Settings, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel(now, 200, 100, 50, win_after=3))  # type: ignore[arg-type]
+    text = "\n".join(advise(settings, now).warnings)
+    assert "too few for value-based bidding" not in text
+    assert "learns too late" not in text
+
+
+def test_small_samples_are_not_turned_into_values(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 12, 5, 2))  # type: ignore[arg-type]
+    stages = by_name(advise(settings, now))
+    assert stages["lead"].suggested is None
+    assert "only 12 leads reached it (fewer than 20)" in stages["lead"].note
+    assert stages["won"].suggested == 1000  # the average of what was won is still known
+
+
+def test_no_won_deals_yet(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 50, 20, 0))  # type: ignore[arg-type]
+    found = advise(settings, now)
+    assert found.average_last_value is None
+    assert all(s.suggested is None for s in found.stages)
+    assert any("no lead has reached 'won' yet" in w for w in found.warnings)
+    assert any("no conversions for stage 'won'" in w for w in found.warnings)
+
+
+def test_a_single_lead_and_an_empty_stage(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 1, 0, 0))  # type: ignore[arg-type]
+    found = advise(settings, now)
+    stages = by_name(found)
+    assert stages["lead"].reached == 1
+    assert stages["qualified"].reached == 0
+    assert stages["qualified"].rate is None
+    assert any("no conversions for stage 'qualified'" in w for w in found.warnings)
+
+
+def test_all_leads_in_one_day(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 40, 40, 40, spread_days=0, win_after=0))  # type: ignore[arg-type]
+    stages = by_name(advise(settings, now))
+    assert stages["won"].median_lag_days == 0
+    assert stages["lead"].rate == 1.0
+    assert stages["lead"].suggested == 1000
+
+
+def test_low_click_id_match_rate_is_flagged(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 50, 20, 5, with_click=0.3))  # type: ignore[arg-type]
+    found = advise(settings, now)
+    assert found.match_rate == pytest.approx(0.3)
+    assert any("only 30% of leads carry a click id" in w for w in found.warnings)
+
+
+def test_recent_value_changes_ask_for_patience(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    write_export(settings.input, funnel(now, 30, 10, 3))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    found = advise(settings, now)
+    assert any("first sent values 0 days ago" in w for w in found.warnings)
+
+    engine = create_engine(settings.ledger)  # as if the first values went out long ago, at 8
+    with engine.begin() as conn:
+        naive = now.tz_localize(None).to_pydatetime()
+        conn.execute(
+            text("UPDATE conversions SET sent_at = :at"), {"at": naive - timedelta(days=60)}
+        )
+        conn.execute(
+            text("UPDATE conversions SET value = 8, sent_at = :at WHERE stage = 'lead'"),
+            {"at": naive - timedelta(days=6)},
+        )
+    engine.dispose()
+    warnings = "\n".join(advise(settings, now).warnings)
+    assert "stage 'lead' was sent at 8 until 6 days ago and is 10 now" in warnings
+
+
+def test_ledger_history_counts_leads_the_source_no_longer_returns(
+    settings: Settings, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel(now, 40, 20, 10))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    write_export(settings.input, funnel(now, 40, 20, 10)[:5])  # type: ignore[arg-type]
+    stages = by_name(advise(settings, now))
+    assert stages["lead"].leads == 40
+    assert stages["qualified"].rate == 0.5
+
+
+def test_write_mapping_keeps_names_and_actions(
+    settings: Settings, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    target = tmp_path / "suggested.yaml"
+    result = cli(settings, "advise", "--write-mapping", str(target))
+    assert result.exit_code == 0, result.output
+    assert "lead: 10 -> 100; qualified: 150 -> 250" in result.output
+    written = load_mapping(target)
+    original = load_mapping(settings.mapping)
+    assert [s.value for s in written.stages[:2]] == [100, 250]
+    assert written.stages[2].value == original.stages[2].value  # from_column kept
+    assert [s.conversion_action for s in written.stages] == [
+        s.conversion_action for s in original.stages
+    ]
+    assert target.read_text().startswith("# Written by `funnelvalue advise --write-mapping`")
+
+
+def test_advise_json(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    result = cli(settings, "advise", "--json", "--window-days", "60")
+    data = json.loads(result.stdout)
+    assert data["window_days"] == 60
+    assert [s["suggested"] for s in data["stages"]] == [100, 250, 1000]
+
+
+# -- value strategies in the daily job ------------------------------------------------------
+
+
+def strategy_mapping(mapping_file: Callable[..., Path], **lead: Any) -> Path:
+    base: Mapping = load_mapping(mapping_file("base.yaml", timezone="UTC"))
+    stages = [s.model_dump(exclude_none=True) for s in base.stages]
+    stages[0] = {**stages[0], **lead}
+    stages[1]["value"] = {"expected": {"default": 150, "window_days": 60, "min_sample": 10}}
+    return mapping_file("strategy.yaml", timezone="UTC", stages=stages)
+
+
+def test_expected_values_are_computed_each_run_and_frozen_once_sent(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    mapped = Settings(**{**settings.model_dump(), "mapping": strategy_mapping(mapping_file)})
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    first = execute(mapped, dry_run=False)
+    assert first.summary()["expected_values"] == {"qualified": 250.0}
+    with Ledger.open(settings.ledger) as ledger:
+        sent = ledger.conversions_frame()
+    assert set(sent.loc[sent["stage"] == "qualified", "value"]) == {250.0}
+
+    # More wins: the estimate moves, what was sent stays as sent (no restatement, no resend).
+    write_export(settings.input, funnel(now, 100, 40, 20))  # type: ignore[arg-type]
+    second = execute(mapped, dry_run=False)
+    assert second.summary()["expected_values"] == {"qualified": 500.0}
+    assert second.summary()["value_changed"] == 0
+    assert second.summary()["sent"] == 10  # the new wins only
+
+
+def test_expected_value_falls_back_to_its_default_below_min_sample(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    mapped = Settings(**{**settings.model_dump(), "mapping": strategy_mapping(mapping_file)})
+    write_export(settings.input, funnel(now, 20, 5, 1))  # type: ignore[arg-type]
+    report = execute(mapped, dry_run=True)
+    assert report.summary()["expected_values"] == {"qualified": 150.0}
+    assert "default" in report.expected_values["qualified"][1]
+
+
+def test_multiply_by_scales_values_by_a_lead_column(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    scaled = strategy_mapping(
+        mapping_file,
+        multiply_by={"column": "score_band", "values": {"high": 1.5, "low": 0.5}},
+    )
+    mapped = Settings(**{**settings.model_dump(), "mapping": scaled})
+    rows = funnel(now, 4, 0, 0)
+    for row, band in zip(rows, ["High", " low ", "unknown", None], strict=True):
+        row["score_band"] = band
+    write_export(settings.input, rows, header=[*rows[0].keys()])  # type: ignore[arg-type]
+    report = execute(mapped, dry_run=True)
+    values = report.conversions.set_index("lead_id")["value"].to_dict()
+    assert values == {"L0": 15.0, "L1": 5.0, "L2": 10.0, "L3": 10.0}
+    assert any("2 rows have a score_band not in multiply_by" in w for w in report.warnings)
+
+
+# -- the HTML report ------------------------------------------------------------------------
+
+
+CHARTS = {"funnel", "value-per-day", "lag", "outcomes"}
+
+
+@pytest.fixture
+def html_report(settings: Settings, now: pd.Timestamp, tmp_path: Path) -> Path:
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    target = tmp_path / "report" / "funnel.html"
+    result = cli(settings, "report", "--html", str(target))
+    assert result.exit_code == 0, result.output
+    return target
+
+
+def test_the_report_is_one_self_contained_file_with_every_chart(html_report: Path) -> None:
+    page = html_report.read_text()
+    for chart in CHARTS:
+        assert f"<figure data-chart='{chart}'><svg" in page
+    assert re.findall(r"(?:src|href)=[\"'](?:https?:)?//", page) == []  # nothing to fetch
+    assert "<script" not in page
+    assert "<link" not in page
+    assert "make &#x27;qualified&#x27;" in page  # the advice, escaped
+
+
+@pytest.mark.browser
+def test_the_report_renders_in_headless_chromium(html_report: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium)")
+    flags = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    url = html_report.as_uri()
+    dom = subprocess.run(
+        [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    for chart in CHARTS:
+        assert f'data-chart="{chart}"><svg' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, "--window-size=1200,3000", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (3000, 1200)
+    assert pixels.std() > 0.05  # drawn, not a blank page
