@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pandas as pd
 
-from funnelvalue.errors import ConfigError
+from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.mapping import Mapping
+from funnelvalue.retrying import Retryable, call_with_retries
 from funnelvalue.settings import Settings
+
+T = TypeVar("T")
 
 
 class Source(Protocol):
@@ -39,6 +42,19 @@ class Source(Protocol):
 
 
 SourceFactory = Callable[[Settings, Mapping], Source]
+
+
+def with_retries(crm: str, what: str, call: Callable[[], T]) -> T:
+    """One call to a CRM under the shared retry policy (``call`` raises Retryable for what is
+    worth another try); still failing after that: a transient SourceError (exit 3)."""
+    try:
+        return call_with_retries(f"{crm} {what}", call)
+    except Retryable as exc:
+        raise SourceError(
+            f"{crm} is unavailable after retries ({what}: {exc}); nothing was recorded, the "
+            "next run reads the same records again",
+            transient=True,
+        ) from exc
 
 
 def _csv(settings: Settings, mapping: Mapping) -> Source:

@@ -27,8 +27,9 @@ import requests
 from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.leads import CANONICAL, canonical_header, normalise
 from funnelvalue.mapping import Mapping
-from funnelvalue.retrying import Retryable, call_with_retries
+from funnelvalue.retrying import Retryable
 from funnelvalue.settings import HubSpotSettings, Settings
+from funnelvalue.sources.base import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,7 @@ class HubSpotClient:
                 raise Retryable(f"cannot reach HubSpot ({type(exc).__name__})") from exc
             return self._checked(response)
 
-        try:
-            return call_with_retries(f"HubSpot {method} {path}", once)
-        except Retryable as exc:
-            raise SourceError(
-                f"HubSpot is unavailable after retries: {exc}; nothing was recorded, the next "
-                "run reads the same records again",
-                transient=True,
-            ) from exc
+        return with_retries("HubSpot", f"{method} {path}", once)
 
     @staticmethod
     def _checked(response: requests.Response) -> dict[str, Any]:

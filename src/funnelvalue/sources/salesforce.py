@@ -34,8 +34,9 @@ from simple_salesforce.exceptions import (
 from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
-from funnelvalue.retrying import Retryable, call_with_retries
+from funnelvalue.retrying import Retryable
 from funnelvalue.settings import SalesforceSettings, Settings
+from funnelvalue.sources.base import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +170,7 @@ class SalesforceSource:
                 raise
 
         try:
-            return call_with_retries(f"Salesforce {what}", once)
-        except Retryable as exc:
-            raise SourceError(
-                f"Salesforce is unavailable after retries ({what}): {exc}; nothing was "
-                "recorded, the next run reads the same records again",
-                transient=True,
-            ) from exc
+            return with_retries("Salesforce", what, once)
         except SalesforceAuthenticationFailed as exc:
             raise ConfigError(
                 f"Salesforce login failed ({exc.code}: {exc.auth_message}); check the "

@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
 
-from funnelvalue.errors import ConfigError, SourceError
+from funnelvalue.errors import ConfigError
 from funnelvalue.leads import (
     canonical_header,
     check_columns,
@@ -36,8 +36,9 @@ from funnelvalue.leads import (
     rename_columns,
 )
 from funnelvalue.mapping import Mapping
-from funnelvalue.retrying import Retryable, call_with_retries
+from funnelvalue.retrying import Retryable
 from funnelvalue.settings import Settings, SqlSourceSettings
+from funnelvalue.sources.base import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +91,8 @@ class SqlSource:
                 f"`WHERE <changed column> >= :since` to read only what changed"
             )
         try:
-            chunks = call_with_retries(
-                f"database {self.engine.url.host or self.engine.url.database}",
-                lambda: self._read(params),
-            )
-        except Retryable as exc:
-            raise SourceError(
-                f"the database of the sql source is unavailable after retries: {exc}",
-                transient=True,
-            ) from exc
+            where = str(self.engine.url.host or self.engine.url.database)
+            chunks = with_retries("the sql source's database", where, lambda: self._read(params))
         except DBAPIError as exc:
             hint = (
                 f" (sql.table is read where sql.watermark_column "
