@@ -330,3 +330,12 @@ def test_the_report_renders_in_headless_chromium(html_report: Path, tmp_path: Pa
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels.std() > 0.05  # drawn, not a blank page
+
+
+def test_no_leads_at_all_says_so_once(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, [])  # type: ignore[arg-type]
+    found = advise(settings, now)
+    assert found.leads == 0
+    assert found.warnings == [
+        "no leads in the data: nothing to analyse (check the source and the mapping)"
+    ]

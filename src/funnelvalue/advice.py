@@ -231,6 +231,8 @@ def _warnings(
 ) -> list[str]:
     stages = advice.stages
     last = stages[-1]
+    if advice.leads == 0:
+        return ["no leads in the data: nothing to analyse (check the source and the mapping)"]
     out: list[str] = []
     if advice.average_last_value is None:
         out.append(
