@@ -16,7 +16,7 @@ from funnelvalue.cli import app
 from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import load_mapping
-from funnelvalue.pipeline import EXIT_CONFIG, EXIT_UNAVAILABLE
+from funnelvalue.pipeline import EXIT_CONFIG, EXIT_UNAVAILABLE, execute
 from funnelvalue.settings import load_settings
 from funnelvalue.sources.salesforce import SalesforceSource
 from tests.conftest import gclid
@@ -258,3 +258,15 @@ def test_daily_runs_send_only_new_stages(
 
 def test_an_empty_org_is_an_empty_frame(org: FakeSalesforce, sf_mapping: Path) -> None:
     assert source(sf_mapping).fetch(None).empty
+
+
+def test_a_lead_without_a_click_id_is_rejected_with_its_reason(
+    org: FakeSalesforce, sf_mapping: Path, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    lead = org.add_lead(day(now, 3), gclid=None)
+    settings = load_settings(
+        source="salesforce", mapping=sf_mapping, ledger=f"sqlite:///{tmp_path / 'l.db'}"
+    )
+    report = execute(settings, dry_run=True)
+    assert report.rejects["lead_id"].tolist() == [lead]
+    assert "click id" in report.rejects["reason"].iloc[0]
