@@ -339,3 +339,14 @@ def test_no_leads_at_all_says_so_once(settings: Settings, now: pd.Timestamp) -> 
     assert found.warnings == [
         "no leads in the data: nothing to analyse (check the source and the mapping)"
     ]
+
+
+def test_write_mapping_never_overwrites_the_mapping_in_use(
+    settings: Settings, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel(now, 10, 2, 1))  # type: ignore[arg-type]
+    before = settings.mapping.read_text()
+    result = cli(settings, "advise", "--write-mapping", str(settings.mapping))
+    assert result.exit_code == 2
+    assert "would overwrite the mapping file in use" in result.output
+    assert settings.mapping.read_text() == before

@@ -91,7 +91,8 @@ DestinationOpt = Annotated[
     typer.Option(
         "--destination",
         "-d",
-        help="Where to send: csv (Google Ads import file) or google-ads (the API).",
+        help="Where to send: csv (Google Ads import file), google-ads (the Google Ads API) "
+        "or data-manager (the Data Manager API).",
         show_default=False,
     ),
 ]
@@ -458,6 +459,11 @@ def advise(
             config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
         )
         loaded = load_mapping(settings.mapping)
+        if write_mapping is not None and write_mapping.resolve() == settings.mapping.resolve():
+            raise ConfigError(
+                "--write-mapping would overwrite the mapping file in use (and its comments): "
+                "write a copy, compare, then replace it yourself"
+            )
         found = study(settings, loaded, window_days=window_days, history_days=history_days).advice
         changes = write_suggested(settings.mapping, write_mapping, found) if write_mapping else None
     if as_json:
