@@ -405,3 +405,18 @@ def test_an_empty_portal_is_an_empty_frame(portal: FakeHubSpot, hubspot_mapping:
     assert source(hubspot_mapping).fetch(None).empty
     since = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
     assert source(hubspot_mapping).fetch(since).empty
+
+
+def test_the_client_keeps_under_hubspots_limits(
+    portal: FakeHubSpot, hubspot_mapping: Path, now: pd.Timestamp, waits: list[float]
+) -> None:
+    since = portal.tick()
+    for _ in range(450):  # three search pages
+        portal.add_deal([("appointmentscheduled", day(now, 2))], contact=None)
+    source(hubspot_mapping).fetch(since.to_pydatetime())
+    assert len([w for w in waits if w > 0]) == 2  # pages 2 and 3 waited: 5 searches a second
+
+    waits.clear()
+    portal.burst_remaining = 1  # the burst window is nearly used up: wait it out (10 s)
+    source(hubspot_mapping).fetch(None)
+    assert 10.0 in waits

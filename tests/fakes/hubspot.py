@@ -78,6 +78,7 @@ class FakeHubSpot:
     )
     links: dict[str, list[str]] = field(default_factory=dict)  # deal id -> contact ids
     failures: list[Reply] = field(default_factory=list)  # served before the real answers
+    burst_remaining: int | None = None  # X-HubSpot-RateLimit-Remaining on every answer
     requests: list[tuple[str, str]] = field(default_factory=list)
     pipeline_filter_used: bool = False
     _next_id: int = 1000
@@ -181,7 +182,15 @@ class FakeHubSpot:
                 )
             if self.failures:
                 return self.failures.pop(0)
-            return handler(request)
+            status, headers, body = handler(request)
+            if self.burst_remaining is not None:
+                headers = {
+                    **headers,
+                    "X-HubSpot-RateLimit-Max": "100",
+                    "X-HubSpot-RateLimit-Remaining": str(self.burst_remaining),
+                    "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+                }
+            return status, headers, body
 
         return serve
 

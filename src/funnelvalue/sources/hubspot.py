@@ -14,6 +14,7 @@ which has no such cap.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import requests
 
+from funnelvalue import retrying
 from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.leads import CANONICAL, canonical_header, normalise
 from funnelvalue.mapping import Mapping
@@ -38,15 +40,25 @@ SEARCH_PAGE = 200
 LIST_PAGE = 100
 ASSOCIATION_BATCH = 1_000
 READ_BATCH = 100
+SEARCH_INTERVAL = 0.22  # seconds between search requests: HubSpot allows 5 a second per token
+BURST_RESERVE = 2  # calls left in HubSpot's burst window at which the client waits it out
 SCOPES = "crm.objects.deals.read, crm.objects.contacts.read, crm.schemas.deals.read"
 
 
 class HubSpotClient:
-    """requests with the token, a timeout, retries for 429/5xx, and HubSpot's errors in words."""
+    """requests with the token, a timeout, retries for 429/5xx, and HubSpot's errors in words.
+
+    It also keeps under the limits instead of only recovering from them: search requests are
+    spaced SEARCH_INTERVAL apart (HubSpot allows 5 a second per token), and when a response
+    says the burst allowance is nearly used up (X-HubSpot-RateLimit-Remaining), the next call
+    waits for the window to pass.
+    """
 
     def __init__(self, token: str, base_url: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._last_search = 0.0
+        self._pause = 0.0  # seconds to wait before the next call (burst window nearly used up)
         self.session = requests.Session()
         self.session.headers.update(
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -67,15 +79,39 @@ class HubSpotClient:
         body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         def once() -> dict[str, Any]:
+            self._keep_under_limits(path)
             try:
                 response = self.session.request(
                     method, self.base_url + path, params=params, json=body, timeout=self.timeout
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise Retryable(f"cannot reach HubSpot ({type(exc).__name__})") from exc
+            self._note_limits(response)
             return self._checked(response)
 
         return with_retries("HubSpot", f"{method} {path}", once)
+
+    def _keep_under_limits(self, path: str) -> None:
+        wait = self._pause
+        if path.endswith("/search"):
+            wait = max(wait, SEARCH_INTERVAL - (time.monotonic() - self._last_search))
+            self._last_search = time.monotonic() + max(wait, 0.0)
+        self._pause = 0.0
+        if wait > 0:
+            retrying.sleep(wait)
+
+    def _note_limits(self, response: requests.Response) -> None:
+        remaining = response.headers.get("X-HubSpot-RateLimit-Remaining")
+        interval = response.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
+        if (
+            remaining is not None
+            and interval
+            and remaining.isdigit()
+            and interval.isdigit()
+            and int(remaining) <= BURST_RESERVE
+        ):
+            self._pause = int(interval) / 1000
+            log.info("HubSpot burst allowance nearly used; waiting %.1f s", self._pause)
 
     @staticmethod
     def _checked(response: requests.Response) -> dict[str, Any]:
