@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +36,72 @@ def main() -> None:
         "--destination", choices=["google-ads", "data-manager"], default="google-ads"
     )
     args = parser.parse_args()
+    work = _project(args.conversions)
     if args.destination == "data-manager":
-        data_manager(args.conversions)
-        return
+        data_manager(work)
+    else:
+        google_ads(work)
 
+
+def _project(conversions: int) -> Path:
+    """A generated export (~1.52 conversions a lead) and the benchmark mapping."""
     from bench_pipeline import MAPPING, generate
-    from tests.fakes.google_ads_server import fake_client
-
-    from funnelvalue.destinations import base as destinations
-    from funnelvalue.destinations.google_ads import GoogleAdsUpload
-    from funnelvalue.pipeline import execute
-    from funnelvalue.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="fv-upload-"))
-    generate(int(args.conversions / 1.52), work / "export.csv")  # ~1.52 conversions a lead
+    generate(int(conversions / 1.52), work / "export.csv")
     (work / "mapping.yaml").write_text(MAPPING)
+    return work
+
+
+@contextmanager
+def _fake_server(module: str) -> Iterator[str]:
+    """Start a fake from tests/fakes in its own process; yields the line it prints (where it
+    listens), stops it by closing its stdin."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.google_ads_server"],
+        [sys.executable, "-m", module],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     if server.stdout is None or server.stdin is None:
-        raise SystemExit("could not start the fake Google Ads server")
-    endpoint, ca_file = server.stdout.readline().split()
-    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca_file
+        raise SystemExit(f"could not start {module}")
+    try:
+        yield server.stdout.readline().strip()
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def _settings(work: Path, destination: str) -> Any:
+    from funnelvalue.settings import load_settings
+
+    return load_settings(
+        mapping=work / "mapping.yaml",
+        input=work / "export.csv",
+        destination=destination,
+        ledger=f"sqlite:///{work / 'ledger.db'}",
+    )
+
+
+def _timed_run(settings: Any) -> tuple[Any, float]:
+    from funnelvalue.pipeline import execute
+
+    start = time.perf_counter()
+    report = execute(settings, dry_run=False)
+    return report, time.perf_counter() - start
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def google_ads(work: Path) -> None:
+    from tests.fakes.google_ads_server import fake_client
+
+    from funnelvalue.destinations import base as destinations
+    from funnelvalue.destinations.google_ads import GoogleAdsUpload
+
     timings: dict[str, float] = {}
     requests: list[int] = []
 
@@ -75,25 +117,14 @@ def main() -> None:
             requests.append(len(request.conversions))
             return super()._send(request, *call)
 
-    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
-        return Timed(fake_client(endpoint), customer_id, job_id=run_id)
-
-    destinations.DESTINATIONS["google-ads"] = factory
-    settings = load_settings(
-        mapping=work / "mapping.yaml",
-        input=work / "export.csv",
-        destination="google-ads",
-        ledger=f"sqlite:///{work / 'ledger.db'}",
-    )
-    try:
-        start = time.perf_counter()
-        report = execute(settings, dry_run=False)
-        total = time.perf_counter() - start
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
+    with _fake_server("tests.fakes.google_ads_server") as listening:
+        endpoint, ca_file = listening.split()
+        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca_file
+        destinations.DESTINATIONS["google-ads"] = lambda s, m, run_id, customer_id: Timed(
+            fake_client(endpoint), customer_id, job_id=run_id
+        )
+        report, total = _timed_run(_settings(work, "google-ads"))
     sent = report.summary()["sent"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"conversions sent      {sent:>10,}  (uploaded: {report.outcome_count('uploaded'):,})")
     print(f"requests              {len(requests):>10,}")
     print(
@@ -101,58 +132,29 @@ def main() -> None:
         f"{sent / timings['upload']:>10,.0f} conversions/s"
     )
     print(f"whole run             {total:>10.2f} s  {sent / total:>10,.0f} conversions/s")
-    print(f"peak memory           {peak:>10,.0f} MB")
+    print(f"peak memory           {_peak_mb():>10,.0f} MB")
 
 
-def data_manager(conversions: int) -> None:
+def data_manager(work: Path) -> None:
     """The same run through the Data Manager destination (submission; confirmation is a poll)."""
-    from bench_pipeline import MAPPING, generate
     from tests.fakes.data_manager_server import fake_client
 
     from funnelvalue.destinations import base as destinations
     from funnelvalue.destinations.data_manager import DataManagerUpload
-    from funnelvalue.pipeline import execute
-    from funnelvalue.settings import load_settings
 
-    work = Path(tempfile.mkdtemp(prefix="fv-upload-"))
-    generate(int(conversions / 1.52), work / "export.csv")
-    (work / "mapping.yaml").write_text(MAPPING)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.data_manager_server"],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    if server.stdout is None or server.stdin is None:
-        raise SystemExit("could not start the fake Data Manager server")
-    address = server.stdout.readline().strip()
     ids = {"CRM lead": "1", "CRM qualified": "2", "CRM won": "3"}
-    destinations.DESTINATIONS["data-manager"] = lambda s, m, r, c: DataManagerUpload(
-        fake_client(address), c, None, ids
-    )
-    settings = load_settings(
-        mapping=work / "mapping.yaml",
-        input=work / "export.csv",
-        destination="data-manager",
-        ledger=f"sqlite:///{work / 'ledger.db'}",
-    )
-    try:
-        start = time.perf_counter()
-        report = execute(settings, dry_run=False)
-        total = time.perf_counter() - start
-        start = time.perf_counter()
-        confirm = execute(settings, dry_run=False)
-        polled = time.perf_counter() - start
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
+    with _fake_server("tests.fakes.data_manager_server") as address:
+        destinations.DESTINATIONS["data-manager"] = lambda s, m, r, c: DataManagerUpload(
+            fake_client(address), c, None, ids
+        )
+        settings = _settings(work, "data-manager")
+        report, total = _timed_run(settings)
+        confirm, polled = _timed_run(settings)
     submitted = report.summary()["submitted"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"conversions submitted {submitted:>10,}")
     print(f"whole run             {total:>10.2f} s  {submitted / total:>10,.0f} conversions/s")
     print(f"confirming run        {polled:>10.2f} s  ({confirm.confirmed})")
-    print(f"peak memory           {peak:>10,.0f} MB")
+    print(f"peak memory           {_peak_mb():>10,.0f} MB")
 
 
 if __name__ == "__main__":

@@ -178,9 +178,8 @@ def build(
         actions[frame["stage_position"]], index=frame.index, dtype="string"
     )
     base, value_reasons = _values(frame, mapping)
-    frame["value_factor"] = _multipliers(frame, mapping)
+    frame["value_factor"], notes = _multipliers(frame, mapping)
     frame["value"] = (base * frame["value_factor"]).round(2)
-    notes = list(frame.attrs.pop("multiplier_notes", []))
     frame["currency"], currency_reasons = _currency(frame, mapping)
     frame["consent"], consent_reasons = _consent(frame, mapping.consent_ad_user_data)
     identifier_reasons = _identifiers(frame, mapping)
@@ -374,9 +373,9 @@ def _funnel(frame: pd.DataFrame, identifier_reasons: pd.Series) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _multipliers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
-    """Each row's multiply_by factor (1 for stages without one); unknown values get the
-    rule's default, and are counted in ``frame.attrs['multiplier_notes']``."""
+def _multipliers(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, list[str]]:
+    """Each row's multiply_by factor (1 for stages without one), and a note per stage whose
+    rows had values the rule does not list (they get its default)."""
     factors = pd.Series(1.0, index=frame.index)
     notes: list[str] = []
     for position, stage in enumerate(mapping.stages):
@@ -401,8 +400,7 @@ def _multipliers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
                 f"multiply_by ({listed}); they use x{rule.default:g}"
             )
         factors[rows] = mapped.fillna(rule.default)
-    frame.attrs["multiplier_notes"] = notes
-    return factors
+    return factors, notes
 
 
 def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series]:

@@ -94,8 +94,8 @@ def summary_table(report: RunReport) -> Table:
             ("retry after (too recent)", s["retry_after"], "yellow"),
             ("pending for the next run", s["pending"], "yellow"),
         ]
+    always = ("conversions built", "would be sent") + (() if s["submitted"] else ("sent",))
     for label, count, style in rows:
-        always = ("conversions built", "would be sent") + (() if s["submitted"] else ("sent",))
         if count or label in always:
             table.add_row(label, f"{count:,}", style=style or None)
     return table

@@ -278,11 +278,7 @@ def _request_outcome(response: Any) -> dict[str, Any]:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return grpc_code(exc) in TRANSIENT_GRPC or type(exc).__name__ in {
-        "ServiceUnavailable",
-        "DeadlineExceeded",
-        "InternalServerError",
-    }
+    return grpc_code(exc) in TRANSIENT_GRPC  # api_core exceptions carry their gRPC status
 
 
 def _translate(exc: BaseException) -> Exception:
@@ -291,19 +287,19 @@ def _translate(exc: BaseException) -> Exception:
         return exc
     status = grpc_code(exc) or type(exc).__name__
     message = str(getattr(exc, "message", "") or exc).splitlines()[0][:300]
-    if status in {"UNAUTHENTICATED", "PERMISSION_DENIED", "Unauthenticated", "PermissionDenied"}:
+    if status in {"UNAUTHENTICATED", "PERMISSION_DENIED"}:
         return DestinationError(
             f"the Data Manager API refused these credentials ({status}: {message}); the "
             "account needs access to the Google Ads customer (login_customer_id for managers)",
             transient=False,
         )
-    if status in {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "InvalidArgument"}:
+    if status in {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}:
         return DestinationError(
             f"the Data Manager API refused the request ({status}: {message}); nothing more was "
             "sent",
             transient=False,
         )
-    if status in {"RESOURCE_EXHAUSTED", "ResourceExhausted", "TooManyRequests"}:
+    if status in {"RESOURCE_EXHAUSTED", "TooManyRequests"}:  # the latter: HTTP 429, no gRPC code
         return DestinationError(
             "the Data Manager API quota is used up for now; the rest stays pending",
             transient=True,

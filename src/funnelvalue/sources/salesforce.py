@@ -396,7 +396,6 @@ class _Reader:
 
 def _login(config: SalesforceSettings) -> Callable[[], Salesforce]:
     """The configured way of logging in, checked for completeness before any call."""
-    secret = _secret
     common: dict[str, Any] = {
         "version": config.api_version,
         "session": _TimeoutSession(config.timeout_seconds),
@@ -408,7 +407,7 @@ def _login(config: SalesforceSettings) -> Callable[[], Salesforce]:
                 "(e.g. https://yourcompany.my.salesforce.com)"
             )
         return lambda: Salesforce(
-            instance_url=config.instance_url, session_id=secret(config.access_token), **common
+            instance_url=config.instance_url, session_id=_secret(config.access_token), **common
         )
     if config.username and config.consumer_key and config.private_key_file:
         return lambda: Salesforce(
@@ -423,12 +422,12 @@ def _login(config: SalesforceSettings) -> Callable[[], Salesforce]:
         if config.consumer_key and config.consumer_secret is not None:
             extra = {
                 "consumer_key": config.consumer_key,
-                "consumer_secret": secret(config.consumer_secret),
+                "consumer_secret": _secret(config.consumer_secret),
             }
         return lambda: Salesforce(
             username=config.username,
-            password=secret(config.password),
-            security_token=secret(config.security_token),
+            password=_secret(config.password),
+            security_token=_secret(config.security_token),
             domain=config.domain,
             **extra,
             **common,
@@ -436,7 +435,7 @@ def _login(config: SalesforceSettings) -> Callable[[], Salesforce]:
     if config.consumer_key and config.consumer_secret is not None:
         return lambda: Salesforce(
             consumer_key=config.consumer_key,
-            consumer_secret=secret(config.consumer_secret),
+            consumer_secret=_secret(config.consumer_secret),
             domain=config.domain,
             **common,
         )

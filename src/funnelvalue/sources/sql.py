@@ -124,13 +124,16 @@ class SqlSource:
                 stream_results=True, yield_per=self.config.chunk_size
             )
             with streaming.execute(self.statement, params) as result:
-                columns = list(result.keys())
+                names = result.keys()  # (iterating the result itself would read rows)
+                columns = [str(name) for name in names]
                 check_columns(
                     rename_columns(pd.DataFrame(columns=columns), self.mapping.columns), self.what
                 )
+                changed = self._change_column(columns)
                 for part in result.partitions():
                     raw = pd.DataFrame.from_records(part, columns=columns)
-                    self._advance(raw)
+                    if changed is not None:
+                        self._advance(raw, changed)
                     raw["source_row"] = range(read + 1, read + len(raw) + 1)
                     read += len(raw)
                     chunks.append(self._normalised(raw))
@@ -146,27 +149,25 @@ class SqlSource:
             frame, timezone=self.mapping.timezone, timestamp_format=self.mapping.timestamp_format
         )
 
-    def _advance(self, raw: pd.DataFrame) -> None:
-        """Move ``high_water`` to the newest change in this chunk."""
+    def _change_column(self, columns: list[str]) -> str | None:
+        """The result column that says when a row changed (sql.watermark_column), found once
+        per read; without one the newest stage change becomes the watermark."""
         wanted = _source_column(self.config.watermark_column, self.mapping)
         found = next(
-            (
-                c
-                for c in raw.columns
-                if c == wanted or canonical_header(str(c)) == canonical_header(wanted)
-            ),
+            (c for c in columns if c == wanted or canonical_header(c) == canonical_header(wanted)),
             None,
         )
         if found is None:
-            message = (
+            self.warnings.append(
                 f"{self.what} has no column '{wanted}' (sql.watermark_column); the newest "
                 "stage change is used as the watermark instead"
             )
-            if message not in self.warnings:
-                self.warnings.append(message)
-            return
+        return found
+
+    def _advance(self, raw: pd.DataFrame, column: str) -> None:
+        """Move ``high_water`` to the newest change in this chunk."""
         times, _ = parse_timestamps(
-            raw[found], ZoneInfo(self.mapping.timezone), self.mapping.timestamp_format
+            raw[column], ZoneInfo(self.mapping.timezone), self.mapping.timestamp_format
         )
         newest = times.max()
         if pd.notna(newest) and (self.high_water is None or newest > self.high_water):
