@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install funnelvalue with its dev tools
 
-example: $(STAMP) ## Refresh examples/crm_leads.csv when its dates are over a week old
-	$(BIN)/python examples/make_example.py --if-stale
+EXAMPLE := state/example/crm_leads.csv
+
+example: $(STAMP) ## A freshly dated copy of the example export in state/ (the committed one is never touched)
+	$(BIN)/python examples/make_example.py --if-stale --output $(EXAMPLE)
 
 run: example ## The daily job on the bundled example export (import file + SQLite ledger)
-	@# Exit 1 means "some rows were rejected": the example has a few bad rows on purpose.
-	$(BIN)/funnelvalue run --input examples/crm_leads.csv --mapping config/mapping.yaml; \
+	@# Exit 1 means "sent; some rows are invalid": the example has a few bad rows on purpose.
+	$(BIN)/funnelvalue run --input $(EXAMPLE) --mapping config/mapping.yaml; \
 	  rc=$$?; [ $$rc -le 1 ] || exit $$rc
 
 test: $(STAMP) ## Run the test suite

@@ -137,15 +137,23 @@ def main() -> None:
         help="only rewrite when the newest row is more than 7 days old",
     )
     parser.add_argument("--today", type=date.fromisoformat, default=datetime.now(UTC).date())
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=TARGET,
+        help="where to write (make run writes an untracked copy, never the committed file)",
+    )
     args = parser.parse_args()
-    last = newest(TARGET)
+    target: Path = args.output
+    last = newest(target)
     if args.if_stale and last is not None and last > datetime.now() - timedelta(days=7):
         return
-    with TARGET.open("w", newline="", encoding="utf-8") as handle:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         writer.writerows(rows(args.today))
-    print(f"wrote {TARGET} ({LEADS} leads, dated up to {args.today})")
+    print(f"wrote {target} ({LEADS} leads, dated up to {args.today})")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ BAD_ROWS = {
     "D-90002": "unknown CRM stage 'Negotiation'",
     "D-90003": "stage_changed_at is empty",
     "D-90004": "amount 'n/a' is not a number",
-    "D-90005": "no click id (gclid, gbraid, wbraid) and no email or phone",
 }
+SKIPPED = "no click id (gclid, gbraid, wbraid) and no email or phone (1)"  # D-90005
 
 
 @pytest.fixture
@@ -31,12 +31,16 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "examples").mkdir()
     shutil.copy(REPO / "examples" / "crm_leads.csv", tmp_path / "examples")
     subprocess.run(
-        [sys.executable, str(REPO / "examples" / "make_example.py")],
+        [
+            sys.executable,
+            str(REPO / "examples" / "make_example.py"),
+            "--output",
+            str(tmp_path / "examples" / "crm_leads.csv"),
+        ],
         cwd=tmp_path,
         check=True,
         capture_output=True,
     )
-    shutil.copy(REPO / "examples" / "crm_leads.csv", tmp_path / "examples")
     return tmp_path
 
 
@@ -55,6 +59,8 @@ def test_run_reports_rejects_and_a_second_run_sends_nothing(project: Path) -> No
     for lead, reason in BAD_ROWS.items():
         assert lead in output
         assert reason in output
+    assert "D-90005" not in output  # not attributable: counted, not listed as a problem
+    assert f"skipped, not attributable to an ad click: {SKIPPED}" in output
     assert "Unknown CRM stages: 'Negotiation' (1)" in output
     exported = (project / "out" / "google_ads_conversions.csv").read_text()
     assert exported.startswith("Parameters:TimeZone=Europe/Berlin\nGoogle Click ID,")
@@ -62,23 +68,38 @@ def test_run_reports_rejects_and_a_second_run_sends_nothing(project: Path) -> No
     summary = json.loads(output.strip().splitlines()[-1])
     assert summary["sent"] == 0
     assert summary["rejected"] == 5
+    assert (summary["invalid"], summary["skipped"]) == (4, 1)
+    assert summary["skipped_reasons"] == {"no_identifier": 1}
+    assert code == 1
     assert summary["already_sent"] == summary["conversions_built"] > 600
     assert summary["output"] == "out/google_ads_conversions.csv"
     code, output = invoke("status")
     assert code == 0
     assert "Last runs" in output
-    assert "uploaded" in output
+    assert "written" in output
 
 
 def test_json_summary_has_the_documented_counts(project: Path) -> None:
-    code, output = invoke("run", "--json", "--output", "out/run-{run_id}.csv")
+    code, output = invoke("run", "--json", "--output", "out/import.csv")
     summary = json.loads(output)
     assert code == 1
     for key in ("rows_read", "conversions_built", "rejected", "already_sent", "sent", "output"):
         assert key in summary
-    assert summary["sent"] == summary["conversions_built"]
-    assert summary["output"] == "out/run-1.csv"
-    assert (project / "out" / "run-1.csv").exists()
+    assert summary["sent"] == summary["written"] == summary["conversions_built"]
+    assert summary["output"] == "out/import.csv"
+    assert summary["ledger"] == "sqlite:///state/funnelvalue.db"
+    assert summary["ledger_created"] is True
+    assert (project / "out" / "import.csv").exists()
+    assert len(list((project / "out" / "runs").glob("import-*-run1.csv"))) == 1
+
+
+def test_an_output_name_that_changes_per_run_is_refused(project: Path) -> None:
+    """The fetched file must keep its name; a template like x{y}.csv used to crash."""
+    for template in ("out/x{y}.csv", "out/run-{run_id}.csv"):
+        code, output = invoke("run", "--output", template)
+        assert code == 2, output
+        assert "has placeholders" in output
+    assert not (project / "out").exists()
 
 
 def test_preview_shows_everything_and_writes_nothing(project: Path) -> None:

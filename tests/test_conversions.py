@@ -62,9 +62,43 @@ def test_order_id_is_stable_and_carries_no_pii(mapping: Mapping, now: pd.Timesta
     first = built_from(rows, mapping, now).conversions
     again = built_from(rows, mapping, now + pd.Timedelta(hours=1)).conversions
     assert order_ids(first["key"]).tolist() == order_ids(again["key"]).tolist()
-    expected = hashlib.sha256(f"{CUSTOMER}|CRM lead|L1|lead".encode()).hexdigest()[:24]
+    expected = hashlib.sha256(f"{CUSTOMER}|CRM lead|L1".encode()).hexdigest()[:24]
     assert order_ids(first["key"]).tolist() == [expected]  # a hash of the key: no email
-    assert first["key"].iloc[0] == f"{CUSTOMER}|CRM lead|L1|lead"
+    assert first["key"].iloc[0] == f"{CUSTOMER}|CRM lead|L1"
+
+
+def test_the_key_is_what_google_counts_never_a_label(mapping: Mapping, now: pd.Timestamp) -> None:
+    """Renaming a stage, or naming its action by id, leaves every key as it was."""
+    rows = [row("L1", "New", now - pd.Timedelta(days=1))]
+    by_id = {"CRM lead": "101", "CRM qualified": "102", "CRM won": "103"}
+    first = build(
+        normalise(pd.DataFrame(rows, columns=HEADER).astype("string"), timezone="UTC"),
+        mapping,
+        now,
+        CUSTOMER,
+        identities=by_id,
+    ).conversions
+    assert first["key"].tolist() == [f"{CUSTOMER}|101|L1"]
+    assert first["action_identity"].tolist() == ["101"]
+    renamed = mapping.model_copy(
+        update={
+            "stages": [
+                mapping.stages[0].model_copy(
+                    update={"name": "inquiry", "conversion_action": "101"}
+                ),
+                *mapping.stages[1:],
+            ]
+        }
+    )
+    again = build(
+        normalise(pd.DataFrame(rows, columns=HEADER).astype("string"), timezone="UTC"),
+        renamed,
+        now,
+        CUSTOMER,
+        identities={**by_id, "101": "101"},
+    ).conversions
+    assert again["stage"].tolist() == ["inquiry"]
+    assert again["key"].tolist() == first["key"].tolist()
 
 
 def test_stage_names_match_loosely_ignored_and_unknown_are_counted(

@@ -40,14 +40,14 @@ def setup_project(tmp_path: Path, leads: int) -> list[str]:
         "--ledger",
         "sqlite:///state/ledger.db",
         "--output",
-        "out/run-{run_id}.csv",
+        "out/import.csv",
         "--json",
     ]
 
 
 def order_ids_written(out_dir: Path) -> list[str]:
     ids: list[str] = []
-    for path in sorted(out_dir.glob("run-*.csv")):
+    for path in sorted((out_dir / "runs").glob("import-*.csv")):
         with path.open(newline="") as handle:
             handle.readline()
             ids.extend(row["Order ID"] for row in csv.DictReader(handle))
@@ -71,7 +71,7 @@ def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
     done = run_cli(tmp_path, args)
     assert done.returncode == 0, done.stderr
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
-    assert ledger.status_counts() == {"uploaded": expected}
+    assert ledger.status_counts() == {"written": expected}
     rows = ledger.conversions_frame()
     assert rows["order_id"].is_unique
     assert set(order_ids_written(tmp_path / "out")) == set(rows["order_id"])
@@ -131,7 +131,7 @@ def test_kill_at_random_moments_never_loses_or_duplicates(
         if (tmp_path / "state" / "ledger.db").exists():
             ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
             counts = ledger.status_counts()
-            assert set(counts) <= {"pending", "uploaded"}
+            assert set(counts) <= {"pending", "written"}
             assert sum(counts.values()) in (0, expected)  # never a half-written batch
             ledger.close()
     ledger = finish_and_check(tmp_path, args, expected)

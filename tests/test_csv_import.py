@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import re
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -52,12 +54,13 @@ def read(path: Path) -> tuple[str, list[dict[str, str]]]:
 def test_import_file_follows_googles_template(tmp_path: Path, mapping: Mapping) -> None:
     now = pd.Timestamp("2026-11-10", tz="UTC")
     batch = conversions(mapping, now)
-    target = ImportFile.for_run(tmp_path / "out" / "run-{run_id}.csv", "Europe/Berlin", 7)
+    target = ImportFile.for_run(tmp_path / "out" / "conversions.csv", "Europe/Berlin", 7)
     result = target.upload(batch)
-    assert target.path == tmp_path / "out" / "run-7.csv"
-    assert set(result["status"]) == {"uploaded"}
+    assert target.run_path.parent == tmp_path / "out" / "runs"
+    assert re.fullmatch(r"conversions-\d{4}-\d\d-\d\d-run7\.csv", target.run_path.name)
+    assert set(result["status"]) == {"written"}  # Google has not seen it yet
     assert result["key"].tolist() == batch["key"].tolist()
-    parameters, rows = read(target.path)
+    parameters, rows = read(target.run_path)
     assert parameters == "Parameters:TimeZone=Europe/Berlin"
     assert list(rows[0])[:6] == [
         "Google Click ID",
@@ -78,17 +81,20 @@ def test_import_file_follows_googles_template(tmp_path: Path, mapping: Mapping) 
     won_b = next(r for r in rows if r["Conversion Name"] == "CRM won")
     assert won_b["Conversion Value"] == "1234.50"
     assert len(won_b["Email"]) == 64  # hashed, never the address itself
-    assert "b@example.com" not in target.path.read_text()
+    assert "b@example.com" not in target.run_path.read_text()
     assert any(r["GBRAID"] == "0AAAAADxyz1234567890abcdef" for r in rows)
-    assert [p.name for p in target.path.parent.iterdir()] == ["run-7.csv"]  # no temp files
+    assert [p.name for p in target.run_path.parent.iterdir()] == [target.run_path.name]
+    assert stat.S_IMODE(target.run_path.stat().st_mode) == 0o644  # Google's fetcher reads it
+    target.publish(batch)
+    assert read(target.path) == read(target.run_path)
 
 
 def test_plain_click_file_has_only_the_template_columns(tmp_path: Path, mapping: Mapping) -> None:
     batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
     only_gclid = batch[batch["click_id_kind"] == "gclid"].assign(consent=pd.NA)
-    target = ImportFile(tmp_path / "f.csv", "UTC")
+    target = ImportFile(tmp_path / "f.csv", tmp_path / "run.csv", "UTC")
     target.upload(only_gclid)
-    _, rows = read(target.path)
+    _, rows = read(target.run_path)
     assert list(rows[0]) == [
         "Google Click ID",
         "Conversion Name",
@@ -99,10 +105,12 @@ def test_plain_click_file_has_only_the_template_columns(tmp_path: Path, mapping:
     ]
 
 
-def test_empty_batch_still_writes_a_valid_file(tmp_path: Path, mapping: Mapping) -> None:
+def test_an_empty_window_still_publishes_a_valid_file(tmp_path: Path, mapping: Mapping) -> None:
     batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC")).iloc[0:0]
-    target = ImportFile(tmp_path / "f.csv", "UTC")
+    target = ImportFile(tmp_path / "f.csv", tmp_path / "runs" / "r.csv", "UTC")
     assert target.upload(batch).empty
+    assert not target.run_path.exists()  # no run file for a run with nothing new
+    target.publish(batch)
     parameters, rows = read(target.path)
     assert parameters == "Parameters:TimeZone=UTC"
     assert rows == []
@@ -113,4 +121,37 @@ def test_unwritable_target_is_a_destination_error(tmp_path: Path, mapping: Mappi
     blocker.write_text("")
     batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
     with pytest.raises(DestinationError, match="cannot write the import file"):
-        ImportFile(blocker / "sub" / "f.csv", "UTC").upload(batch)
+        ImportFile(blocker / "f.csv", blocker / "sub" / "f.csv", "UTC").upload(batch)
+
+
+def test_only_a_regular_file_is_replaced(tmp_path: Path, mapping: Mapping) -> None:
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("keep me")
+    link = tmp_path / "f.csv"
+    link.symlink_to(secret)
+    with pytest.raises(DestinationError, match="it is a symbolic link"):
+        ImportFile(link, tmp_path / "run.csv", "UTC").publish(batch)
+    assert secret.read_text() == "keep me"
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(DestinationError, match="not a regular file"):
+        ImportFile(tmp_path / "dir.csv", tmp_path / "run.csv", "UTC").publish(batch)
+
+
+def test_formula_cells_are_neutralised_but_click_ids_are_not(
+    tmp_path: Path, mapping: Mapping
+) -> None:
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    batch = batch[batch["click_id_kind"] == "gclid"].head(1)
+    batch = pd.concat([batch] * 3, ignore_index=True)
+    batch["conversion_action"] = pd.array(
+        ['=HYPERLINK("http://x")', "@SUM(A1)", "+1"], dtype="string"
+    )
+    batch.loc[batch.index[0], "click_id"] = "-Cj0KCQiAstartswithdash"
+    target = ImportFile(tmp_path / "f.csv", tmp_path / "run.csv", "UTC")
+    target.upload(batch)
+    _, rows = read(target.run_path)
+    names = sorted(r["Conversion Name"] for r in rows)
+    assert names == ["'+1", '\'=HYPERLINK("http://x")', "'@SUM(A1)"]
+    assert rows[0]["Google Click ID"] == "-Cj0KCQiAstartswithdash"
+    assert [r["Google Click ID"] for r in rows[1:]] == [gclid(1)] * 2

@@ -36,6 +36,7 @@ def test_migrations_are_recorded_and_applied_once(
         assert list(conn.scalars(select(schema_migrations.c.name))) == [
             "0001_initial",
             "0002_async_requests",
+            "0003_stable_identity",
         ]
     assert {"runs", "conversions", "rejected_rows", "watermarks", "requests"} <= set(
         inspect(engine).get_table_names()
@@ -48,7 +49,7 @@ def test_a_ledger_from_before_asynchronous_destinations_is_upgraded(
 ) -> None:
     """A 0001-only ledger (no request_id, no requests table) gains both and keeps its rows."""
     ledger = open_ledger(ledger_url)
-    run_id, _ = ledger.start_run("run", "csv:x", "csv:y")
+    run_id, _ = ledger.start_run("run", "csv:x", "csv:y", CUSTOMER)
     ledger.close()
     engine = create_engine(ledger_url)
     with engine.begin() as conn:  # undo 0002 by hand: what an older funnelvalue left behind
@@ -90,11 +91,11 @@ def test_classify_pending_send_record_and_states(
     now: pd.Timestamp,
 ) -> None:
     ledger = open_ledger(ledger_url)
-    assert set(ledger.classify(conversions, now)) == {states.NEW}
-    run_id, stale = ledger.start_run("run", "src", "dst")
+    assert set(ledger.classify(conversions, now)["state"]) == {states.NEW}
+    run_id, stale = ledger.start_run("run", "src", "dst", CUSTOMER)
     assert stale == []
     ledger.mark_pending(run_id, conversions, "dst")
-    assert set(ledger.classify(conversions, now)) == {states.PENDING}
+    assert set(ledger.classify(conversions, now)["state"]) == {states.PENDING}
     result = outcomes(conversions["key"], "uploaded", message="ok")
     keys = conversions["key"]
     result.loc[keys.index[0], ["status", "error_code"]] = ["rejected", "EXPIRED_EVENT"]
@@ -108,16 +109,16 @@ def test_classify_pending_send_record_and_states(
         summary={"sent": 1},
         exit_code=0,
     )
-    got = ledger.classify(conversions, now)
+    got = ledger.classify(conversions, now)["state"]
     assert got.iloc[0] == states.REJECTED_BEFORE
     assert got.iloc[1] == states.RETRY_LATER
     assert set(got.iloc[2:]) == {states.SENT}
-    later = ledger.classify(conversions, now + pd.Timedelta(hours=7))
+    later = ledger.classify(conversions, now + pd.Timedelta(hours=7))["state"]
     assert later.iloc[1] == states.RETRY_DUE
     changed = conversions.copy()
     changed.loc[changed.index[2], "value"] += 1
     changed.loc[changed.index[0], "click_id"] = "Cj0KCQiAfixedfixedfixedfixed"
-    got = ledger.classify(changed, now)
+    got = ledger.classify(changed, now)["state"]
     assert got.iloc[2] == states.CHANGED
     assert got.iloc[0] == states.FIXED
     assert ledger.watermark("src") == now
@@ -133,8 +134,8 @@ def test_runs_left_running_are_marked_interrupted(
     open_ledger: Callable[..., Ledger], ledger_url: str
 ) -> None:
     ledger = open_ledger(ledger_url)
-    crashed, _ = ledger.start_run("run", "s", "d")
-    _, stale = ledger.start_run("run", "s", "d")
+    crashed, _ = ledger.start_run("run", "s", "d", CUSTOMER)
+    _, stale = ledger.start_run("run", "s", "d", CUSTOMER)
     assert stale == [crashed]
     assert ledger.last_runs()[1].status == "interrupted"
 
@@ -146,7 +147,7 @@ def test_due_rows_missing_from_input_come_from_the_ledger_copy(
     now: pd.Timestamp,
 ) -> None:
     ledger = open_ledger(ledger_url)
-    run_id, _ = ledger.start_run("run", "s", "d")
+    run_id, _ = ledger.start_run("run", "s", "d", CUSTOMER)
     ledger.mark_pending(run_id, conversions, "d")
     rest = ledger.due_elsewhere(CUSTOMER, conversions["key"].iloc[3:], now)
     assert sorted(rest["key"]) == sorted(conversions["key"].iloc[:3])

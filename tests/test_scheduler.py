@@ -67,3 +67,33 @@ def test_kubernetes_cronjob_never_overlaps() -> None:
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["/app/scheduler/run.sh"]
+
+
+def test_the_scheduler_files_follow_the_documented_exit_codes() -> None:
+    """run.sh names every code; systemd treats exactly 1 and 75 as success."""
+    script = (SCHEDULER / "run.sh").read_text()
+    for code in ("0)", "1)", "2)", "3)", "70)", "75)", "130 | 143)"):
+        assert f"  {code}" in script, code
+    service = configparser.ConfigParser()
+    service.read(SCHEDULER / "funnelvalue.service")
+    assert service["Service"]["SuccessExitStatus"].split() == ["1", "75"]
+
+
+def test_run_sh_passes_a_lock_conflict_through(tmp_path: Path) -> None:
+    """A skipped run says so and exits 75, never silently 0."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    fake = bin_dir / "funnelvalue"
+    fake.write_text("#!/bin/sh\necho 'error: another run holds the lock' >&2\nexit 75\n")
+    fake.chmod(0o755)
+    done = subprocess.run(
+        [str(SCHEDULER / "run.sh")],
+        env={**os.environ, "FUNNELVALUE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 75
+    assert "skipped: another run holds the lock" in done.stderr

@@ -1,14 +1,19 @@
 """The `funnelvalue` command: parse options, call the library, render, exit with a clear code.
 
-Exit codes: 0 all good · 1 some rows rejected · 2 configuration or usage error ·
-3 source or destination unavailable (nothing lost: rows stay pending).
+Exit codes (funnelvalue.errors): 0 all sent · 1 sent, some rows invalid (fix them in the CRM) ·
+2 nothing sent: configuration, usage or unusable input · 3 try later (rows stay pending) ·
+70 internal error (traceback in a crash log) · 75 another run holds the lock ·
+130 / 143 stopped by SIGINT / SIGTERM after recording what Google acknowledged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,14 +23,15 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from funnelvalue import __version__, report
+from funnelvalue import __version__, report, stopping
 from funnelvalue.advice import write_mapping as write_suggested
 from funnelvalue.destinations.base import make_destination
-from funnelvalue.errors import ConfigError, FunnelvalueError
+from funnelvalue.errors import EXIT_INTERNAL, ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, load_mapping
-from funnelvalue.pipeline import customer_id_for, execute, study
+from funnelvalue.pipeline import customer_id_for, execute, export_written, study
 from funnelvalue.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -142,14 +148,50 @@ def _logging(settings: Settings | None, verbose: bool) -> None:
 
 @contextmanager
 def _user_errors(as_json: bool = False) -> Iterator[None]:
-    """Expected failures become one clear message and the documented exit code."""
+    """Expected failures become one clear message and the documented exit code; anything
+    else is a bug: one line, the traceback in a crash log, exit 70 (never 0 or 1). SIGINT and
+    SIGTERM stop the job at a safe point (funnelvalue.stopping)."""
     try:
-        yield
+        with stopping.handling_signals():
+            yield
     except FunnelvalueError as exc:
         if as_json:
             print(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(exc.exit_code) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        where = _crash_log(traceback.format_exc())
+        message = (
+            f"internal error ({type(exc).__name__}): a bug in funnelvalue, not in your data or "
+            f"settings. The traceback is in {where}; please report it. A run that had started "
+            "is marked failed; the next run finishes the job without duplicates"
+        )
+        if as_json:
+            print(json.dumps({"error": message, "exit_code": EXIT_INTERNAL, "crash_log": where}))
+        err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _crash_log(text: str) -> str:
+    """Write a traceback where the operator will look (FUNNELVALUE_LOG_DIR, else state/, else
+    the temp folder); readable by the owner only, since a message may quote an input row."""
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
+    name = f"funnelvalue-crash-{stamp}-{os.getpid()}.log"
+    for folder in (os.environ.get("FUNNELVALUE_LOG_DIR"), "state", tempfile.gettempdir()):
+        if not folder:
+            continue
+        path = Path(folder) / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError:
+            continue
+        return str(path)
+    return "(no writable folder for the crash log; run with -v to see it)"
 
 
 def _settings(config: Path | None, verbose: bool, **options: Any) -> Settings:
@@ -182,10 +224,10 @@ def _job(
             since=since,
             full_refresh=full_refresh,
         )
-    if as_json:
-        print(json.dumps(result.summary()))
-    else:
-        report.render_run(out, result, loaded, preview=dry_run, limit=limit or None)
+        if as_json:
+            print(json.dumps(result.summary()))
+        else:
+            report.render_run(out, result, loaded, preview=dry_run, limit=limit or None)
     raise typer.Exit(result.exit_code)
 
 
@@ -416,6 +458,44 @@ def status(
         out.print(report.diagnostics_table(diagnostics))
     elif note:
         out.print(f"[dim]{note}[/]")
+
+
+@app.command("export")
+def export(
+    since: Annotated[
+        datetime,
+        typer.Option(
+            "--since",
+            help="Write the conversions written to import files since this day (YYYY-MM-DD).",
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write (default out/google_ads_conversions-since-DATE.csv).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    mapping: MappingOpt = None,
+    ledger: LedgerOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write an import file again from the ledger: every conversion written since a day, with
+    its Order ID (importing it twice is harmless). Sends nothing, records nothing.
+
+    Example: funnelvalue export --since 2026-11-01 --output out/november.csv
+    """
+    with _user_errors():
+        settings = _settings(config, verbose, mapping=mapping, ledger=ledger)
+        loaded = load_mapping(settings.mapping)
+        start = pd.Timestamp(since).tz_localize("UTC")
+        path = output or Path(f"out/google_ads_conversions-since-{start:%Y-%m-%d}.csv")
+        rows = export_written(settings, loaded, start, path)
+    out.print(f"wrote {escape(str(path))}: {rows:,} conversions written since {start:%Y-%m-%d}")
 
 
 WindowOpt = Annotated[

@@ -8,6 +8,7 @@ adds a reason to the rows it fails, so a rejected row lists all its problems at 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping as MappingT
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pycountry
 
+from funnelvalue import reasons as R
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
@@ -44,6 +46,7 @@ CONVERSION_COLUMNS = [
     "stage_position",
     "crm_stage",
     "conversion_action",
+    "action_identity",  # the action as Google counts it: part of the key, never a label
     "conversion_time",
     "value",
     "value_factor",  # multiply_by's factor (1 without one): expected values are scaled by it
@@ -56,7 +59,10 @@ CONVERSION_COLUMNS = [
     "backfilled",
     "source_row",
 ]
-REJECT_COLUMNS = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
+# ``key``: set on rows that would have been a conversion (e.g. older than the lookback), so
+# one already sent is recognised as such rather than reported as a problem every day.
+REJECT_COLUMNS = ["source_row", "lead_id", "crm_stage", "stage", "reason", "reason_code", "kind"]
+MAX_LEAD_ID = 1000  # characters; longer is not an id but a pasted cell
 USER_IDENTIFIERS = "email/phone"
 
 
@@ -78,18 +84,18 @@ class Built:
     funnel: pd.DataFrame | None = None
 
 
-def idempotency_key(
-    customer_id: str, action: pd.Series, lead_id: pd.Series, stage: pd.Series
-) -> pd.Series:
-    """``customer|action|lead_id|stage``, joined in one Arrow pass (no per-step copies)."""
+def idempotency_key(customer_id: str, action_identity: pd.Series, lead_id: pd.Series) -> pd.Series:
+    """``customer|action identity|lead_id``: what Google counts, one conversion per lead and
+    action. Nothing a marketer renames is in it (stage names, an action written by name in
+    one version of the mapping and by id in the next); joined in one Arrow pass."""
     arrow = pd.StringDtype("pyarrow")
     parts = [
         pc.cast(pa.array(column.astype(arrow)), pa.large_string())
-        for column in (action, lead_id, stage)
+        for column in (action_identity, lead_id)
     ]
     text = pa.large_string()
     joined = pc.binary_join_element_wise(pa.scalar(customer_id, text), *parts, pa.scalar("|", text))
-    return pd.Series(pd.array(joined, dtype=arrow), index=action.index)
+    return pd.Series(pd.array(joined, dtype=arrow), index=lead_id.index)
 
 
 def order_ids(keys: pd.Series) -> pd.Series:
@@ -106,11 +112,14 @@ def build(
     now: pd.Timestamp,
     customer_id: str,
     *,
+    identities: MappingT[str, str] | None = None,
     keep_funnel: bool = False,
 ) -> Built:
     """Map normalised leads (see ``leads.normalise``) to conversions and rejects.
 
-    ``keep_funnel`` also returns every placed stage row, rejected or not, for statistics.
+    ``identities`` maps each conversion action label of the mapping to the action as the
+    destination's Google counts it (default: the label, as the import file's Conversion
+    Name). ``keep_funnel`` also returns every placed stage row, rejected or not.
     """
     rows_read = len(leads)
     latest = leads["stage_changed_at"].max() if rows_read else None
@@ -127,17 +136,33 @@ def build(
     stage_missing = leads["stage"].isna().to_numpy()
     unknown = (position < 0) & ~ignored & ~stage_missing
     early = leads["time_error"].copy()
+    early_code = pd.Series(pd.NA, index=leads.index, dtype="string")
+    early_code[early.notna()] = R.TIME_UNREADABLE
+    early_code[early.str.startswith("stage_changed_at is empty").fillna(False)] = R.TIME_EMPTY
     early[unknown] = (
         "unknown CRM stage '"
         + leads.loc[unknown, "stage"]
         + "': add it to a stage's crm_values or to ignore in the mapping"
     )
+    early_code[unknown] = R.UNKNOWN_STAGE
     early[stage_missing] = "stage is empty"
-    early[leads["lead_id"].isna().to_numpy()] = "lead_id is empty"
+    early_code[stage_missing] = R.STAGE_EMPTY
+    too_long = (leads["lead_id"].str.len() > MAX_LEAD_ID).fillna(False).to_numpy(dtype=bool)
+    early[too_long] = f"lead_id is longer than {MAX_LEAD_ID} characters: not a CRM id"
+    early_code[too_long] = R.LEAD_ID_TOO_LONG
+    no_lead = leads["lead_id"].isna().to_numpy()
+    early[no_lead] = "lead_id is empty"
+    early_code[no_lead] = R.LEAD_ID_EMPTY
     bad_early = (early.notna().to_numpy()) & ~ignored
     if bad_early.any():
         rejected.append(
-            _rejects(leads[bad_early], early[bad_early], np.full(bad_early.sum(), -1), stage_names)
+            _rejects(
+                leads[bad_early],
+                early[bad_early],
+                early_code[bad_early],
+                np.full(bad_early.sum(), -1),
+                stage_names,
+            )
         )
     unknown_stages = leads.loc[unknown, "stage"].value_counts().to_dict()
     kept = np.flatnonzero(~bad_early & ~ignored)
@@ -177,35 +202,47 @@ def build(
     frame["conversion_action"] = pd.Series(
         actions[frame["stage_position"]], index=frame.index, dtype="string"
     )
-    base, value_reasons = _values(frame, mapping)
+    known = identities or {}
+    identity = np.array([known.get(str(a), str(a)) for a in actions], dtype=object)
+    frame["action_identity"] = pd.Series(
+        identity[frame["stage_position"]], index=frame.index, dtype="string"
+    )
+    base, value_check = _values(frame, mapping)
     frame["value_factor"], notes = _multipliers(frame, mapping)
     frame["value"] = (base * frame["value_factor"]).round(2)
-    frame["currency"], currency_reasons = _currency(frame, mapping)
-    frame["consent"], consent_reasons = _consent(frame, mapping.consent_ad_user_data)
-    identifier_reasons = _identifiers(frame, mapping)
-    joined = _join_reasons(
+    frame["currency"], currency_check = _currency(frame, mapping)
+    frame["consent"], consent_check = _consent(frame, mapping.consent_ad_user_data)
+    identifier_check = _identifiers(frame, mapping)
+    joined, reason_codes, kinds = _join_checks(
         [
-            value_reasons,
-            currency_reasons,
-            identifier_reasons,
+            value_check,
+            currency_check,
+            identifier_check,
             _time_checks(frame, mapping, now),
-            consent_reasons,
+            consent_check,
         ]
     )
     bad = joined.notna()
-    if bad.any():
-        rejected.append(
-            _rejects(frame[bad], joined[bad], frame["stage_position"][bad].to_numpy(), stage_names)
-        )
-    funnel = _funnel(frame, identifier_reasons) if keep_funnel else None
-    frame["conversion_time"] = frame["stage_changed_at"].dt.floor("s")
     frame["customer_id"] = customer_id
+    if bad.any():
+        refused = _rejects(
+            frame[bad],
+            joined[bad],
+            reason_codes[bad],
+            frame["stage_position"][bad].to_numpy(),
+            stage_names,
+            kinds[bad],
+        )
+        refused["key"] = idempotency_key(
+            customer_id, frame.loc[bad, "action_identity"], frame.loc[bad, "lead_id"]
+        ).to_numpy()
+        rejected.append(refused)
+    funnel = _funnel(frame, identifier_check[0]) if keep_funnel else None
+    frame["conversion_time"] = frame["stage_changed_at"].dt.floor("s")
     kept_columns = [c for c in CONVERSION_COLUMNS if c != "key"]
     good = frame.loc[~bad, kept_columns] if bad.any() else frame[kept_columns]
     del frame  # only the columns a conversion needs live on
-    good["key"] = idempotency_key(
-        customer_id, good["conversion_action"], good["lead_id"], good["stage"]
-    )
+    good["key"] = idempotency_key(customer_id, good["action_identity"], good["lead_id"])
     rejects = pd.concat(rejected, ignore_index=True) if rejected else _empty_rejects()
     return Built(
         conversions=good[CONVERSION_COLUMNS].reset_index(drop=True),
@@ -221,12 +258,23 @@ def build(
     )
 
 
-def _join_reasons(reasons: list[pd.Series]) -> pd.Series:
-    """All of a row's problems in one text, column by column (no per-row Python)."""
-    joined = reasons[0]
-    for more in reasons[1:]:
-        joined = (joined + "; " + more).fillna(joined).fillna(more)
-    return joined
+Check = tuple[pd.Series, pd.Series]  # (reason text, reason code) per row, NA where fine
+
+
+def _join_checks(checks: list[Check]) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """All of a row's problems in one text, column by column (no per-row Python); its code
+    (the first invalid one, else the first) and its kind (invalid if any problem is)."""
+    joined, first_code = checks[0]
+    index = joined.index
+    first_invalid = pd.Series(pd.NA, index=index, dtype="string")
+    for reasons, codes in checks[1:]:
+        joined = (joined + "; " + reasons).fillna(joined).fillna(reasons)
+        first_code = first_code.fillna(codes)
+    for _, codes in checks:
+        first_invalid = first_invalid.fillna(codes.where(~codes.isin(R.SKIPPED_CODES)))
+    code = first_invalid.fillna(first_code)
+    kind = pd.Series(R.SKIPPED, index=index, dtype="string").mask(first_invalid.notna(), R.INVALID)
+    return joined, code, kind
 
 
 def _backfill(
@@ -321,9 +369,10 @@ def parse_amounts(raw: pd.Series) -> pd.Series:
     return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
-def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series]:
+def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
     values = pd.Series(np.nan, index=frame.index, dtype="float64")
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    codes = pd.Series(pd.NA, index=frame.index, dtype="string")
     for position, stage in enumerate(mapping.stages):
         rows = frame["stage_position"] == position
         if not rows.any():
@@ -350,13 +399,16 @@ def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series
             reasons[empty[empty].index] = (
                 f"{column} is empty and stage '{stage.name}' has no default value"
             )
+            codes[empty[empty].index] = R.VALUE_EMPTY
         reasons[unparseable[unparseable].index] = (
             f"{column} '" + raw[unparseable].astype("string").str.slice(0, 30) + "' is not a number"
         )
+        codes[unparseable[unparseable].index] = R.VALUE_NOT_A_NUMBER
         negative = parsed < 0
         reasons[negative[negative].index] = f"{column} is negative; values must be >= 0"
+        codes[negative[negative].index] = R.VALUE_NEGATIVE
         values[rows] = parsed
-    return values, reasons
+    return values, (reasons, codes)
 
 
 def _funnel(frame: pd.DataFrame, identifier_reasons: pd.Series) -> pd.DataFrame:
@@ -403,15 +455,18 @@ def _multipliers(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, list
     return factors, notes
 
 
-def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, pd.Series]:
+def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
     currency = frame["currency"].str.upper().fillna(mapping.currency)
     bad = ~currency.isin(CURRENCIES)
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
-    reasons[bad] = "currency '" + currency[bad] + "' is not an ISO 4217 code (e.g. EUR, USD)"
-    return currency.astype("string"), reasons
+    reasons[bad] = (
+        "currency '" + currency[bad].str.slice(0, 10) + "' is not an ISO 4217 code (e.g. EUR, USD)"
+    )
+    codes = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, R.CURRENCY_INVALID)
+    return currency.astype("string"), (reasons, codes)
 
 
-def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
+def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
     """Pick one identifier per row: gclid, else gbraid or wbraid, else hashed email/phone."""
     gclid, gbraid, wbraid = frame["gclid"], frame["gbraid"], frame["wbraid"]
     has_g, has_gb, has_wb = gclid.notna(), gbraid.notna(), wbraid.notna()
@@ -421,11 +476,13 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
     kind[has_g] = "gclid"
     click_id = gclid.fillna(gbraid).fillna(wbraid).astype("string")
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    codes = pd.Series(pd.NA, index=frame.index, dtype="string")
     both_braids = ~has_g & has_gb & has_wb
     reasons[both_braids] = (
         "both gbraid and wbraid are set; Google accepts only one "
         "(keep the one from the landing page URL)"
     )
+    codes[both_braids] = R.BOTH_BRAIDS
     malformed = kind.notna() & ~both_braids & ~valid_click_id(click_id)
     reasons[malformed] = (
         kind[malformed]
@@ -433,6 +490,7 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
         + click_id[malformed].str.slice(0, 30)
         + "' is malformed: click ids are 16+ characters of A-Z a-z 0-9 _ -"
     )
+    codes[malformed] = R.CLICK_ID_MALFORMED
 
     # Emails and phones matter only where there is no click id: normalise just those rows.
     no_click = kind.isna()
@@ -454,30 +512,37 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
         "no click id, and the email/phone given is not usable (email must look like "
         "name@example.com; phone needs +country code or phone_country_code in the mapping)"
     )
+    codes[nothing & offered] = R.IDENTIFIER_UNUSABLE
     reasons[nothing & ~offered] = "no click id (gclid, gbraid, wbraid) and no email or phone"
-    return reasons
+    codes[nothing & ~offered] = R.NO_IDENTIFIER
+    return reasons, codes
 
 
-def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> pd.Series:
+def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> Check:
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+    codes = pd.Series(pd.NA, index=frame.index, dtype="string")
     time = frame["stage_changed_at"]
     created = frame["created_at"]
     future = time > now + timedelta(minutes=5)
     reasons[future] = "stage_changed_at is in the future (check the export's timezone)"
+    codes[future] = R.TIME_IN_FUTURE
     before_created = created.notna() & (time < created)
     reasons[before_created] = (
         "stage was reached before the lead was created (created_at); usually a timezone mix-up"
     )
+    codes[before_created] = R.BEFORE_CREATED
     oldest = created.where(created < time, time)  # the click is at or before the lead
     expired = oldest < now - timedelta(days=mapping.lookback_days)
-    reasons[expired & reasons.isna()] = (
+    expired &= reasons.isna()
+    reasons[expired] = (
         f"older than the {mapping.lookback_days}-day click lookback: Google would reject it "
         "as expired"
     )
-    return reasons
+    codes[expired] = R.EXPIRED
+    return reasons, codes
 
 
-def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, pd.Series]:
+def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, Check]:
     raw = frame["consent_ad_user_data"].str.upper()
     codes, uniques = pd.factorize(raw)  # map the few distinct values, not every row
     mapped = np.array([CONSENT.get(str(u)) for u in uniques] + [None], dtype=object)
@@ -486,19 +551,27 @@ def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, pd.Se
     bad = raw.notna() & consent.isna()
     reasons[bad] = (
         "consent_ad_user_data '"
-        + frame.loc[bad, "consent_ad_user_data"]
+        + frame.loc[bad, "consent_ad_user_data"].str.slice(0, 20)
         + "' must be GRANTED or DENIED"
     )
+    flags = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, R.CONSENT_INVALID)
     if default is not None:  # the mapping's answer for rows whose export says nothing
         consent = consent.mask(raw.isna(), default)
-    return consent, reasons
+    return consent, (reasons, flags)
 
 
 def _rejects(
-    rows: pd.DataFrame, reasons: pd.Series, positions: np.ndarray, stage_names: list[str]
+    rows: pd.DataFrame,
+    reasons: pd.Series,
+    codes: pd.Series,
+    positions: np.ndarray,
+    stage_names: list[str],
+    kinds: pd.Series | None = None,
 ) -> pd.DataFrame:
     names = np.array([*stage_names, None], dtype=object)
     crm_stage = rows["crm_stage"] if "crm_stage" in rows.columns else rows["stage"]
+    if kinds is None:
+        kinds = codes.map(R.kind_of).astype("string")
     return pd.DataFrame(
         {
             "source_row": rows["source_row"].to_numpy(),
@@ -508,9 +581,12 @@ def _rejects(
                 names[np.where(positions >= 0, positions, len(stage_names))], dtype="string"
             ),
             "reason": reasons.astype("string").to_numpy(),
+            "reason_code": codes.astype("string").to_numpy(),
+            "kind": kinds.astype("string").to_numpy(),
+            "key": pd.array([pd.NA] * len(rows), dtype="string"),
         }
     )
 
 
 def _empty_rejects() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="string") for c in REJECT_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in [*REJECT_COLUMNS, "key"]})

@@ -1,7 +1,18 @@
-"""One error tree for the whole tool.
+"""One error tree for the whole tool, and the exit codes it maps to.
+
+::
+
+    FunnelvalueError                 exit 2 unless said otherwise
+    ├── ConfigError                  settings, mapping, command line: nothing was sent (2)
+    ├── SourceError                  the CRM: unreadable input (2) or unreachable (3)
+    ├── DestinationError             Google: a refusal (2) or an outage / quota (3)
+    ├── LedgerError                  the ledger: unusable (2) or unreachable (3)
+    ├── LockedError                  another run holds this account's lock (75)
+    └── Interrupted                  SIGINT / SIGTERM: stopped after the request in flight
 
 The CLI maps each branch to an exit code, and the pipeline decides "retry or stop" from the
-type alone (``transient``), never from message text.
+type alone (``transient``), never from message text. Anything else that escapes is a bug:
+the CLI writes its traceback to a file and exits with EXIT_INTERNAL, never with 0 or 1.
 """
 
 from __future__ import annotations
@@ -9,11 +20,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# One meaning each; the README's table, scheduler/run.sh and the systemd unit follow these.
+EXIT_OK = 0  # everything that could be sent was sent
+EXIT_INVALID_ROWS = 1  # sent, but some rows hold invalid data someone must fix in the CRM
+EXIT_CONFIG = 2  # nothing sent: configuration, usage or unusable input
+EXIT_TRY_LATER = 3  # CRM, destination or ledger unavailable, or quota: rows stay pending
+EXIT_INTERNAL = 70  # a bug (sysexits EX_SOFTWARE): traceback in a log file
+EXIT_LOCKED = 75  # another run holds the lock (sysexits EX_TEMPFAIL): this one did nothing
+EXIT_SIGINT = 130  # stopped by Ctrl-C after recording what Google acknowledged
+EXIT_SIGTERM = 143  # stopped by SIGTERM (systemd, Kubernetes) likewise
+
 
 class FunnelvalueError(Exception):
     """Root of every error the tool raises on purpose; its message is meant for the user."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
     transient = False
 
 
@@ -41,7 +62,7 @@ class SourceError(FunnelvalueError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-        self.exit_code = 3 if transient else 2
+        self.exit_code = EXIT_TRY_LATER if transient else EXIT_CONFIG
 
 
 class DestinationError(FunnelvalueError):
@@ -54,9 +75,37 @@ class DestinationError(FunnelvalueError):
     def __init__(self, message: str, *, transient: bool = True) -> None:
         super().__init__(message)
         self.transient = transient
-        self.exit_code = 3 if transient else 2
+        self.exit_code = EXIT_TRY_LATER if transient else EXIT_CONFIG
         self.outcomes: Any = None
 
 
 class LedgerError(FunnelvalueError):
-    """The ledger database cannot be opened or migrated (exit 2: fix the URL or permissions)."""
+    """The ledger cannot be used: a wrong URL, permissions or a damaged file (exit 2), or a
+    database that is unreachable right now (transient, exit 3)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.exit_code = EXIT_TRY_LATER if transient else EXIT_CONFIG
+
+
+class LockedError(FunnelvalueError):
+    """Another run holds this account's lock on the ledger: this run did nothing (exit 75)."""
+
+    exit_code = EXIT_LOCKED
+    transient = True
+
+
+class Interrupted(FunnelvalueError):
+    """A signal asked the run to stop; raised between requests, never in the middle of one."""
+
+    transient = True
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(
+            f"stopped by {signal_name}: what Google acknowledged is recorded; "
+            "the next run sends the rest"
+        )
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.outcomes: Any = None

@@ -9,23 +9,47 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sqlalchemy.exc import SQLAlchemyError
 
-from funnelvalue import advice
+from funnelvalue import advice, stopping
 from funnelvalue import ledger as states
+from funnelvalue import reasons as R
 from funnelvalue.conversions import Built, build, order_ids
-from funnelvalue.destinations.base import Destination, check_destination, make_destination
-from funnelvalue.errors import ConfigError, FunnelvalueError
+from funnelvalue.destinations.base import (
+    Asynchronous,
+    Destination,
+    PublishesWindow,
+    Restates,
+    Validates,
+    check_destination,
+    make_destination,
+)
+from funnelvalue.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_INVALID_ROWS,
+    EXIT_OK,
+    EXIT_TRY_LATER,
+    ConfigError,
+    FunnelvalueError,
+    Interrupted,
+    LedgerError,
+    SourceError,
+)
 from funnelvalue.ledger import Ledger
+from funnelvalue.ledger.engine import database_error
 from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.settings import Settings
 from funnelvalue.sources.base import Source, make_source
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_REJECTS, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
+# Kept for callers of earlier versions; the exit codes live in funnelvalue.errors.
+EXIT_REJECTS, EXIT_UNAVAILABLE = EXIT_INVALID_ROWS, EXIT_TRY_LATER
 
 
 @dataclass
@@ -49,10 +73,24 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     exit_code: int = EXIT_OK
+    ledger: str = ""  # where the ledger is (no password)
+    ledger_created: bool = False  # this run started a new, empty ledger
+    aged_out: int = 0  # rows past the lookback that were sent before: not a problem
+    moved: int = 0  # new conversions of leads and stages already sent under another action
 
     @property
     def rejects(self) -> pd.DataFrame:
         return self.built.rejects
+
+    @property
+    def invalid(self) -> pd.DataFrame:
+        """Rows someone must fix in the CRM or the mapping: these make exit code 1."""
+        return self.rejects[self.rejects["kind"] == R.INVALID]
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        """Rows that are simply not attributable to an ad click: counted, not alarming."""
+        return self.rejects[self.rejects["kind"] == R.SKIPPED]
 
     def state_count(self, state: str) -> int:
         return int((self.conversions["state"] == state).sum())
@@ -85,13 +123,21 @@ class RunReport:
             "backfilled": self.built.backfilled,
             "duplicates_merged": self.built.merged_duplicates,
             "rejected": len(self.rejects),
+            "invalid": len(self.invalid),
+            "skipped": len(self.skipped),
+            "skipped_reasons": {
+                str(k): int(v) for k, v in self.skipped["reason_code"].value_counts().items()
+            },
+            "aged_out": self.aged_out,
+            "moved_to_new_action": self.moved,
             "unknown_stages": self.built.unknown_stages,
             "already_sent": self.state_count(states.SENT),
             "value_changed": self.state_count(states.CHANGED),
             "retry_later": self.state_count(states.RETRY_LATER),
             "rejected_before": self.state_count(states.REJECTED_BEFORE),
             "to_send": len(self.to_send),
-            "sent": 0 if self.dry_run else self.outcome_count("uploaded", "duplicate"),
+            "sent": 0 if self.dry_run else self.outcome_count("uploaded", "duplicate", "written"),
+            "written": 0 if self.dry_run else self.outcome_count("written"),
             "submitted": self.outcome_count("submitted"),
             "requests_confirmed": self.confirmed,
             "expected_values": {stage: value for stage, (value, _) in self.expected_values.items()},
@@ -106,6 +152,8 @@ class RunReport:
             if self.destination.startswith("csv:")
             else None,
             "interrupted_runs": self.interrupted_runs,
+            "ledger": self.ledger,
+            "ledger_created": self.ledger_created,
             "warnings": self.warnings,
             "error": self.error,
             "exit_code": self.exit_code,
@@ -136,8 +184,9 @@ def execute(
 ) -> RunReport:
     """Run the daily job (or preview it). Raises FunnelvalueError for what stops it early.
 
-    ``validate_only`` (with ``dry_run``) asks the destination to check the rows without
-    recording them anywhere: Google's verdict per row comes back in ``outcomes``.
+    A run holds the account's lock on the ledger from start to end (LockedError when another
+    run has it). ``validate_only`` (with ``dry_run``) asks the destination to check the rows
+    without recording them anywhere: Google's verdict per row comes back in ``outcomes``.
     The source is asked for changes since its watermark minus the overlap; ``since``
     overrides that, ``full_refresh`` reads everything.
     """
@@ -149,69 +198,17 @@ def execute(
     check_destination(settings.destination)
     source = make_source(settings, mapping)
     ledger = Ledger.open(settings.ledger, create=not dry_run)
-    window = Window(settings.source_overlap_hours, since, full_refresh)
+    job = Job(settings, source, ledger, mapping, customer_id, now)
+    job.window = Window(settings.source_overlap_hours, since, full_refresh)
     try:
         if dry_run:
-            report = _plan(
-                source,
-                ledger,
-                mapping,
-                customer_id,
-                now,
-                window,
-                dry_run=True,
-                destination=settings.destination,
-            )
-            if validate_only:
-                report.outcomes = _validate(settings, mapping, customer_id, report.to_send)
-                if report.outcome_count("rejected"):
-                    report.exit_code = EXIT_REJECTS
-            return report
-        return _run(
-            settings=settings,
-            source=source,
-            ledger=ledger,
-            mapping=mapping,
-            customer_id=customer_id,
-            now=now,
-            window=window,
-        )
+            return job.preview(validate_only)
+        with ledger.lock(customer_id):
+            return job.run()
+    except SQLAlchemyError as exc:  # a ledger read that failed (writes translate their own)
+        raise database_error(exc, ledger.where, "the ledger failed") from exc
     finally:
         ledger.close()
-
-
-def _validate(
-    settings: Settings, mapping: Mapping, customer_id: str, to_send: pd.DataFrame
-) -> pd.DataFrame:
-    destination = make_destination(settings, mapping, 0, customer_id)
-    try:
-        validate = getattr(destination, "validate", None)
-        if validate is None:
-            raise ConfigError(
-                f"--validate-only asks Google to check the rows; the {settings.destination} "
-                "destination cannot: use --destination google-ads"
-            )
-        outcomes: pd.DataFrame = validate(to_send.assign(order_id=order_ids(to_send["key"])))
-        return outcomes
-    finally:
-        destination.close()
-
-
-def _expected_values(
-    built: Built, ledger: Ledger, mapping: Mapping, customer_id: str, now: pd.Timestamp
-) -> dict[int, tuple[float, str]]:
-    """Compute the ``expected`` stages' values from this read plus the ledger's history and
-    put them (times each row's multiply_by factor) on the built conversions."""
-    assert built.funnel is not None
-    rows = advice.combine(built.funnel, ledger.funnel_history(customer_id), mapping)
-    built.funnel = None
-    expected = advice.expected_values(rows, mapping, now)
-    frame = built.conversions
-    for position, (value, how) in expected.items():
-        mine = frame["stage_position"] == position
-        frame.loc[mine, "value"] = (value * frame.loc[mine, "value_factor"]).round(2)
-        log.info("expected value of '%s': %s (%s)", mapping.stages[position].name, value, how)
-    return expected
 
 
 @dataclass(frozen=True)
@@ -235,101 +232,383 @@ class Window:
         return watermark - pd.Timedelta(hours=self.overlap_hours)
 
 
-def _plan(
-    source: Source,
-    ledger: Ledger,
-    mapping: Mapping,
-    customer_id: str,
-    now: pd.Timestamp,
-    window: Window,
-    *,
-    dry_run: bool,
-    destination: str,
-) -> RunReport:
-    # Only sources that can say "changed since" have a watermark: a CSV export is read whole.
-    incremental = hasattr(source, "high_water")
-    previous = ledger.watermark(source.name) if incremental else None
-    since = window.start(previous) if incremental else None
-    log.info("reading %s %s", source.name, f"since {since}" if since is not None else "in full")
-    # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
-    needs_funnel = bool(mapping.expected_stages)
-    built = build(source.fetch(since), mapping, now, customer_id, keep_funnel=needs_funnel)
-    expected = _expected_values(built, ledger, mapping, customer_id, now) if needs_funnel else {}
-    conversions = built.conversions.assign(state=ledger.classify(built.conversions, now))
-    if expected:
-        # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
-        recomputed = conversions["stage_position"].isin(list(expected))
-        conversions.loc[recomputed & (conversions["state"] == states.CHANGED), "state"] = (
-            states.SENT
+@dataclass
+class Job:
+    """One run or preview: the parts it works with, and the one clock it reads (``now``)."""
+
+    settings: Settings
+    source: Source
+    ledger: Ledger
+    mapping: Mapping
+    customer_id: str
+    now: pd.Timestamp
+    window: Window = field(default_factory=lambda: Window(24.0))
+
+    # -- preview ----------------------------------------------------------------------------
+
+    def preview(self, validate_only: bool) -> RunReport:
+        destination = make_destination(self.settings, self.mapping, 0, self.customer_id)
+        try:
+            identities, warnings = self._identities(destination, dry_run=True)
+            report = self._plan(identities, dry_run=True, destination=self.settings.destination)
+            report.warnings += warnings
+            if validate_only:
+                if not isinstance(destination, Validates):
+                    raise ConfigError(
+                        "--validate-only asks Google to check the rows; the "
+                        f"{self.settings.destination} destination cannot: use "
+                        "--destination google-ads"
+                    )
+                report.outcomes = destination.validate(report.to_send)
+                if report.outcome_count("rejected") and report.exit_code == EXIT_OK:
+                    report.exit_code = EXIT_INVALID_ROWS
+            return report
+        finally:
+            destination.close()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _identities(
+        self, destination: Destination, *, dry_run: bool
+    ) -> tuple[dict[str, str], list[str]]:
+        """The mapping's actions as Google counts them (stops the run when one is unusable or
+        two stages name one action), and the ledger's rows from before stable keys re-keyed."""
+        labels = [stage.conversion_action for stage in self.mapping.stages]
+        identities = destination.action_identities(labels, strict=True)
+        stages_of: dict[str, list[str]] = {}
+        for stage in self.mapping.stages:
+            stages_of.setdefault(identities[stage.conversion_action], []).append(stage.name)
+        shared = {ident: names for ident, names in stages_of.items() if len(names) > 1}
+        if shared:
+            raise ConfigError(
+                "two stages name the same conversion action; Google counts one conversion per "
+                "lead and action, so each stage needs its own action",
+                [
+                    f"stages {', '.join(repr(n) for n in names)} all send to action {ident}"
+                    for ident, names in shared.items()
+                ],
+            )
+        adopted, unresolved = self.ledger.adopt_legacy(
+            self.customer_id,
+            lambda old: destination.action_identities(old, strict=False),
+            dry_run=dry_run,
         )
-    fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
-    leftover = ledger.due_elsewhere(customer_id, conversions["key"], now)
-    if not leftover.empty:
+        warnings = []
+        if unresolved:
+            warnings.append(
+                "the ledger has conversions from before stable keys under actions this "
+                f"destination cannot find ({', '.join(unresolved)}); they stay as they are"
+            )
+        if adopted:
+            log.info("%d ledger rows re-keyed to the actions Google counts", adopted)
+        return identities, warnings
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _plan(self, identities: dict[str, str], *, dry_run: bool, destination: str) -> RunReport:
+        ledger, mapping, now = self.ledger, self.mapping, self.now
+        # Only sources that can say "changed since" have a watermark: a CSV export is read whole.
+        incremental = hasattr(self.source, "high_water")
+        previous = ledger.watermark(self.source.name) if incremental else None
+        since = self.window.start(previous) if incremental else None
         log.info(
-            "%d pending conversions are no longer in the input; sending the ledger's copy",
-            len(leftover),
+            "reading %s %s", self.source.name, f"since {since}" if since is not None else "in full"
         )
-    to_send = pd.concat([fresh, leftover], ignore_index=True) if not leftover.empty else fresh
-    newest = getattr(source, "high_water", None)
-    if newest is None and incremental:  # e.g. a query without a change-time column
-        newest = built.latest_change
-    report = RunReport(
-        dry_run=dry_run,
-        source=source.name,
-        destination=destination,
-        built=built,
-        conversions=conversions,
-        to_send=to_send,
-        since=since,
-        # A watermark never moves back (an explicit --since may read older changes).
-        watermark=newest
-        if previous is None or (newest is not None and newest > previous)
-        else None,
-        expected_values={mapping.stages[p].name: v for p, v in expected.items()},
-        warnings=list(source.warnings) + built.notes,
+        needs_funnel = bool(mapping.expected_stages)
+        # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
+        built = build(
+            self.source.fetch(since),
+            mapping,
+            now,
+            self.customer_id,
+            identities=identities,
+            keep_funnel=needs_funnel,
+        )
+        if not incremental and built.rows_read == 0:
+            raise SourceError(
+                f"{self.source.name.removeprefix('csv:')} has a header but no data rows: "
+                "nothing to send (an export that came out empty?)"
+            )
+        expected = self._expected_values(built) if needs_funnel else {}
+        classified = ledger.classify(built.conversions, now)
+        conversions = built.conversions.assign(
+            state=classified["state"], ledger_order_id=classified["ledger_order_id"]
+        )
+        if expected:
+            # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
+            recomputed = conversions["stage_position"].isin(list(expected))
+            conversions.loc[recomputed & (conversions["state"] == states.CHANGED), "state"] = (
+                states.SENT
+            )
+        aged_out = self._drop_aged_out(built)
+        fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
+        moved = ledger.sent_under_other_action(fresh[fresh["ledger_order_id"].isna()])
+        # An order id is computed once, when a conversion first goes out; after that the
+        # ledger's copy is the truth (a replay or restatement must carry what Google has).
+        fresh = fresh.assign(
+            order_id=fresh["ledger_order_id"].fillna(order_ids(fresh["key"]))
+        ).drop(columns="ledger_order_id")
+        leftover = ledger.due_elsewhere(self.customer_id, conversions["key"], now)
+        if not leftover.empty:
+            log.info(
+                "%d pending conversions are no longer in the input; sending the ledger's copy",
+                len(leftover),
+            )
+        to_send = pd.concat([fresh, leftover], ignore_index=True) if not leftover.empty else fresh
+        newest = getattr(self.source, "high_water", None)
+        if newest is None and incremental:  # e.g. a query without a change-time column
+            newest = built.latest_change
+        report = RunReport(
+            dry_run=dry_run,
+            source=self.source.name,
+            destination=destination,
+            built=built,
+            conversions=conversions,
+            to_send=to_send,
+            since=since,
+            # A watermark never moves back (an explicit --since may read older changes).
+            watermark=newest
+            if previous is None or (newest is not None and newest > previous)
+            else None,
+            expected_values={mapping.stages[p].name: v for p, v in expected.items()},
+            warnings=list(self.source.warnings) + built.notes + _moved_warnings(moved, fresh),
+            ledger=ledger.where,
+            ledger_created=ledger.created,
+            aged_out=aged_out,
+            moved=len(moved),
+        )
+        report.exit_code = _input_exit_code(report)
+        if report.exit_code == EXIT_CONFIG:
+            report.error = _all_invalid_message(report.invalid)
+        return report
+
+    def _drop_aged_out(self, built: Built) -> int:
+        """Rows now past the click lookback that were sent when they were young: already
+        done, not a problem to report every day of a cumulative export."""
+        rejects = built.rejects
+        old = rejects["key"].notna() & (rejects["reason_code"] == R.EXPIRED)
+        if not old.any():
+            return 0
+        sent = rejects["key"].isin(self.ledger.sent_keys(rejects.loc[old, "key"].tolist())) & old
+        built.rejects = rejects[~sent].reset_index(drop=True)
+        return int(sent.sum())
+
+    def _expected_values(self, built: Built) -> dict[int, tuple[float, str]]:
+        """Compute the ``expected`` stages' values from this read plus the ledger's history and
+        put them (times each row's multiply_by factor) on the built conversions."""
+        assert built.funnel is not None
+        history = self.ledger.funnel_history(self.customer_id)
+        rows = advice.combine(built.funnel, history, self.mapping)
+        built.funnel = None
+        expected = advice.expected_values(rows, self.mapping, self.now)
+        frame = built.conversions
+        for position, (value, how) in expected.items():
+            mine = frame["stage_position"] == position
+            frame.loc[mine, "value"] = (value * frame.loc[mine, "value_factor"]).round(2)
+            log.info(
+                "expected value of '%s': %s (%s)", self.mapping.stages[position].name, value, how
+            )
+        return expected
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        ledger = self.ledger
+        run_id, interrupted = ledger.start_run(
+            "run", self.source.name, self.settings.destination, self.customer_id
+        )
+        if interrupted:
+            log.warning(
+                "run(s) %s did not finish; their pending conversions are sent now",
+                ", ".join(map(str, interrupted)),
+            )
+        try:
+            destination = make_destination(self.settings, self.mapping, run_id, self.customer_id)
+            try:
+                return self._send(destination, run_id, interrupted)
+            finally:
+                destination.close()
+        except FunnelvalueError as exc:
+            _close_failed(ledger, run_id, exc.exit_code, str(exc), interrupted=exc)
+            raise
+        except Exception as exc:
+            _close_failed(
+                ledger,
+                run_id,
+                EXIT_INTERNAL,
+                f"internal error ({type(exc).__name__}); the traceback is in the crash log",
+            )
+            raise
+
+    def _send(self, destination: Destination, run_id: int, interrupted: list[int]) -> RunReport:
+        ledger = self.ledger
+        confirmed, confirm_warnings = _confirm(ledger, destination)
+        identities, identity_warnings = self._identities(destination, dry_run=False)
+        report = self._plan(identities, dry_run=False, destination=destination.name)
+        report.confirmed = confirmed
+        report.warnings += confirm_warnings + identity_warnings
+        report.run_id, report.interrupted_runs = run_id, interrupted
+        with stopping.deferred():  # from here a signal waits for the request in flight
+            ledger.mark_pending(run_id, report.to_send, destination.name)
+            log.info(
+                "run %d: %d conversions to send to %s",
+                run_id,
+                len(report.to_send),
+                destination.name,
+            )
+            try:
+                report.outcomes = destination.upload(report.to_send)
+                if isinstance(destination, PublishesWindow):
+                    self._publish(destination, report)
+                stopping.check()
+                report.restatements = self._restate(destination, report)
+            except FunnelvalueError as exc:
+                return self._stopped(report, run_id, exc)
+            if report.outcome_count("rejected") and report.exit_code == EXIT_OK:
+                report.exit_code = EXIT_INVALID_ROWS
+            watermark = report.watermark
+            try:
+                ledger.finish_run(
+                    run_id,
+                    outcomes=report.outcomes,
+                    restatements=report.restatements,
+                    rejects=report.rejects,
+                    watermark=None if watermark is None else (self.source.name, watermark),
+                    summary=report.summary(),
+                    exit_code=report.exit_code,
+                )
+            except LedgerError as exc:
+                return _not_recorded(report, exc)
+        log.info(
+            "run %d finished: %s",
+            run_id,
+            {k: v for k, v in report.summary().items() if isinstance(v, int) and v},
+        )
+        if stopping.requested():  # the signal came during the last request: all recorded
+            try:
+                stopping.check()
+            except Interrupted as stop:
+                report.error = f"stopped by {stop.signal_name} after the last request; all recorded"
+                report.exit_code = stop.exit_code
+        return report
+
+    def _publish(self, destination: PublishesWindow, report: RunReport) -> None:
+        """The fetched import file: every conversion written in the window, this run's too."""
+        assert report.outcomes is not None
+        since = self.now - pd.Timedelta(days=destination.window_days)
+        earlier = self.ledger.written_since(self.customer_id, since, destination=report.destination)
+        written = report.outcomes.loc[report.outcomes["status"] == "written", "key"]
+        mine = report.to_send[report.to_send["key"].isin(written)]
+        recent = pd.concat([earlier[~earlier["key"].isin(mine["key"])], mine], ignore_index=True)
+        destination.publish(recent)
+
+    def _restate(self, destination: Destination, report: RunReport) -> pd.DataFrame | None:
+        """Value changes of conversions already sent, as adjustments (never re-uploads), with
+        the order ids Google has."""
+        changed = report.conversions[report.conversions["state"] == states.CHANGED]
+        if not isinstance(destination, Restates) or changed.empty:
+            return None
+        changed = changed.drop(columns="state")
+        changed = changed.assign(
+            order_id=changed["ledger_order_id"].fillna(order_ids(changed["key"]))
+        )
+        restated = destination.restate(changed.drop(columns="ledger_order_id"))
+        return restated.merge(changed[["key", "value", "currency"]], on="key", how="left")
+
+    def _stopped(self, report: RunReport, run_id: int, exc: FunnelvalueError) -> RunReport:
+        """The destination stopped (outage, quota, refusal) or a signal did: record what went
+        through, keep the rest pending, say so."""
+        report.error = str(exc)
+        report.exit_code = exc.exit_code
+        report.outcomes = getattr(exc, "outcomes", None)  # batches that went through
+        status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        try:
+            self.ledger.fail_run(
+                run_id,
+                exc.exit_code,
+                str(exc),
+                report.summary(),
+                report.rejects,
+                report.outcomes,
+                status=status,
+            )
+        except LedgerError as failure:
+            return _not_recorded(report, failure)
+        log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
+        return report
+
+
+def _input_exit_code(report: RunReport) -> int:
+    """Invalid rows are exit 1; an input with nothing usable at all is exit 2."""
+    if len(report.invalid) and report.conversions.empty:
+        return EXIT_CONFIG
+    return EXIT_INVALID_ROWS if len(report.invalid) else EXIT_OK
+
+
+def _all_invalid_message(invalid: pd.DataFrame) -> str:
+    top = invalid["reason_code"].value_counts()
+    code = str(top.index[0])
+    example = invalid.loc[invalid["reason_code"] == code, "reason"].iloc[0]
+    hint = {
+        R.TIME_UNREADABLE: " — set timestamp_format in the mapping to the layout the export uses "
+        '(e.g. "%d.%m.%Y %H:%M")',
+        R.UNKNOWN_STAGE: " — add the CRM's stage names to crm_values or ignore",
+    }.get(code, "")
+    return (
+        f"every row of the input is invalid, nothing was sent; most common ({int(top.iloc[0]):,} "
+        f"rows): {example}{hint}"
     )
-    report.exit_code = EXIT_REJECTS if len(built.rejects) else EXIT_OK
+
+
+def _moved_warnings(moved: pd.DataFrame, fresh: pd.DataFrame) -> list[str]:
+    if moved.empty:
+        return []
+    now = moved.merge(fresh[["key", "conversion_action"]], on="key")
+    groups = now.groupby(["stage", "previous_action", "conversion_action"]).size()
+    return [
+        f"{count:,} conversions of stage '{names[0]}' were sent under action '{names[1]}' and "
+        f"would go out again under '{names[2]}': Google counts them as new conversions there"
+        for names, count in zip(groups.index.tolist(), groups.tolist(), strict=True)
+    ]
+
+
+def _not_recorded(report: RunReport, exc: LedgerError) -> RunReport:
+    """Google has the rows, the ledger could not say so: never "nothing was sent"."""
+    report.error = (
+        f"sent, but the outcomes could not be recorded ({exc}); the rows stay pending in the "
+        "ledger and the next run finds them as duplicates (the order ids are the same)"
+    )
+    report.exit_code = EXIT_TRY_LATER
+    log.error(report.error)
     return report
 
 
-def _run(
-    *,
-    settings: Settings,
-    source: Source,
+def _close_failed(
     ledger: Ledger,
-    mapping: Mapping,
-    customer_id: str,
-    now: pd.Timestamp,
-    window: Window,
-) -> RunReport:
-    run_id, interrupted = ledger.start_run("run", source.name, settings.destination)
-    if interrupted:
-        log.warning(
-            "run(s) %s did not finish; their pending conversions are sent now",
-            ", ".join(map(str, interrupted)),
-        )
+    run_id: int,
+    exit_code: int,
+    message: str,
+    interrupted: FunnelvalueError | None = None,
+) -> None:
+    """Mark the run failed (or interrupted); a ledger that cannot even do that is logged,
+    and the original error is what the operator sees."""
+    status = "interrupted" if isinstance(interrupted, Interrupted) else "failed"
     try:
-        destination = make_destination(settings, mapping, run_id, customer_id)
-    except FunnelvalueError as exc:
-        ledger.fail_run(run_id, exc.exit_code, str(exc))
-        raise
-    try:
-        return _send(
-            ledger, source, destination, mapping, customer_id, now, window, run_id, interrupted
-        )
-    finally:
-        destination.close()
+        ledger.fail_run(run_id, exit_code, message, status=status)
+    except (LedgerError, SQLAlchemyError) as exc:
+        log.error("run %d could not be marked %s in the ledger: %s", run_id, status, exc)
 
 
 def _confirm(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], list[str]]:
     """An asynchronous destination's earlier requests: ask what became of them and record it
     before planning, so rows of a request that failed as a whole go out again in this run."""
-    poll = getattr(destination, "poll", None)
-    open_requests = ledger.open_requests(destination.name) if poll is not None else []
+    if not isinstance(destination, Asynchronous):
+        return {}, []
+    open_requests = ledger.open_requests(destination.name)
     if not open_requests:
         return {}, []
     try:
-        statuses = poll(open_requests)  # type: ignore[misc]
+        statuses = destination.poll(open_requests)
     except FunnelvalueError as exc:
         message = (
             f"could not check {len(open_requests)} submitted requests ({exc}); "
@@ -342,80 +621,18 @@ def _confirm(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], 
     return counts, []
 
 
-def _send(
-    ledger: Ledger,
-    source: Source,
-    destination: Destination,
-    mapping: Mapping,
-    customer_id: str,
-    now: pd.Timestamp,
-    window: Window,
-    run_id: int,
-    interrupted: list[int],
-) -> RunReport:
-    try:
-        confirmed, confirm_warnings = _confirm(ledger, destination)
-        report = _plan(
-            source,
-            ledger,
-            mapping,
-            customer_id,
-            now,
-            window,
-            dry_run=False,
-            destination=destination.name,
-        )
-        report.confirmed = confirmed
-        report.warnings += confirm_warnings
-        prepare = getattr(destination, "prepare", None)  # e.g. resolve conversion actions
-        if prepare is not None and len(report.to_send):
-            prepare(report.to_send)
-    except FunnelvalueError as exc:
-        ledger.fail_run(run_id, exc.exit_code, str(exc))
-        raise
-    report.run_id, report.interrupted_runs = run_id, interrupted
-    # Only what is sent needs an order_id: hashing every key would slow the daily no-op run.
-    report.to_send = report.to_send.assign(order_id=order_ids(report.to_send["key"]))
-    ledger.mark_pending(run_id, report.to_send, destination.name)
-    log.info("run %d: %d conversions to send to %s", run_id, len(report.to_send), destination.name)
-    try:
-        report.outcomes = destination.upload(report.to_send)
-        restate = getattr(destination, "restate", None)  # value changes, never re-uploads
-        changed = report.conversions[report.conversions["state"] == states.CHANGED]
-        if restate is not None and len(changed):
-            changed = changed.drop(columns="state")
-            report.restatements = restate(changed.assign(order_id=order_ids(changed["key"])))
-            report.restatements = report.restatements.merge(
-                changed[["key", "value", "currency"]], on="key", how="left"
-            )
-    except FunnelvalueError as exc:
-        report.error = str(exc)
-        report.exit_code = exc.exit_code
-        report.outcomes = getattr(exc, "outcomes", None)  # batches that went through
-        ledger.fail_run(
-            run_id, exc.exit_code, str(exc), report.summary(), report.rejects, report.outcomes
-        )
-        log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
-        return report
-    destination_rejects = report.outcome_count("rejected")
-    if len(report.rejects) or destination_rejects:
-        report.exit_code = EXIT_REJECTS
-    watermark = report.watermark
-    ledger.finish_run(
-        run_id,
-        outcomes=report.outcomes,
-        restatements=report.restatements,
-        rejects=report.rejects,
-        watermark=None if watermark is None else (source.name, watermark),
-        summary=report.summary(),
-        exit_code=report.exit_code,
-    )
-    log.info(
-        "run %d finished: %s",
-        run_id,
-        {k: v for k, v in report.summary().items() if isinstance(v, int) and v},
-    )
-    return report
+def export_written(settings: Settings, mapping: Mapping, since: pd.Timestamp, output: Path) -> int:
+    """Write the conversions the ledger has as written to import files since ``since`` to a
+    new import file at ``output``; returns how many. Sends and records nothing."""
+    from funnelvalue.destinations.csv_import import write_import_file
+
+    customer_id = customer_id_for(settings, mapping)
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        if not ledger.exists:
+            raise ConfigError(f"there is no ledger at {ledger.where}: nothing was written yet")
+        rows = ledger.written_since(customer_id, since)
+    write_import_file(output, rows, mapping.timezone)
+    return len(rows)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from funnelvalue import ledger as states
@@ -63,6 +64,9 @@ def summary_table(report: RunReport) -> Table:
     )
     read = f"rows read from {report.source}"
     read += f" (changed since {s['since']})" if report.since is not None else ""
+    if report.ledger:
+        created = " (new: created by this run)" if report.ledger_created else ""
+        title += f"\nledger: {escape(report.ledger)}{created}"
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -71,8 +75,10 @@ def summary_table(report: RunReport) -> Table:
         ("ignored stages (mapping `ignore`)", s["ignored"], "dim"),
         ("conversions built", s["conversions_built"], ""),
         ("  of which backfilled skipped stages", s["backfilled"], "dim"),
-        ("rejected rows (see below)", s["rejected"], "red" if s["rejected"] else ""),
+        ("invalid rows to fix (see below)", s["invalid"], "red" if s["invalid"] else ""),
+        ("skipped: not attributable to a click", s["skipped"], "dim"),
         ("already sent", s["already_sent"], "dim"),
+        ("  of which aged out of the lookback since", s["aged_out"], "dim"),
         ("value changed since sent (not re-sent)", s["value_changed"], "yellow"),
         ("waiting to retry later", s["retry_later"], "dim"),
         ("rejected before, unchanged", s["rejected_before"], "dim"),
@@ -83,8 +89,9 @@ def summary_table(report: RunReport) -> Table:
             rows.append(("Google would accept (validate-only)", s["validated_ok"], "green"))
             rows.append(("Google would reject", s["rejected_by_destination"], "red"))
     else:
+        sent = "written to the import file" if s["written"] else "sent"
         rows += [
-            ("sent", s["sent"], "bold green"),
+            (sent, s["sent"], "bold green"),
             ("submitted (Google confirms later; see status)", s["submitted"], "green"),
             *[
                 (f"earlier requests {state}", count, "" if state != "failed" else "yellow")
@@ -150,9 +157,9 @@ def conversions_table(report: RunReport, timezone: str, limit: int | None) -> Ta
         stage = f"{row['stage']} (backfilled)" if row["backfilled"] else str(row["stage"])
         state = str(row["state"])
         table.add_row(
-            str(row["lead_id"]),
-            stage,
-            str(row["conversion_action"]),
+            _text(row["lead_id"]),
+            _text(stage),
+            _text(row["conversion_action"]),
             str(row["click_id_kind"]),
             str(time),
             f"{_money(float(row['value']))} {row['currency']}",
@@ -171,14 +178,15 @@ def _verdicts(report: RunReport) -> dict[str, str]:
         status = str(row["status"])
         text = {"uploaded": "[green]ok[/]", "duplicate": "already there"}.get(status, status)
         if status not in ("uploaded", "duplicate") and not pd.isna(row["error_code"]):
-            text = f"[red]{row['error_code']}[/]: {row['message']}"
+            text = f"[red]{_text(row['error_code'])}[/]: {_text(row['message'])}"
         verdicts[str(row["key"])] = text
     return verdicts
 
 
 def rejects_table(rejects: pd.DataFrame, limit: int | None) -> Table:
+    """The invalid rows: data someone must fix in the CRM (or the mapping)."""
     shown = rejects if limit is None else rejects.head(limit)
-    title = f"Rejected rows ({len(rejects):,})"
+    title = f"Invalid rows to fix in the CRM ({len(rejects):,})"
     if limit is not None and len(rejects) > limit:
         title += f" — first {limit}; --limit 0 shows all"
     table = Table(title=title, title_justify="left", title_style="red")
@@ -186,7 +194,7 @@ def rejects_table(rejects: pd.DataFrame, limit: int | None) -> Table:
         table.add_column(column, overflow="fold")
     for row in shown.itertuples(index=False):
         table.add_row(
-            str(row.source_row), _text(row.lead_id), _text(row.crm_stage), str(row.reason)
+            str(row.source_row), _text(row.lead_id), _text(row.crm_stage), _text(row.reason)
         )
     return table
 
@@ -216,8 +224,10 @@ def refused_table(refused: pd.DataFrame, limit: int | None) -> Table:
 
 
 def _text(value: object) -> str:
+    """A cell from the CRM, the mapping or Google: shown as it is, never read as rich markup
+    (a stage named '[/]' must not crash the summary)."""
     missing = value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-    return "" if missing else str(value)
+    return "" if missing else escape(str(value))
 
 
 def render_run(
@@ -226,20 +236,25 @@ def render_run(
     if preview:
         console.print(conversions_table(report, mapping.timezone, limit))
     console.print(stage_totals(report, mapping))
-    if len(report.rejects):
-        console.print(rejects_table(report.rejects, limit))
+    if len(report.invalid):
+        console.print(rejects_table(report.invalid, limit))
     refused = _refused(report)
     if len(refused):
         console.print(refused_table(refused, limit))
     if report.built.unknown_stages:
-        listed = ", ".join(f"'{k}' ({v})" for k, v in report.built.unknown_stages.items())
+        listed = escape(", ".join(f"'{k}' ({v})" for k, v in report.built.unknown_stages.items()))
         console.print(
             f"[yellow]Unknown CRM stages:[/] {listed} — map them under a stage's "
             "crm_values or list them in `ignore`."
         )
     console.print(summary_table(report))
+    skipped = report.skipped
+    if len(skipped):
+        counts = skipped["reason"].str.split(":").str[0].value_counts()
+        listed = "; ".join(f"{reason} ({count:,})" for reason, count in counts.items())
+        console.print(f"[dim]skipped, not attributable to an ad click: {escape(listed)}[/]")
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if report.interrupted_runs:
         console.print(
             f"[yellow]note:[/] run(s) {report.interrupted_runs} were interrupted; "
@@ -263,7 +278,7 @@ def render_run(
             "them, --destination google-ads sends them as adjustments."
         )
     if report.error:
-        console.print(f"[bold red]error:[/] {report.error}")
+        console.print(f"[bold red]error:[/] {escape(report.error)}")
 
 
 def mapping_table(mapping: Mapping) -> Table:

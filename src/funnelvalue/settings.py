@@ -172,7 +172,14 @@ class Settings(BaseSettings):
     )
     output: Path = Field(
         default=Path("out/google_ads_conversions.csv"),
-        description="import file; {run_id} and {date} are replaced per run",
+        description="the import file a scheduled Google Ads import fetches (each run also "
+        "writes its own file in runs/ beside it)",
+    )
+    import_window_days: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        description="the fetched import file holds every conversion written in this many days",
     )
     ledger: str = "sqlite:///state/funnelvalue.db"
     data_manager: DataManagerSettings = Field(default_factory=DataManagerSettings)

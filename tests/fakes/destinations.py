@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -22,9 +23,14 @@ class FakeDestination:
     verdicts: dict[str, tuple[str, str | None, pd.Timestamp | None]] = field(default_factory=dict)
     received: list[pd.DataFrame] = field(default_factory=list)
 
+    identities: dict[str, str] = field(default_factory=dict)  # label -> action id; else label
+
     @property
     def name(self) -> str:
         return "fake"
+
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        return {label: self.identities.get(label, label) for label in labels}
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         if self.unavailable:

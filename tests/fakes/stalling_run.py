@@ -1,6 +1,7 @@
 """The real `funnelvalue` CLI with extra destinations that stall, for crash tests.
 
 ``--destination stall``: stalls mid-upload (rows pending, nothing written yet).
+``--destination slow``: accepts batches of 10 slowly (for SIGTERM between requests).
 ``--destination data-manager-stall``: submits to the fake Data Manager at $FAKE_DATA_MANAGER,
 then stalls before the ledger hears back (Google has the events, the ledger does not).
 A crash test waits for the marker file, then kills the process with SIGKILL.
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from funnelvalue.cli import main
 from funnelvalue.destinations import base
+from funnelvalue.destinations.base import outcomes
 from funnelvalue.destinations.csv_import import ImportFile
 from funnelvalue.destinations.data_manager import DataManagerUpload
+from funnelvalue.destinations.sending import batches, send_in_batches
 from funnelvalue.mapping import Mapping
 from funnelvalue.settings import Settings
 from tests.fakes.data_manager_server import fake_client as data_manager_client
@@ -30,6 +34,9 @@ class StallingImportFile:
     @property
     def name(self) -> str:
         return self.inner.name
+
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        return self.inner.action_identities(labels, strict=strict)
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         self.marker.write_text(str(len(conversions)))
@@ -53,6 +60,9 @@ class StallingAfterSubmit:
     def name(self) -> str:
         return self.inner.name
 
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        return self.inner.action_identities(labels, strict=strict)
+
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         submitted = self.inner.upload(conversions)
         self.marker.write_text(str(len(submitted)))
@@ -71,6 +81,40 @@ def _submit_and_stall(
     return StallingAfterSubmit(inner, Path(os.environ["STALL_MARKER"]))
 
 
+class SlowBatches:
+    """Accepts batches of 10 slowly, writing the accepted order ids to $STALL_MARKER after
+    each, so a test can send SIGTERM between two requests."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    @property
+    def name(self) -> str:
+        return "slow"
+
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        return {label: label for label in labels}
+
+    def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
+        accepted: list[str] = []
+
+        def send(batch: pd.DataFrame) -> pd.DataFrame:
+            time.sleep(0.3)
+            accepted.extend(batch["order_id"])
+            self.marker.write_text("\n".join(accepted))
+            return outcomes(batch["key"], "uploaded")
+
+        return send_in_batches(batches(conversions, 10), send)
+
+    def close(self) -> None:
+        return None
+
+
+def _slow(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> base.Destination:
+    return SlowBatches(Path(os.environ["STALL_MARKER"]))
+
+
+base.DESTINATIONS["slow"] = _slow
 base.DESTINATIONS["stall"] = _stall
 base.DESTINATIONS["data-manager-stall"] = _submit_and_stall
 

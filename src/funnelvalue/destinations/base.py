@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -13,22 +13,26 @@ from funnelvalue.settings import Settings
 
 OUTCOME_COLUMNS = ["key", "status", "error_code", "message", "retry_at"]
 # "submitted": accepted by an asynchronous destination, which adds a ``request_id`` column;
-# the outcome arrives later through the destination's ``poll(request_ids)``.
-STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed", "submitted")
+# the outcome arrives later through the destination's ``poll(request_ids)``. "written": in an
+# import file, which Google has not necessarily fetched yet.
+STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed", "submitted", "written")
 
 
 class Destination(Protocol):
     """Sends conversions; batching, retries and error mapping live inside.
 
-    A destination may also define ``prepare(conversions)``, called before anything is marked
-    pending, to check its own configuration (the Google Ads one resolves conversion actions),
-    and, if it is asynchronous, ``poll(request_ids)`` returning a frame of request_id, state
-    (success | partial | failed | processing), error_counts and message.
+    Optional abilities are the protocols below, checked with ``isinstance``.
     """
 
     @property
     def name(self) -> str:
         """Where the conversions went (e.g. ``csv:out/import.csv``), for the ledger and summary."""
+        ...
+
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        """The mapping's action labels -> the action as this destination's Google counts it
+        (part of every idempotency key). ``strict``: raise ConfigError for a label that cannot
+        be used, before anything is marked pending; otherwise leave unknown labels out."""
         ...
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
@@ -37,6 +41,38 @@ class Destination(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Validates(Protocol):
+    """Asks Google for its verdict per row without recording anything (preview --validate-only)."""
+
+    def validate(self, conversions: pd.DataFrame) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class Restates(Protocol):
+    """Sends new values of conversions already sent as adjustments (never re-uploads)."""
+
+    def restate(self, changed: pd.DataFrame) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class Asynchronous(Protocol):
+    """Outcomes arrive later: ``poll`` returns request_id, state (success | partial | failed |
+    processing), error_counts and message per request."""
+
+    def poll(self, request_ids: Iterable[str]) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class PublishesWindow(Protocol):
+    """Keeps a file of everything written lately (the import file a scheduled import fetches);
+    the pipeline hands it the ledger's rows of the last ``window_days`` after each run."""
+
+    window_days: int
+
+    def publish(self, recent: pd.DataFrame) -> None: ...
 
 
 def outcomes(
@@ -66,7 +102,9 @@ DestinationFactory = Callable[[Settings, Mapping, int, str], Destination]
 def _csv(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> Destination:
     from funnelvalue.destinations.csv_import import ImportFile
 
-    return ImportFile.for_run(settings.output, mapping.timezone, run_id)
+    return ImportFile.for_run(
+        settings.output, mapping.timezone, run_id, settings.import_window_days
+    )
 
 
 def _google_ads(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> Destination:

@@ -1,16 +1,26 @@
-"""Google Ads offline conversion import file: uploaded by hand or fetched on a schedule.
+"""Google Ads offline conversion import files: uploaded by hand or fetched on a schedule.
 
 The layout is Google's click-conversion template (a ``Parameters:TimeZone=`` line, then
 ``Google Click ID, Conversion Name, Conversion Time, Conversion Value, Conversion Currency``),
-plus ``Order ID`` so that a file imported twice is deduplicated by Google, and the enhanced
+plus ``Order ID`` so that a row imported twice is deduplicated by Google, and the enhanced
 conversions for leads columns (hashed ``Email`` / ``Phone Number``) when some rows have no click
-id. Written to a temporary file and renamed, so a reader never sees half a file.
+id.
+
+Two files, because Google has not seen a row when it is written: each run writes its own
+(``runs/<name>-<date>-run<id>.csv``, kept), and the file at ``output``, which a scheduled import
+fetches, holds every conversion written in the last ``import_window_days`` (from the ledger),
+so a fetch that was missed, or a run with nothing new, loses nothing, and re-fetching is
+harmless (Order IDs). Rows are ``written`` in the ledger, not "uploaded". Files are written to a
+temporary file and renamed (a reader never sees half a file), world-readable, and only over a
+regular file; text cells that a spreadsheet would run as a formula are neutralised.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,47 +29,89 @@ import pandas as pd
 
 from funnelvalue.conversions import USER_IDENTIFIERS, format_conversion_time
 from funnelvalue.destinations.base import outcomes
-from funnelvalue.errors import DestinationError
+from funnelvalue.errors import ConfigError, DestinationError
+
+CLICK_ID_COLUMNS = ("Google Click ID", "GBRAID", "WBRAID")
+FILE_MODE = 0o644  # Google's fetcher and colleagues read it; nothing in it is secret (hashes)
 
 
 @dataclass(frozen=True)
 class ImportFile:
-    path: Path
+    path: Path  # the rolling file a scheduled import fetches
+    run_path: Path  # this run's own file
     timezone: str
+    window_days: int = 7
 
     @classmethod
-    def for_run(cls, template: Path, timezone: str, run_id: int) -> ImportFile:
-        """``{run_id}`` and ``{date}`` in the path give one file per run."""
-        name = str(template).format(run_id=run_id, date=datetime.now(UTC).strftime("%Y-%m-%d"))
-        return cls(Path(name), timezone)
+    def for_run(cls, output: Path, timezone: str, run_id: int, window_days: int = 7) -> ImportFile:
+        if "{" in str(output) or "}" in str(output):
+            raise ConfigError(
+                f"output '{output}' has placeholders: it is the one file a scheduled Google "
+                "Ads import fetches, so its name must not change. Every run also writes its "
+                "own file beside it, in runs/ (named with the date and the run id)"
+            )
+        date = datetime.now(UTC).strftime("%Y-%m-%d")
+        run_path = output.parent / "runs" / f"{output.stem}-{date}-run{run_id}{output.suffix}"
+        return cls(output, run_path, timezone, window_days)
 
     @property
     def name(self) -> str:
         return f"csv:{self.path}"
 
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        """The file names each action by the name Google matches: that is its identity."""
+        return {str(label): str(label) for label in labels}
+
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
-        table = import_table(conversions, self.timezone)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                    handle.write(f"Parameters:TimeZone={self.timezone}\n")
-                    table.to_csv(handle, index=False, lineterminator="\n", float_format="%.2f")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as exc:
-            raise DestinationError(
-                f"cannot write the import file {self.path}: {exc}", transient=False
-            ) from exc
-        return outcomes(conversions["key"], "uploaded", message=f"written to {self.path}")
+        if conversions.empty:
+            return outcomes(conversions["key"], "written")
+        write_import_file(self.run_path, conversions, self.timezone)
+        return outcomes(conversions["key"], "written", message=f"written to {self.run_path}")
+
+    def publish(self, recent: pd.DataFrame) -> None:
+        """Rewrite the fetched file with every conversion written in the window."""
+        write_import_file(self.path, recent, self.timezone)
 
     def close(self) -> None:
         return None
+
+
+def write_import_file(path: Path, conversions: pd.DataFrame, timezone: str) -> None:
+    """Write ``conversions`` as an import file at ``path``, atomically and world-readable."""
+    table = import_table(conversions, timezone)
+    try:
+        _check_replaceable(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(f"Parameters:TimeZone={timezone}\n")
+                table.to_csv(handle, index=False, lineterminator="\n", float_format="%.2f")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise DestinationError(
+            f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
+        ) from exc
+
+
+def _check_replaceable(path: Path) -> None:
+    """Only a regular file is replaced: never a symlink, a folder or a device."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise DestinationError(
+            f"refusing to replace {path}: it is {what}; point output at a plain file",
+            transient=False,
+        )
 
 
 def import_table(conversions: pd.DataFrame, timezone: str) -> pd.DataFrame:
@@ -83,4 +135,16 @@ def import_table(conversions: pd.DataFrame, timezone: str) -> pd.DataFrame:
         table["Phone Number"] = conversions["hashed_phone"]
     if conversions["consent"].notna().any():
         table["Ad User Data Consent"] = conversions["consent"].str.title()
+    return neutralise_formulas(table)
+
+
+def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells starting with = + - @ (or a tab/CR) get a leading ' so a spreadsheet shows
+    them instead of running them (OWASP CSV injection). Click ids may start with '-' and are
+    never opened as formulas by Google: they are left exactly as Google issued them."""
+    for column in table.columns:
+        if column in CLICK_ID_COLUMNS or not pd.api.types.is_string_dtype(table[column]):
+            continue
+        text = table[column].astype("string")
+        table[column] = text.str.replace(r"^([=+\-@\t\r])", r"'\1", regex=True)
     return table

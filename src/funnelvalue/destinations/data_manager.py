@@ -125,12 +125,14 @@ class DataManagerUpload:
         mapped = self.action_ids.get(action)
         return mapped if mapped and mapped.isdigit() else None
 
-    def prepare(self, conversions: pd.DataFrame) -> None:
-        """Before anything is marked pending: does every action have a numeric id?"""
-        missing = sorted(
-            a for a in conversions["conversion_action"].unique() if self.action_id(a) is None
-        )
-        if missing:
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        """Mapping labels -> numeric action ids (what Google counts a conversion under); the
+        same identities as the Google Ads API destination, so switching between them re-sends
+        nothing. ``strict``: a label without an id stops the run before anything is sent."""
+        wanted = sorted(set(labels))
+        found = {label: ident for label in wanted if (ident := self.action_id(label)) is not None}
+        missing = [label for label in wanted if label not in found]
+        if strict and missing:
             raise ConfigError(
                 "the Data Manager API needs numeric conversion action ids (it cannot look "
                 "names up): put the id in the mapping's conversion_action or under "
@@ -138,6 +140,7 @@ class DataManagerUpload:
                 "ctId= in the address of the action in Google Ads (Goals -> Conversions)",
                 [f"'{a}' has no id" for a in missing],
             )
+        return found
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class DataManagerUpload:
         return replace(self, validate_only=True).upload(conversions)
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
-        self.prepare(conversions)
+        self.action_identities(conversions["conversion_action"].unique(), strict=True)
         return send_in_batches(self._by_action(conversions), self._submit)
 
     @staticmethod

@@ -140,6 +140,7 @@ class GoogleAdsUpload:
     job_id: int
     validate_only: bool = False
     _actions: dict[str, str] = field(default_factory=dict)
+    _account_actions: list[Any] | None = None
 
     @classmethod
     def from_settings(
@@ -162,18 +163,7 @@ class GoogleAdsUpload:
         Each is matched by name, numeric id or resource name; it must exist, be an import
         (UPLOAD_CLICKS) action and be enabled.
         """
-        service = self.client.get_service("GoogleAdsService")
-        query = (
-            "SELECT conversion_action.id, conversion_action.name, conversion_action.type, "
-            "conversion_action.status FROM conversion_action"
-        )
-        try:
-            rows = list(
-                service.search(customer_id=self.customer_id, query=query, timeout=CALL_TIMEOUT)
-            )
-        except Exception as exc:
-            raise _translate(exc) from exc
-        actions = [row.conversion_action for row in rows]
+        actions = self._actions_in_account()
         found: list[dict[str, str]] = []
         problems: list[str] = []
         for name in sorted(set(wanted)):
@@ -204,9 +194,43 @@ class GoogleAdsUpload:
             problems.append(f"actions in the account: {usable}")
         return found, problems
 
-    def prepare(self, conversions: pd.DataFrame) -> None:
-        """Before anything is marked pending: are the conversion actions usable?"""
-        self.resolve_actions(conversions["conversion_action"].unique())
+    def _actions_in_account(self) -> list[Any]:
+        """Every conversion action of the account (one GAQL query per run, retried like an
+        upload: one UNAVAILABLE at the start must not cost the day's run)."""
+        if self._account_actions is None:
+            service = self.client.get_service("GoogleAdsService")
+            query = (
+                "SELECT conversion_action.id, conversion_action.name, conversion_action.type, "
+                "conversion_action.status FROM conversion_action"
+            )
+            rows = call_rpc(
+                "Google Ads conversion action lookup",
+                lambda: list(
+                    service.search(customer_id=self.customer_id, query=query, timeout=CALL_TIMEOUT)
+                ),
+                _is_transient,
+                _translate,
+            )
+            self._account_actions = [row.conversion_action for row in rows]
+        return self._account_actions
+
+    def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
+        """Mapping labels (name, id or resource name) -> the action's numeric id, which is
+        what Google counts a conversion under. ``strict``: every label must be a usable import
+        action, or the run stops before anything is sent; otherwise unknown ones are left out."""
+        wanted = sorted(set(labels))
+        if strict:
+            resources = self.resolve_actions(wanted)
+            return {label: resources[label].rsplit("/", 1)[-1] for label in wanted}
+        actions = self._actions_in_account()
+        found: dict[str, str] = {}
+        for label in wanted:
+            match = next(
+                (a for a in actions if label in (a.name, str(a.id), a.resource_name)), None
+            )
+            if match is not None:
+                found[label] = str(match.id)
+        return found
 
     def resolve_actions(self, wanted: Iterable[str]) -> dict[str, str]:
         """Mapping names -> resource names; anything unusable stops the run before sending."""

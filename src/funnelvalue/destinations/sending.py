@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from funnelvalue import stopping
 from funnelvalue.destinations.base import OUTCOME_COLUMNS
-from funnelvalue.errors import DestinationError
+from funnelvalue.errors import DestinationError, Interrupted
 from funnelvalue.retrying import call_with_retries
 
 T = TypeVar("T")
@@ -33,13 +34,15 @@ def batches(conversions: pd.DataFrame, size: int = BATCH_SIZE) -> Iterator[pd.Da
 def send_in_batches(
     parts: Iterable[pd.DataFrame], send: Callable[[pd.DataFrame], pd.DataFrame]
 ) -> pd.DataFrame:
-    """``send`` each batch (it returns the batch's outcomes); on a stop, what went through so
-    far rides on the error and the rest stays pending."""
+    """``send`` each batch (it returns the batch's outcomes); on a stop (an error, or a signal
+    noticed between requests), what went through so far rides on the error and the rest stays
+    pending."""
     done: list[pd.DataFrame] = []
     for batch in parts:
         try:
+            stopping.check()  # a signal stops here, between requests, never inside one
             done.append(send(batch))
-        except DestinationError as exc:
+        except (DestinationError, Interrupted) as exc:
             exc.outcomes = pd.concat(done, ignore_index=True) if done else None
             raise
     if not done:

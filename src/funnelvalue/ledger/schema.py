@@ -46,15 +46,23 @@ runs = Table(
     Column("exit_code", Integer),
     Column("summary", JSON),
     Column("message", Text),
+    Column("customer_id", String(20)),  # whose lock the run held (NULL: before 0003)
+    Column("pid", Integer),
+    Column("host", String(255)),
 )
 conversions = Table(
     "conversions",
     metadata,
-    Column("key", String(700), primary_key=True),  # customer|action|lead_id|stage
+    # customer|action identity|lead_id (see conversions.idempotency_key); rows written before
+    # migration 0003 keep their old key until a run re-keys them (Ledger.adopt_legacy)
+    Column("key", Text, primary_key=True),
     Column("customer_id", String(20), nullable=False),
-    Column("conversion_action", String(300), nullable=False),
-    Column("lead_id", String(200), nullable=False),
-    Column("stage", String(200), nullable=False),
+    Column("conversion_action", Text, nullable=False),  # as the mapping named it
+    # the action as Google counts it (resolved id, or the import file's name); NULL: a row
+    # from before 0003 not re-keyed yet; "" : a re-keyed duplicate kept only as history
+    Column("action_identity", Text),
+    Column("lead_id", Text, nullable=False),
+    Column("stage", Text, nullable=False),
     Column("order_id", String(64), nullable=False),
     Column("conversion_time", DateTime, nullable=False),
     Column("value", Float, nullable=False),
@@ -82,6 +90,7 @@ conversions = Table(
     Index("ix_conversions_request", "request_id"),
     Index("ix_conversions_customer", "customer_id"),
     Index("ix_conversions_last_run", "last_run_id"),
+    Index("ix_conversions_legacy", "customer_id", "action_identity"),
 )
 rejected_rows = Table(
     "rejected_rows",
@@ -89,10 +98,12 @@ rejected_rows = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
     Column("source_row", Integer),
-    Column("lead_id", String(200)),
-    Column("crm_stage", String(200)),
-    Column("stage", String(200)),
+    Column("lead_id", Text),
+    Column("crm_stage", Text),
+    Column("stage", Text),
     Column("reason", Text, nullable=False),
+    Column("reason_code", String(40)),
+    Column("kind", String(10)),  # invalid (fix it in the CRM) | skipped (not attributable)
 )
 watermarks = Table(
     "watermarks",
@@ -134,8 +145,43 @@ def _async_requests(conn: Connection) -> None:
     requests.create(conn, checkfirst=True)
 
 
+def _add_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
+    for name, kind in columns.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
+def _stable_identity(conn: Connection) -> None:
+    """Keys that survive mapping edits, one run at a time, any lead id on any backend.
+
+    Adds the action identity (NULL marks the rows whose keys a run still has to re-key: the
+    old key held mapping labels), who holds each run, and reason codes of rejected rows;
+    widens the text columns PostgreSQL limited (a 201-character lead id failed every run).
+    """
+    _add_columns(conn, "conversions", {"action_identity": "TEXT"})
+    _add_columns(
+        conn, "runs", {"customer_id": "VARCHAR(20)", "pid": "INTEGER", "host": "VARCHAR(255)"}
+    )
+    _add_columns(conn, "rejected_rows", {"reason_code": "VARCHAR(40)", "kind": "VARCHAR(10)"})
+    if conn.dialect.name == "postgresql":
+        for table, column in (
+            ("conversions", "key"),
+            ("conversions", "conversion_action"),
+            ("conversions", "lead_id"),
+            ("conversions", "stage"),
+            ("rejected_rows", "lead_id"),
+            ("rejected_rows", "crm_stage"),
+            ("rejected_rows", "stage"),
+        ):
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE TEXT"))
+    index = next(i for i in conversions.indexes if i.name == "ix_conversions_legacy")
+    index.create(conn, checkfirst=True)
+
+
 # Named, ordered, each applied once in its own transaction and recorded in schema_migrations.
 MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("0001_initial", _initial),
     ("0002_async_requests", _async_requests),
+    ("0003_stable_identity", _stable_identity),
 )

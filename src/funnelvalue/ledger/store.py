@@ -11,7 +11,7 @@ and forgetting a key earlier is how old conversions get sent twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,12 +20,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, create_engine, func, inspect, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from funnelvalue.errors import LedgerError
 from funnelvalue.ledger.driver import CHUNK, bulk_write, read_frame, read_sqlite_arrow
+from funnelvalue.ledger.engine import database_error
+from funnelvalue.ledger.engine import make_engine as _engine
+from funnelvalue.ledger.locking import RunLock, acquire, holder_info, lock_for_migration
 from funnelvalue.ledger.schema import (
     MIGRATIONS,
     conversions,
@@ -52,6 +55,7 @@ TO_SEND = frozenset({NEW, PENDING, RETRY_DUE, FIXED})
 PAYLOAD = [
     "customer_id",
     "conversion_action",
+    "action_identity",
     "lead_id",
     "stage",
     "order_id",
@@ -67,7 +71,9 @@ PAYLOAD = [
 # Statuses that mean "it went out; do not send it again". ``submitted``: an asynchronous
 # destination accepted it and its outcome is not known yet; ``partial``: its request was
 # confirmed with failures Google counted but did not attribute to rows.
-DONE = ("uploaded", "duplicate", "submitted", "partial")
+# ``written``: in an import file, which Google has not necessarily fetched yet.
+DONE = ("uploaded", "duplicate", "submitted", "partial", "written")
+LOOKUP_CHUNK = 10_000  # keys or lead ids per IN (...) lookup
 MAX_SUBMISSIONS = 3  # a request that fails as a whole is sent again at most this often
 
 
@@ -93,6 +99,8 @@ class Ledger:
     def __init__(self, engine: Engine | None, url: str) -> None:
         self._engine = engine
         self.url = url
+        self.created = False  # this open created the ledger (a new, empty one)
+        self._adopted: pd.DataFrame | None = None  # legacy rows re-keyed in memory (preview)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Ledger:
@@ -117,9 +125,14 @@ class Ledger:
             if not path.exists():
                 if not create:
                     return cls(None, url)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise LedgerError(
+                        f"cannot create the ledger's folder {path.parent}: {exc.strerror}"
+                    ) from exc
         try:
-            engine = create_engine(url)
+            engine = _engine(url)
             ledger = cls(engine, url)
             if create:
                 ledger.migrate()
@@ -127,16 +140,18 @@ class Ledger:
                 engine.dispose()
                 return cls(None, url)
         except SQLAlchemyError as exc:
-            raise LedgerError(
-                f"cannot open the ledger at {parsed.render_as_string()}: "
-                f"{exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
-            ) from exc
+            raise database_error(exc, parsed.render_as_string(), "cannot open the ledger") from exc
         except ModuleNotFoundError as exc:
             raise LedgerError(
                 f"the database driver for {parsed.drivername} is not installed "
                 f"({exc.name}); for PostgreSQL: pip install 'funnelvalue[postgres]'"
             ) from exc
         return ledger
+
+    @property
+    def where(self) -> str:
+        """The ledger's URL without a password, for summaries and messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
 
     @property
     def exists(self) -> bool:
@@ -160,30 +175,65 @@ class Ledger:
             with self._engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise LedgerError(f"ledger write failed: {exc}") from exc
+            raise database_error(exc, self.where, "ledger write failed") from exc
 
     def migrate(self) -> list[str]:
-        """Apply the migrations this database has not seen; returns their names."""
+        """Apply the migrations this database has not seen, all in one transaction that
+        first takes the migration lock: a second process waits, then finds them applied."""
+        assert self._engine is not None
         applied: list[str] = []
-        with self._tx() as conn:
-            schema_migrations.create(conn, checkfirst=True)
-            done = set(conn.scalars(select(schema_migrations.c.name)))
-        for name, step in MIGRATIONS:
-            if name in done:
-                continue
-            with self._tx() as conn:
-                step(conn)
-                conn.execute(schema_migrations.insert().values(name=name, applied_at=utcnow()))
-            log.info("ledger migration %s applied", name)
-            applied.append(name)
+        with self._engine.connect() as conn:
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                lock_for_migration(conn)
+                schema_migrations.create(conn, checkfirst=True)
+                done = set(conn.scalars(select(schema_migrations.c.name)))
+                for name, step in MIGRATIONS:
+                    if name in done:
+                        continue
+                    step(conn)
+                    conn.execute(schema_migrations.insert().values(name=name, applied_at=utcnow()))
+                    log.info("ledger migration %s applied", name)
+                    applied.append(name)
+        self.created = "0001_initial" in applied
         return applied
+
+    def lock(self, customer_id: str) -> RunLock:
+        """This account's run lock (LockedError when another run holds it)."""
+        assert self._engine is not None
+        return acquire(self._engine, customer_id, lambda: self._holder(customer_id))
+
+    def _holder(self, customer_id: str) -> str:
+        """The run that holds the account's lock, as the runs table says."""
+        assert self._engine is not None
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    select(runs.c.id, runs.c.started_at, runs.c.pid, runs.c.host)
+                    .where(runs.c.status == "running", runs.c.customer_id == customer_id)
+                    .order_by(runs.c.id.desc())
+                    .limit(1)
+                ).first()
+        except SQLAlchemyError:
+            return ""
+        if row is None:
+            return ""
+        return (
+            f"run #{row.id} started {row.started_at:%Y-%m-%d %H:%M:%S} UTC, "
+            f"pid {row.pid} on {row.host}"
+        )
 
     # -- runs ---------------------------------------------------------------------------
 
-    def start_run(self, command: str, source: str, destination: str) -> tuple[int, list[int]]:
-        """Open a run; earlier runs still marked running were killed: mark them interrupted."""
+    def start_run(
+        self, command: str, source: str, destination: str, customer_id: str
+    ) -> tuple[int, list[int]]:
+        """Open a run (with the account's lock held); earlier runs of the account still marked
+        running were killed: mark them interrupted. Other accounts' runs are left alone."""
+        holder = holder_info()
         with self._tx() as conn:
-            stale = list(conn.scalars(select(runs.c.id).where(runs.c.status == "running")))
+            mine = (runs.c.customer_id == customer_id) | runs.c.customer_id.is_(None)
+            stale = list(conn.scalars(select(runs.c.id).where(runs.c.status == "running", mine)))
             if stale:
                 conn.execute(
                     update(runs)
@@ -202,6 +252,9 @@ class Ledger:
                     started_at=utcnow(),
                     source=source,
                     destination=destination,
+                    customer_id=customer_id,
+                    pid=holder["pid"],
+                    host=holder["host"][:255],
                 )
             ).inserted_primary_key
         assert run_id is not None
@@ -215,8 +268,10 @@ class Ledger:
         summary: dict[str, Any] | None = None,
         rejects: pd.DataFrame | None = None,
         outcomes: pd.DataFrame | None = None,
+        status: str = "failed",
     ) -> None:
-        """Close a run that stopped early; its unsent rows stay pending for the next run."""
+        """Close a run that stopped early (``failed``, or ``interrupted`` by a signal); its
+        unsent rows stay pending for the next run."""
         with self._tx() as conn:
             if rejects is not None:
                 self._record_rejects(conn, run_id, rejects)
@@ -226,7 +281,7 @@ class Ledger:
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(
-                    status="failed",
+                    status=status,
                     finished_at=utcnow(),
                     exit_code=exit_code,
                     message=message,
@@ -264,14 +319,19 @@ class Ledger:
 
     # -- conversions --------------------------------------------------------------------
 
-    def classify(self, built: pd.DataFrame, now: pd.Timestamp) -> pd.Series:
-        """The ledger state of each built conversion (NEW, SENT, CHANGED, ...), by key."""
+    def classify(self, built: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+        """Each built conversion's ledger ``state`` (NEW, SENT, CHANGED, ...) and the
+        ``ledger_order_id`` it was sent with (NA when new): a replay or a restatement must
+        use the order id Google already has, whatever today's key would hash to."""
         state = pd.Series(NEW, index=built.index, dtype="string")
+        result = pd.DataFrame(
+            {"state": state, "ledger_order_id": pd.Series(pd.NA, index=built.index, dtype="string")}
+        )
         if self._engine is None or built.empty:
-            return state
+            return result
         known = self._known(built["customer_id"].iloc[0])
         if known.empty:
-            return state
+            return result
         position = pd.Index(known["key"]).get_indexer(built["key"])
         found = position >= 0
         merged = built[
@@ -285,7 +345,13 @@ class Ledger:
                 "conversion_time",
             ]
         ].copy()
-        for column in ("status_ledger", "value_ledger", "currency_ledger", "retry_at_ledger"):
+        for column in (
+            "status_ledger",
+            "value_ledger",
+            "currency_ledger",
+            "retry_at_ledger",
+            "order_id_ledger",
+        ):
             values = known[column].take(np.where(found, position, 0)).to_numpy()
             merged[column] = pd.Series(values, index=built.index).where(found)
         status = merged["status_ledger"]
@@ -307,12 +373,15 @@ class Ledger:
         if rejected.any():
             state[rejected] = REJECTED_BEFORE
             state[rejected & self._payload_differs(merged[rejected])] = FIXED
-        return state
+        result["state"] = state
+        result["ledger_order_id"] = merged["order_id_ledger"].astype("string")
+        return result
 
     def _known(self, customer_id: str) -> pd.DataFrame:
-        """key, status, value, currency, retry_at of every conversion sent for the customer."""
+        """key, status, value, currency, retry_at, order_id of every conversion sent for the
+        customer (plus, in a preview, the legacy rows re-keyed in memory)."""
         assert self._engine is not None
-        columns = [conversions.c[c] for c in ("key", "status", "value", "currency")]
+        columns = [conversions.c[c] for c in ("key", "status", "value", "currency", "order_id")]
         mine = conversions.c.customer_id == customer_id
         url = self._engine.url
         frame = None
@@ -325,7 +394,159 @@ class Ledger:
                 frame = read_frame(conn, select(*columns, conversions.c.retry_at).where(mine))
         retry = frame["retry_at"].replace("", None)
         frame["retry_at"] = pd.to_datetime(retry, format="ISO8601")
+        if self._adopted is not None and not self._adopted.empty:
+            frame = pd.concat([self._adopted, frame], ignore_index=True)
         return frame.rename(columns=lambda c: c if c == "key" else f"{c}_ledger")
+
+    # -- identity -----------------------------------------------------------------------
+
+    def adopt_legacy(
+        self,
+        customer_id: str,
+        identify: Callable[[list[str]], dict[str, str]],
+        *,
+        dry_run: bool,
+    ) -> tuple[int, list[str]]:
+        """Give rows written before migration 0003 the key of what Google counts.
+
+        Their keys held mapping labels (``customer|action label|lead|stage name``); each is
+        re-keyed to ``customer|action identity|lead`` and keeps its order_id, so a renamed
+        stage or an action now written by id is recognised as already sent. ``identify``
+        resolves the old labels (the destination knows how; unknown ones are left for a later
+        run). Where two old rows become one conversion, the one sent first keeps the key; the
+        other stays as history. A preview re-keys in memory only. Returns (rows adopted,
+        labels that could not be resolved).
+        """
+        if self._engine is None:
+            return 0, []
+        query = select(
+            conversions.c.key,
+            conversions.c.conversion_action,
+            conversions.c.lead_id,
+            conversions.c.status,
+            conversions.c.value,
+            conversions.c.currency,
+            conversions.c.retry_at,
+            conversions.c.order_id,
+            conversions.c.first_run_id,
+        ).where(conversions.c.customer_id == customer_id, conversions.c.action_identity.is_(None))
+        with self._engine.connect() as conn:
+            legacy = read_frame(conn, query)
+        if legacy.empty:
+            return 0, []
+        labels = sorted(legacy["conversion_action"].astype(str).unique())
+        identities = identify(labels)
+        unresolved = [label for label in labels if label not in identities]
+        legacy["identity"] = legacy["conversion_action"].map(identities)
+        legacy = legacy[legacy["identity"].notna()].copy()
+        if legacy.empty:
+            return 0, unresolved
+        legacy["new_key"] = customer_id + "|" + legacy["identity"] + "|" + legacy["lead_id"]
+        legacy["not_done"] = ~legacy["status"].isin(DONE)
+        legacy = legacy.sort_values(["new_key", "not_done", "first_run_id", "key"])
+        taken = set(self._existing_keys(legacy["new_key"].unique().tolist()))
+        winner = ~legacy["new_key"].duplicated() & ~legacy["new_key"].isin(taken)
+        adopted, superseded = legacy[winner], legacy[~winner]
+        if dry_run:
+            self._adopted = pd.DataFrame(
+                {
+                    "key": adopted["new_key"].to_numpy(),
+                    "status": adopted["status"].to_numpy(),
+                    "value": adopted["value"].astype("float64").to_numpy(),
+                    "currency": adopted["currency"].to_numpy(),
+                    "order_id": adopted["order_id"].to_numpy(),
+                    "retry_at": pd.to_datetime(adopted["retry_at"]).to_numpy(),
+                }
+            )
+            return len(adopted), unresolved
+        rekey = (
+            update(conversions)
+            .where(conversions.c.key == bindparam("old_key"))
+            .values(key=bindparam("new_key"), action_identity=bindparam("identity"))
+        )
+        with self._tx() as conn:
+            if len(superseded):
+                conn.execute(
+                    update(conversions)
+                    .where(conversions.c.key == bindparam("old_key"))
+                    .values(action_identity=""),
+                    [{"old_key": k} for k in superseded["key"]],
+                )
+            if len(adopted):
+                conn.execute(
+                    rekey,
+                    [
+                        {"old_key": old, "new_key": new, "identity": identity}
+                        for old, new, identity in zip(
+                            adopted["key"], adopted["new_key"], adopted["identity"], strict=True
+                        )
+                    ],
+                )
+        log.info(
+            "ledger: %d conversions from before stable keys re-keyed (%d kept as history)",
+            len(adopted),
+            len(superseded),
+        )
+        return len(adopted), unresolved
+
+    def sent_keys(self, keys: list[str]) -> list[str]:
+        """Which of ``keys`` went out (any done status): for rows past the lookback today."""
+        return self._existing_keys(keys, done_only=True)
+
+    def _existing_keys(self, keys: list[str], *, done_only: bool = False) -> list[str]:
+        if self._engine is None:
+            return []
+        found: list[str] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(keys), LOOKUP_CHUNK):
+                query = select(conversions.c.key).where(
+                    conversions.c.key.in_(keys[start : start + LOOKUP_CHUNK])
+                )
+                if done_only:
+                    query = query.where(conversions.c.status.in_(DONE))
+                found.extend(conn.scalars(query))
+        if self._adopted is not None and done_only:
+            adopted = self._adopted[self._adopted["status"].isin(DONE)]
+            found.extend(adopted.loc[adopted["key"].isin(keys), "key"])
+        return found
+
+    def sent_under_other_action(self, fresh: pd.DataFrame) -> pd.DataFrame:
+        """Of conversions about to go out as new, those whose lead and stage the ledger holds
+        as sent under another action: a mapping edit that really moves a stage (Google counts
+        them again, as conversions of the new action). Columns: key, stage, previous_action."""
+        empty = pd.DataFrame(columns=["key", "stage", "previous_action"])
+        if self._engine is None or fresh.empty:
+            return empty
+        customer_id = str(fresh["customer_id"].iloc[0])
+        leads = fresh["lead_id"].astype(str).unique().tolist()
+        found: list[Any] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(leads), LOOKUP_CHUNK):
+                found.extend(
+                    conn.execute(
+                        select(
+                            conversions.c.lead_id,
+                            conversions.c.stage,
+                            conversions.c.conversion_action,
+                            conversions.c.action_identity,
+                        ).where(
+                            conversions.c.customer_id == customer_id,
+                            conversions.c.lead_id.in_(leads[start : start + LOOKUP_CHUNK]),
+                            conversions.c.status.in_(DONE),
+                            conversions.c.action_identity.is_not(None),
+                            conversions.c.action_identity != "",
+                        )
+                    ).all()
+                )
+        if not found:
+            return empty
+        before = pd.DataFrame(
+            found, columns=["lead_id", "stage", "previous_action", "previous_identity"]
+        )
+        now = fresh[["key", "lead_id", "stage", "action_identity"]].astype(str)
+        joined = now.merge(before.astype(str), on=["lead_id", "stage"])
+        moved = joined[joined["action_identity"] != joined["previous_identity"]]
+        return moved.drop_duplicates("key")[["key", "stage", "previous_action"]]
 
     def _payload_differs(self, rows: pd.DataFrame) -> pd.Series:
         """For rows rejected before: did the identifier or the time change since (a fix)?"""
@@ -364,18 +585,41 @@ class Ledger:
         self, customer_id: str, exclude: pd.Series, now: pd.Timestamp
     ) -> pd.DataFrame:
         """Pending or due rows that today's input no longer has: sent from the ledger's copy."""
-        empty = pd.DataFrame(columns=["key", *PAYLOAD])
-        if self._engine is None:
-            return empty
         query = select(conversions.c.key, *[conversions.c[c] for c in PAYLOAD]).where(
             conversions.c.status.in_(["pending", "failed", "retry_after"]),  # the index
             conversions.c.customer_id == customer_id,
             (conversions.c.status != "retry_after")
             | (conversions.c.retry_at <= now.tz_convert(None).to_pydatetime()),
         )
+        frame = self._payload_frame(query)
+        return frame[~frame["key"].isin(exclude)].reset_index(drop=True)
+
+    def written_since(
+        self, customer_id: str, since: pd.Timestamp, destination: str | None = None
+    ) -> pd.DataFrame:
+        """Conversions written to an import file since ``since`` (oldest first), with what
+        the file needs: for the rolling file a scheduled import fetches, and for export."""
+        query = (
+            select(conversions.c.key, *[conversions.c[c] for c in PAYLOAD])
+            .where(
+                conversions.c.customer_id == customer_id,
+                conversions.c.status == "written",
+                conversions.c.sent_at >= since.tz_convert(None).to_pydatetime(),
+            )
+            .order_by(conversions.c.sent_at, conversions.c.conversion_time, conversions.c.key)
+        )
+        if destination is not None:
+            query = query.where(conversions.c.destination == destination)
+        return self._payload_frame(query)
+
+    def _payload_frame(self, query: Any) -> pd.DataFrame:
+        empty = pd.DataFrame({c: pd.Series(dtype="string") for c in ["key", *PAYLOAD]})
+        empty["conversion_time"] = pd.Series(dtype="datetime64[us, UTC]")
+        empty["value"] = pd.Series(dtype="float64")
+        if self._engine is None:
+            return empty
         with self._engine.connect() as conn:
             frame = read_frame(conn, query)
-        frame = frame[~frame["key"].isin(exclude)] if not frame.empty else frame
         if frame.empty:
             return empty
         frame["conversion_time"] = pd.to_datetime(frame["conversion_time"]).dt.tz_localize("UTC")
@@ -489,7 +733,8 @@ class Ledger:
     def _record_rejects(conn: Connection, run_id: int, rejects: pd.DataFrame) -> None:
         """Rows that could not become conversions, with their reasons (never raw PII)."""
         if not rejects.empty:
-            columns = ["source_row", "lead_id", "crm_stage", "stage", "reason"]
+            columns = ["source_row", "lead_id", "crm_stage", "stage", "reason", "reason_code"]
+            columns += ["kind"]
             bulk_write(conn, rejected_rows.insert(), rejects[columns], run_id=run_id)
 
     @staticmethod

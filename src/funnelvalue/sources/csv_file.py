@@ -96,7 +96,7 @@ class CsvSource:
         """Arrow's CSV reader: multi-threaded, and strings stay in Arrow memory."""
         text = head.decode(encoding, errors="replace").removeprefix("\ufeff")
         delimiter = _sniff_delimiter(text)
-        header = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+        header = next(csv.reader(io.StringIO(text, newline=None), delimiter=delimiter), [])
         names = _unique_names(header)
         table = pacsv.read_csv(
             self.path,
