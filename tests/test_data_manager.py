@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from funnelvalue.cli import app
 from funnelvalue.destinations.data_manager import DataManagerUpload
-from funnelvalue.errors import ConfigError
+from funnelvalue.errors import EXIT_OK, EXIT_TRY_LATER, ConfigError
 from funnelvalue.ledger import Ledger
-from funnelvalue.pipeline import EXIT_OK, EXIT_UNAVAILABLE, execute
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import DataManagerSettings, Settings, load_settings
 from tests.conftest import CUSTOMER, REPO, funnel_rows, gclid, write_export
 from tests.fakes.data_manager_server import FakeDataManager
@@ -174,7 +174,7 @@ def test_outage_after_retries_keeps_rows_pending(
     write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
     data_manager.unavailable_times = 100
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_UNAVAILABLE
+    assert report.exit_code == EXIT_TRY_LATER
     assert statuses(settings) == {"pending": 4}
     data_manager.unavailable_times = 0
     execute(settings, dry_run=False)

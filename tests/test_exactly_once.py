@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
 import subprocess
@@ -24,9 +23,10 @@ from funnelvalue.cli import app
 from funnelvalue.errors import LedgerError, LockedError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER
-from funnelvalue.settings import load_settings
-from tests.conftest import CUSTOMER, REPO, funnel_rows, gclid, write_export
+from funnelvalue.settings import Settings, load_settings
+from tests.conftest import CUSTOMER, funnel_rows, gclid, write_export
 from tests.fakes.google_ads_server import ENABLED, UPLOAD_CLICKS, FakeGoogleAds
+from tests.test_crash import environment
 
 runner = CliRunner()
 
@@ -40,6 +40,17 @@ def starter(**changes: Any) -> dict[str, Any]:
 def write_mapping(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
+
+
+def csv_settings(tmp_path: Path, mapping_file: Callable[..., Path], ledger: str) -> Settings:
+    """The export at tmp_path/export.csv to an import file, with the given ledger."""
+    return load_settings(
+        None,
+        mapping=mapping_file(timezone="UTC"),
+        input=tmp_path / "export.csv",
+        ledger=ledger,
+        output=tmp_path / "out" / "import.csv",
+    )
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -143,13 +154,7 @@ def test_a_ledger_from_before_stable_keys_keeps_every_order_id(
     now = pd.Timestamp.now(tz="UTC").floor("s")
     write_export(tmp_path / "export.csv", funnel_rows(10, now))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    settings = load_settings(
-        None,
-        mapping=mapping_file(timezone="UTC"),
-        input=tmp_path / "export.csv",
-        ledger=url,
-        output=tmp_path / "out" / "import.csv",
-    )
+    settings = csv_settings(tmp_path, mapping_file, url)
     first = pipeline.execute(settings, dry_run=False)
     assert first.summary()["sent"] == 10 + 5 + 1
     engine = create_engine(url)
@@ -186,13 +191,7 @@ def test_a_second_run_while_the_lock_is_held_exits_75(
     ledger_url: str, tmp_path: Path, mapping_file: Callable[..., Path]
 ) -> None:
     write_export(tmp_path / "export.csv", funnel_rows(5, pd.Timestamp.now(tz="UTC")))
-    settings = load_settings(
-        None,
-        mapping=mapping_file(timezone="UTC"),
-        input=tmp_path / "export.csv",
-        ledger=ledger_url,
-        output=tmp_path / "out" / "import.csv",
-    )
+    settings = csv_settings(tmp_path, mapping_file, ledger_url)
     holder = Ledger.open(ledger_url)
     try:
         run_id, _ = holder.start_run("run", "csv:x", "csv:y", CUSTOMER)
@@ -204,12 +203,6 @@ def test_a_second_run_while_the_lock_is_held_exits_75(
         assert pipeline.execute(settings, dry_run=False).summary()["sent"] == 5 + 3 + 1
     finally:
         holder.close()
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNNELVALUE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return {**env, **extra}
 
 
 def project(tmp_path: Path, leads: int) -> list[str]:
@@ -384,13 +377,7 @@ def test_outcomes_that_cannot_be_recorded_are_exit_3_not_nothing_sent(
     tmp_path: Path, mapping_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_export(tmp_path / "export.csv", funnel_rows(5, pd.Timestamp.now(tz="UTC")))
-    settings = load_settings(
-        None,
-        mapping=mapping_file(timezone="UTC"),
-        input=tmp_path / "export.csv",
-        ledger=f"sqlite:///{tmp_path / 'l.db'}",
-        output=tmp_path / "out" / "import.csv",
-    )
+    settings = csv_settings(tmp_path, mapping_file, f"sqlite:///{tmp_path / 'l.db'}")
 
     def disk_full(*args: Any, **kwargs: Any) -> None:
         raise LedgerError("ledger write failed: database or disk is full", transient=True)
@@ -413,13 +400,7 @@ def test_conversions_sent_young_never_come_back_as_problems(
 ) -> None:
     now = pd.Timestamp.now(tz="UTC").floor("s")
     write_export(tmp_path / "export.csv", funnel_rows(10, now))
-    settings = load_settings(
-        None,
-        mapping=mapping_file(timezone="UTC"),
-        input=tmp_path / "export.csv",
-        ledger=f"sqlite:///{tmp_path / 'l.db'}",
-        output=tmp_path / "out" / "import.csv",
-    )
+    settings = csv_settings(tmp_path, mapping_file, f"sqlite:///{tmp_path / 'l.db'}")
     assert pipeline.execute(settings, dry_run=False, now=now).exit_code == 0
     later = pipeline.execute(settings, dry_run=False, now=now + pd.Timedelta(days=100))
     assert later.exit_code == 0
@@ -437,13 +418,7 @@ def test_any_lead_id_works_and_an_absurd_one_is_one_invalid_row(
         for n, lead in enumerate([long_id, absurd, "L3"])
     ]
     write_export(tmp_path / "export.csv", rows)
-    settings = load_settings(
-        None,
-        mapping=mapping_file(timezone="UTC"),
-        input=tmp_path / "export.csv",
-        ledger=ledger_url,
-        output=tmp_path / "out" / "import.csv",
-    )
+    settings = csv_settings(tmp_path, mapping_file, ledger_url)
     report = pipeline.execute(settings, dry_run=False)
     assert report.summary()["sent"] == 2
     assert report.invalid["reason_code"].tolist() == ["lead_id_too_long"]

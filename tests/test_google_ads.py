@@ -15,9 +15,9 @@ from google.ads.googleads.v26.enums.types.conversion_action_status import (
 )
 
 from funnelvalue.destinations.google_ads import GoogleAdsUpload
-from funnelvalue.errors import ConfigError
+from funnelvalue.errors import EXIT_INVALID_ROWS, EXIT_OK, EXIT_TRY_LATER, ConfigError
 from funnelvalue.ledger import Ledger
-from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import funnel_rows, gclid, write_export
 from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds
@@ -103,7 +103,7 @@ def test_partial_failure_maps_each_error_to_its_row(
         gclid(2): UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS,
     }
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_REJECTS
+    assert report.exit_code == EXIT_INVALID_ROWS
     with Ledger.open(settings.ledger) as ledger:
         rows_by_lead = ledger.conversions_frame().set_index("lead_id")
     assert rows_by_lead.loc["L0", "status"].tolist() == ["uploaded"] * 3
@@ -137,7 +137,7 @@ def test_quota_exhausted_stops_and_keeps_rows_pending(
     write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
     fake.quota_exhausted = True
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_UNAVAILABLE
+    assert report.exit_code == EXIT_TRY_LATER
     assert "quota" in (report.error or "")
     assert len(fake.upload_requests) == 1  # never hot-retried
     assert statuses(settings) == {"pending": 4}
@@ -175,7 +175,7 @@ def test_connection_lost_mid_upload_then_rerun_accepts_each_once(
     write_export(settings.input, rows)  # type: ignore[arg-type]
     fake.outage_after = 1  # the first batch goes through, then the connection is gone
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_UNAVAILABLE
+    assert report.exit_code == EXIT_TRY_LATER
     assert statuses(settings) == {"uploaded": 2000, "pending": 2500}
     fake.outage_after = None
     again = execute(settings, dry_run=False)
@@ -290,7 +290,7 @@ def test_preview_validate_only_shows_googles_verdict_and_records_nothing(
     write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
     fake.row_errors = {gclid(1): UPLOAD.EVENT_NOT_FOUND}
     report = execute(settings, dry_run=True, validate_only=True)
-    assert report.exit_code == EXIT_REJECTS
+    assert report.exit_code == EXIT_INVALID_ROWS
     assert fake.upload_requests[0].validate_only is True
     assert fake.accepted == {}
     assert not (tmp_path / "ledger.db").exists()

@@ -13,10 +13,10 @@ import responses
 from typer.testing import CliRunner
 
 from funnelvalue.cli import app
-from funnelvalue.errors import ConfigError, SourceError
+from funnelvalue.errors import EXIT_CONFIG, EXIT_TRY_LATER, ConfigError, SourceError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import Mapping, load_mapping
-from funnelvalue.pipeline import EXIT_CONFIG, EXIT_UNAVAILABLE, execute
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import load_settings
 from funnelvalue.sources.hubspot import HubSpotSource
 from tests.conftest import gclid
@@ -155,7 +155,7 @@ def test_outage_after_retries_is_transient(
     portal.failures += [(503, {}, "")] * 10
     with pytest.raises(SourceError, match="unavailable after retries") as caught:
         source(hubspot_mapping).fetch(None)
-    assert caught.value.exit_code == EXIT_UNAVAILABLE
+    assert caught.value.exit_code == EXIT_TRY_LATER
 
 
 def test_refused_token_is_a_configuration_error_that_names_the_setting(
@@ -363,7 +363,7 @@ def test_source_failure_records_nothing_and_keeps_the_watermark(
     result = CliRunner().invoke(
         app, ["run", "--source", "hubspot", "-m", str(hubspot_mapping), "--ledger", ledger_url]
     )
-    assert result.exit_code == EXIT_UNAVAILABLE
+    assert result.exit_code == EXIT_TRY_LATER
     assert "HubSpot is unavailable" in result.output
     with Ledger.open(ledger_url) as ledger:
         assert ledger.watermark("hubspot:deals") == before

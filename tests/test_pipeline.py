@@ -8,9 +8,9 @@ import pytest
 
 from funnelvalue import ledger as states
 from funnelvalue.destinations import base as destinations
-from funnelvalue.errors import ConfigError
+from funnelvalue.errors import EXIT_INVALID_ROWS, EXIT_OK, EXIT_TRY_LATER, ConfigError
 from funnelvalue.ledger import Ledger
-from funnelvalue.pipeline import EXIT_OK, EXIT_REJECTS, EXIT_UNAVAILABLE, execute
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
 from funnelvalue.sources import base as sources
 from tests.conftest import HEADER, funnel_rows, gclid, ts, write_export
@@ -104,17 +104,17 @@ def test_unavailable_destination_keeps_rows_pending_then_sends_them_once(
     write_export(settings.input, [*funnel_rows(10, now), bad])  # type: ignore[arg-type]
     fake.unavailable = True
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_UNAVAILABLE
+    assert report.exit_code == EXIT_TRY_LATER
     kept = open_ledger(settings.ledger).rejected_rows(report.run_id or 0)
     assert kept["lead_id"].tolist() == ["BAD"]  # rejected rows are recorded even so
     assert report.summary()["pending"] == 16
     ledger = open_ledger(settings.ledger)
     assert ledger.status_counts() == {"pending": 16}
     assert ledger.last_runs()[0].status == "failed"
-    assert ledger.last_runs()[0].exit_code == EXIT_UNAVAILABLE
+    assert ledger.last_runs()[0].exit_code == EXIT_TRY_LATER
     fake.unavailable = False
     report = execute(settings, dry_run=False)
-    assert report.exit_code == EXIT_REJECTS
+    assert report.exit_code == EXIT_INVALID_ROWS
     assert report.summary()["sent"] == 16
     assert ledger.status_counts() == {"uploaded": 16}
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 16
@@ -131,7 +131,7 @@ def test_retry_after_and_rejected_rows_come_back_only_when_due_or_fixed(
         "L2": ("rejected", "UNPARSEABLE_GCLID", None),
     }
     report = execute(settings, dry_run=False, now=now)
-    assert report.exit_code == EXIT_REJECTS
+    assert report.exit_code == EXIT_INVALID_ROWS
     assert report.summary()["retry_after"] == 1
     fake.verdicts = {}
     later = execute(settings, dry_run=False, now=now + pd.Timedelta(hours=1))

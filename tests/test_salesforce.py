@@ -13,10 +13,10 @@ import responses
 from typer.testing import CliRunner
 
 from funnelvalue.cli import app
-from funnelvalue.errors import ConfigError, SourceError
+from funnelvalue.errors import EXIT_CONFIG, EXIT_TRY_LATER, ConfigError, SourceError
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import load_mapping
-from funnelvalue.pipeline import EXIT_CONFIG, EXIT_UNAVAILABLE, execute
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import load_settings
 from funnelvalue.sources.salesforce import SalesforceSource
 from tests.conftest import gclid
@@ -193,7 +193,7 @@ def test_daily_request_limit_stops_with_exit_3(org: FakeSalesforce, sf_mapping: 
     org.failures.append((403, {}, limit))
     with pytest.raises(SourceError, match="limit") as caught:
         source(sf_mapping).fetch(None)
-    assert caught.value.exit_code == EXIT_UNAVAILABLE
+    assert caught.value.exit_code == EXIT_TRY_LATER
 
 
 def test_api_usage_is_watched(org: FakeSalesforce, sf_mapping: Path, now: pd.Timestamp) -> None:

@@ -13,9 +13,8 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from funnelvalue.cli import app
-from funnelvalue.errors import ConfigError, SourceError
+from funnelvalue.errors import EXIT_CONFIG, EXIT_TRY_LATER, ConfigError, SourceError
 from funnelvalue.mapping import load_mapping
-from funnelvalue.pipeline import EXIT_CONFIG, EXIT_UNAVAILABLE
 from funnelvalue.settings import load_settings
 from funnelvalue.sources.sql import SqlSource
 from tests.conftest import gclid, postgres_url
@@ -188,7 +187,7 @@ def test_unreachable_database_is_retried_then_transient(
     assert "s3cret-password" not in source.name
     with pytest.raises(SourceError, match="unavailable after retries") as caught:
         source.fetch(None)
-    assert caught.value.exit_code == EXIT_UNAVAILABLE
+    assert caught.value.exit_code == EXIT_TRY_LATER
     assert len(waits) >= 2
     assert "s3cret-password" not in str(caught.value)
 

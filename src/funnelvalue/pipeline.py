@@ -48,9 +48,6 @@ from funnelvalue.sources.base import Source, make_source
 
 log = logging.getLogger(__name__)
 
-# Kept for callers of earlier versions; the exit codes live in funnelvalue.errors.
-EXIT_REJECTS, EXIT_UNAVAILABLE = EXIT_INVALID_ROWS, EXIT_TRY_LATER
-
 
 @dataclass
 class RunReport:

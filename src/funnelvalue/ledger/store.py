@@ -489,6 +489,18 @@ class Ledger:
         )
         return len(adopted), unresolved
 
+    def _in_chunks(
+        self, values: list[Any], query: Callable[[list[Any]], Any], size: int = LOOKUP_CHUNK
+    ) -> list[Any]:
+        """The rows of ``query(chunk)`` over ``values`` a chunk at a time: IN (...) lists stay
+        within what every driver accepts."""
+        assert self._engine is not None
+        found: list[Any] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(values), size):
+                found.extend(conn.execute(query(values[start : start + size])).all())
+        return found
+
     def sent_keys(self, keys: list[str]) -> list[str]:
         """Which of ``keys`` went out (any done status): for rows past the lookback today."""
         return self._existing_keys(keys, done_only=True)
@@ -496,15 +508,12 @@ class Ledger:
     def _existing_keys(self, keys: list[str], *, done_only: bool = False) -> list[str]:
         if self._engine is None:
             return []
-        found: list[str] = []
-        with self._engine.connect() as conn:
-            for start in range(0, len(keys), LOOKUP_CHUNK):
-                query = select(conversions.c.key).where(
-                    conversions.c.key.in_(keys[start : start + LOOKUP_CHUNK])
-                )
-                if done_only:
-                    query = query.where(conversions.c.status.in_(DONE))
-                found.extend(conn.scalars(query))
+
+        def query(chunk: list[str]) -> Any:
+            found = select(conversions.c.key).where(conversions.c.key.in_(chunk))
+            return found.where(conversions.c.status.in_(DONE)) if done_only else found
+
+        found: list[str] = [row[0] for row in self._in_chunks(keys, query)]
         if self._adopted is not None and done_only:
             adopted = self._adopted[self._adopted["status"].isin(DONE)]
             found.extend(adopted.loc[adopted["key"].isin(keys), "key"])
@@ -519,25 +528,21 @@ class Ledger:
             return empty
         customer_id = str(fresh["customer_id"].iloc[0])
         leads = fresh["lead_id"].astype(str).unique().tolist()
-        found: list[Any] = []
-        with self._engine.connect() as conn:
-            for start in range(0, len(leads), LOOKUP_CHUNK):
-                found.extend(
-                    conn.execute(
-                        select(
-                            conversions.c.lead_id,
-                            conversions.c.stage,
-                            conversions.c.conversion_action,
-                            conversions.c.action_identity,
-                        ).where(
-                            conversions.c.customer_id == customer_id,
-                            conversions.c.lead_id.in_(leads[start : start + LOOKUP_CHUNK]),
-                            conversions.c.status.in_(DONE),
-                            conversions.c.action_identity.is_not(None),
-                            conversions.c.action_identity != "",
-                        )
-                    ).all()
-                )
+        found = self._in_chunks(
+            leads,
+            lambda chunk: select(
+                conversions.c.lead_id,
+                conversions.c.stage,
+                conversions.c.conversion_action,
+                conversions.c.action_identity,
+            ).where(
+                conversions.c.customer_id == customer_id,
+                conversions.c.lead_id.in_(chunk),
+                conversions.c.status.in_(DONE),
+                conversions.c.action_identity.is_not(None),
+                conversions.c.action_identity != "",
+            ),
+        )
         if not found:
             return empty
         before = pd.DataFrame(
@@ -551,21 +556,17 @@ class Ledger:
     def _payload_differs(self, rows: pd.DataFrame) -> pd.Series:
         """For rows rejected before: did the identifier or the time change since (a fix)?"""
         assert self._engine is not None
-        keys = rows["key"].tolist()
-        old: list[Any] = []
-        with self._engine.connect() as conn:
-            for start in range(0, len(keys), CHUNK):
-                old.extend(
-                    conn.execute(
-                        select(
-                            conversions.c.key,
-                            conversions.c.click_id,
-                            conversions.c.hashed_email,
-                            conversions.c.hashed_phone,
-                            conversions.c.conversion_time,
-                        ).where(conversions.c.key.in_(keys[start : start + CHUNK]))
-                    ).all()
-                )
+        old = self._in_chunks(
+            rows["key"].tolist(),
+            lambda chunk: select(
+                conversions.c.key,
+                conversions.c.click_id,
+                conversions.c.hashed_email,
+                conversions.c.hashed_phone,
+                conversions.c.conversion_time,
+            ).where(conversions.c.key.in_(chunk)),
+            size=CHUNK,
+        )
         before = pd.DataFrame(
             old, columns=["key", "click_id", "hashed_email", "hashed_phone", "conversion_time"]
         ).set_index("key")
