@@ -67,7 +67,7 @@ def child_sql(workdir: Path, chunk: int) -> dict[str, Any]:
         load_mapping(workdir / "mapping.yaml"),
     )
     started = time.perf_counter()
-    frame = source.fetch(None)
+    frame = source.fetch(None).leads
     return {"rows": len(frame), "seconds": time.perf_counter() - started}
 
 
@@ -103,7 +103,7 @@ def child_hubspot(workdir: Path, deals: int) -> dict[str, Any]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         portal.install(rsps)
         started = time.perf_counter()
-        frame = source.fetch(None)
+        frame = source.fetch(None).leads
         seconds = time.perf_counter() - started
     return {"rows": len(frame), "seconds": seconds, "requests": len(portal.requests)}
 

@@ -99,7 +99,7 @@ def _peak_mb() -> float:
 def google_ads(work: Path) -> None:
     from tests.fakes.google_ads_server import fake_client
 
-    from funnelvalue.destinations import base as destinations
+    from funnelvalue.destinations import registry as destinations
     from funnelvalue.destinations.google_ads import GoogleAdsUpload
 
     timings: dict[str, float] = {}
@@ -120,8 +120,8 @@ def google_ads(work: Path) -> None:
     with _fake_server("tests.fakes.google_ads_server") as listening:
         endpoint, ca_file = listening.split()
         os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca_file
-        destinations.DESTINATIONS["google-ads"] = lambda s, m, run_id, customer_id: Timed(
-            fake_client(endpoint), customer_id, job_id=run_id
+        destinations.DESTINATIONS["google-ads"] = lambda context: Timed(
+            fake_client(endpoint), context.customer_id, job_id=context.run_id
         )
         report, total = _timed_run(_settings(work, "google-ads"))
     sent = report.summary()["sent"]
@@ -139,13 +139,13 @@ def data_manager(work: Path) -> None:
     """The same run through the Data Manager destination (submission; confirmation is a poll)."""
     from tests.fakes.data_manager_server import fake_client
 
-    from funnelvalue.destinations import base as destinations
+    from funnelvalue.destinations import registry as destinations
     from funnelvalue.destinations.data_manager import DataManagerUpload
 
     ids = {"CRM lead": "1", "CRM qualified": "2", "CRM won": "3"}
     with _fake_server("tests.fakes.data_manager_server") as address:
-        destinations.DESTINATIONS["data-manager"] = lambda s, m, r, c: DataManagerUpload(
-            fake_client(address), c, None, ids
+        destinations.DESTINATIONS["data-manager"] = lambda context: DataManagerUpload(
+            fake_client(address), context.customer_id, None, ids
         )
         settings = _settings(work, "data-manager")
         report, total = _timed_run(settings)

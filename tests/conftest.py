@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from funnelvalue import retrying
-from funnelvalue.destinations import base as destinations
+from funnelvalue.destinations import registry as destinations
 from funnelvalue.destinations.data_manager import DataManagerUpload
 from funnelvalue.destinations.google_ads import GoogleAdsUpload
+from funnelvalue.destinations.registry import Context
 from funnelvalue.leads import CANONICAL
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, Mapping, load_mapping
@@ -183,9 +184,9 @@ def use_fake_client(
 ) -> Callable[[], None]:
     """--destination google-ads built with a ready access token (no OAuth round trip)."""
 
-    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
+    def factory(context: Context) -> Any:
         client = fake_client(google_ads_endpoint)
-        return GoogleAdsUpload(client, customer_id, job_id=run_id)
+        return GoogleAdsUpload(client, context.customer_id, job_id=context.run_id, now=context.now)
 
     monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)
     return lambda: None
@@ -214,11 +215,11 @@ def use_fake_data_manager(
 ) -> Callable[[], None]:
     """--destination data-manager built on a channel to the fake (no Google sign-in)."""
 
-    def factory(settings: Any, mapping: Any, run_id: int, customer_id: str) -> Any:
-        config = settings.data_manager
+    def factory(context: Context) -> Any:
+        config = context.settings.data_manager
         return DataManagerUpload(
             data_manager_client(data_manager_address),
-            customer_id,
+            context.customer_id,
             config.login_customer_id,
             dict(config.action_ids),
         )

@@ -18,9 +18,10 @@ from typer.testing import CliRunner, Result
 
 from funnelvalue import advice
 from funnelvalue.cli import app
+from funnelvalue.inspection import study
 from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import Mapping, load_mapping
-from funnelvalue.pipeline import execute, study
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import gclid, ts, write_export
 
@@ -241,7 +242,7 @@ def test_expected_values_are_computed_each_run_and_frozen_once_sent(
     first = execute(mapped, dry_run=False)
     assert first.summary()["expected_values"] == {"qualified": 250.0}
     with Ledger.open(settings.ledger) as ledger:
-        sent = ledger.conversions_frame()
+        sent = ledger.views.conversions_frame()
     assert set(sent.loc[sent["stage"] == "qualified", "value"]) == {250.0}
 
     # More wins: the estimate moves, what was sent stays as sent (no restatement, no resend).

@@ -8,13 +8,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from funnelvalue.conversions import (
-    Built,
-    build,
-    format_conversion_time,
-    order_ids,
-    parse_amounts,
-)
+from funnelvalue.conversions import Built, build, order_ids, parse_amounts
+from funnelvalue.formatting import format_conversion_time
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping, load_mapping
 from tests.conftest import CUSTOMER, HEADER, funnel_rows, gclid, ts

@@ -71,8 +71,8 @@ def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
     done = run_cli(tmp_path, args)
     assert done.returncode == 0, done.stderr
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
-    assert ledger.status_counts() == {"written": expected}
-    rows = ledger.conversions_frame()
+    assert ledger.views.status_counts() == {"written": expected}
+    rows = ledger.views.conversions_frame()
     assert rows["order_id"].is_unique
     assert set(order_ids_written(tmp_path / "out")) == set(rows["order_id"])
     again = run_cli(tmp_path, args)
@@ -101,12 +101,12 @@ def test_kill_during_upload_then_rerun_sends_the_pending_rows(
     process.wait(timeout=10)
 
     ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
-    assert ledger.status_counts() == {"pending": expected}  # consistent: all pending
-    assert ledger.last_runs()[0].status == "running"
+    assert ledger.views.status_counts() == {"pending": expected}  # consistent: all pending
+    assert ledger.views.last_runs()[0].status == "running"
     ledger.close()
 
     ledger = finish_and_check(tmp_path, args, expected)
-    runs = {r.id: r.status for r in ledger.last_runs()}
+    runs = {r.id: r.status for r in ledger.views.last_runs()}
     assert runs[1] == "interrupted"
     assert runs[2] == "finished"
 
@@ -130,10 +130,10 @@ def test_kill_at_random_moments_never_loses_or_duplicates(
         process.wait(timeout=60)
         if (tmp_path / "state" / "ledger.db").exists():
             ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
-            counts = ledger.status_counts()
+            counts = ledger.views.status_counts()
             assert set(counts) <= {"pending", "written"}
             assert sum(counts.values()) in (0, expected)  # never a half-written batch
             ledger.close()
     ledger = finish_and_check(tmp_path, args, expected)
-    statuses = [r.status for r in ledger.last_runs(20)]
+    statuses = [r.status for r in ledger.views.last_runs(20)]
     assert "interrupted" in statuses, statuses  # at least one kill landed mid-run

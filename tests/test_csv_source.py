@@ -26,7 +26,7 @@ def test_bom_semicolons_crlf_quotes_and_empty_cells(source: Callable[..., CsvSou
         'L1;New;2026-11-02 10:00;;"first; with ""quotes"" and\r\na line break"\r\n'
         "L2; Closed Won ;2026-11-03 10:00;1.234,50;\r\n"
     ).encode()
-    frame = source(content).fetch()
+    frame = source(content).fetch().leads
     assert frame["lead_id"].tolist() == ["L1", "L2"]
     assert frame["stage"].tolist() == ["New", "Closed Won"]
     assert frame["amount"].isna().tolist() == [True, False]
@@ -37,17 +37,26 @@ def test_bom_semicolons_crlf_quotes_and_empty_cells(source: Callable[..., CsvSou
 def test_latin1_is_read_with_a_warning(source: Callable[..., CsvSource]) -> None:
     content = "lead_id,stage,stage_changed_at,owner\nL1,New,2026-11-02,Jürgen Müller\n"
     src = source(content.encode("latin-1"))
-    frame = src.fetch()
+    fetched = src.fetch()
+    frame = fetched.leads
     assert frame.loc[0, "owner"] == "Jürgen Müller"
-    assert any("Latin-1" in w for w in src.warnings)
+    assert any("Latin-1" in w for w in fetched.warnings)
 
 
 def test_columns_rename_from_the_mapping(source: Callable[..., CsvSource]) -> None:
     content = b"Record ID,Deal Stage,Last Change\nL1,New,2026-11-02\n"
-    frame = source(
-        content,
-        columns={"Record ID": "lead_id", "Deal Stage": "stage", "Last Change": "stage_changed_at"},
-    ).fetch()
+    frame = (
+        source(
+            content,
+            columns={
+                "Record ID": "lead_id",
+                "Deal Stage": "stage",
+                "Last Change": "stage_changed_at",
+            },
+        )
+        .fetch()
+        .leads
+    )
     assert frame.loc[0, "stage"] == "New"
 
 

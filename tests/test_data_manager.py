@@ -45,7 +45,7 @@ def settings(
 
 def statuses(settings: Settings) -> dict[str, int]:
     with Ledger.open(settings.ledger) as ledger:
-        return ledger.status_counts()
+        return ledger.views.status_counts()
 
 
 def test_a_run_submits_and_later_runs_confirm(
@@ -90,7 +90,7 @@ def test_events_carry_what_google_needs(
     execute(settings, dry_run=False)
 
     with Ledger.open(settings.ledger) as ledger:
-        sent = ledger.conversions_frame().query("stage == 'lead'").set_index("lead_id")
+        sent = ledger.views.conversions_frame().query("stage == 'lead'").set_index("lead_id")
     request = next(iter(data_manager.requests.values()))
     assert request.destination.operating_account.account_id == CUSTOMER
     assert request.destination.product_destination_id == "101"
@@ -130,8 +130,8 @@ def test_partial_failure_is_recorded_as_counts_with_reasons(
     counts = statuses(settings)
     assert counts == {"partial": 10, "uploaded": 5 + 1}
     with Ledger.open(settings.ledger) as ledger:
-        summary = ledger.request_summary()
-        partial = ledger.conversions_frame().query("status == 'partial'")
+        summary = ledger.requests.summary()
+        partial = ledger.views.conversions_frame().query("status == 'partial'")
     assert summary["failure_reasons"] == {"CLICK_NOT_FOUND": 2}
     assert "CLICK_NOT_FOUND 2" in partial["message"].iloc[0]
     assert "not which rows" in partial["message"].iloc[0]

@@ -22,6 +22,7 @@ from funnelvalue import pipeline
 from funnelvalue.cli import app
 from funnelvalue.errors import LedgerError, LockedError
 from funnelvalue.ledger import Ledger
+from funnelvalue.ledger.runs import RunBook
 from funnelvalue.mapping import STARTER
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import CUSTOMER, funnel_rows, gclid, write_export
@@ -179,7 +180,7 @@ def test_a_ledger_from_before_stable_keys_keeps_every_order_id(
     again = pipeline.execute(settings, dry_run=False)
     assert again.summary()["sent"] == 0
     with Ledger.open(url) as ledger:
-        after = ledger.conversions_frame()
+        after = ledger.views.conversions_frame()
     assert dict(zip(after["lead_id"] + after["stage"], after["order_id"], strict=True)) == before
     assert after["key"].str.count(r"\|").eq(2).all()  # customer|action|lead
 
@@ -194,7 +195,7 @@ def test_a_second_run_while_the_lock_is_held_exits_75(
     settings = csv_settings(tmp_path, mapping_file, ledger_url)
     holder = Ledger.open(ledger_url)
     try:
-        run_id, _ = holder.start_run("run", "csv:x", "csv:y", CUSTOMER)
+        run_id, _ = holder.runs.start("run", "csv:x", "csv:y", CUSTOMER)
         with holder.lock(CUSTOMER):
             with pytest.raises(LockedError, match=f"run #{run_id} started"):
                 pipeline.execute(settings, dry_run=False)
@@ -289,8 +290,8 @@ def test_sigterm_mid_upload_records_what_was_acknowledged(tmp_path: Path) -> Non
     acknowledged = set(marker.read_text().split())
     assert 10 <= len(acknowledged) < 64
     with Ledger.open(f"sqlite:///{tmp_path / 'state' / 'funnelvalue.db'}") as ledger:
-        rows = ledger.conversions_frame()
-        assert ledger.last_runs()[0].status == "interrupted"
+        rows = ledger.views.conversions_frame()
+        assert ledger.views.last_runs()[0].status == "interrupted"
     assert set(rows.loc[rows["status"] == "uploaded", "order_id"]) == acknowledged
     assert (rows["status"] == "pending").sum() == 64 - len(acknowledged)
     again = subprocess.run(
@@ -369,7 +370,7 @@ def test_an_internal_error_is_exit_70_with_a_crash_log(
     assert "RuntimeError: a bug" in logs[0].read_text()
     assert str(logs[0].relative_to(tmp_path)) in " ".join(output.split())
     with Ledger.open(f"sqlite:///{tmp_path / 'state' / 'funnelvalue.db'}") as ledger:
-        run = ledger.last_runs()[0]
+        run = ledger.views.last_runs()[0]
     assert (run.status, run.exit_code) == ("failed", 70)
 
 
@@ -382,7 +383,7 @@ def test_outcomes_that_cannot_be_recorded_are_exit_3_not_nothing_sent(
     def disk_full(*args: Any, **kwargs: Any) -> None:
         raise LedgerError("ledger write failed: database or disk is full", transient=True)
 
-    monkeypatch.setattr(Ledger, "finish_run", disk_full)
+    monkeypatch.setattr(RunBook, "finish", disk_full)
     report = pipeline.execute(settings, dry_run=False)
     assert report.exit_code == 3
     assert report.error is not None

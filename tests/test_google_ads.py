@@ -58,7 +58,7 @@ def settings(
 
 def statuses(settings: Settings) -> dict[str, int]:
     with Ledger.open(settings.ledger) as ledger:
-        return ledger.status_counts()
+        return ledger.views.status_counts()
 
 
 def test_happy_path_uploads_each_conversion_once(
@@ -105,7 +105,7 @@ def test_partial_failure_maps_each_error_to_its_row(
     report = execute(settings, dry_run=False)
     assert report.exit_code == EXIT_INVALID_ROWS
     with Ledger.open(settings.ledger) as ledger:
-        rows_by_lead = ledger.conversions_frame().set_index("lead_id")
+        rows_by_lead = ledger.views.conversions_frame().set_index("lead_id")
     assert rows_by_lead.loc["L0", "status"].tolist() == ["uploaded"] * 3
     assert rows_by_lead.loc["L1", "status"] == "rejected"
     assert rows_by_lead.loc["L1", "error_code"] == "UNPARSEABLE_GCLID"
@@ -154,8 +154,8 @@ def test_unknown_action_stops_before_anything_is_sent(
     assert "actions in the account: 'CRM lead' (UPLOAD_CLICKS, ENABLED)" in str(caught.value)
     assert fake.upload_requests == []
     with Ledger.open(settings.ledger) as ledger:
-        assert ledger.status_counts() == {}  # nothing even marked pending
-        assert ledger.last_runs()[0].status == "failed"
+        assert ledger.views.status_counts() == {}  # nothing even marked pending
+        assert ledger.views.last_runs()[0].status == "failed"
 
 
 def test_large_runs_go_in_batches_of_2000(
@@ -409,7 +409,7 @@ def test_a_changed_value_is_restated_not_re_uploaded(
     assert adjustment.order_id in fake.accepted
     assert list(fake.restated.values()) == [4200]
     with Ledger.open(settings.ledger) as ledger:
-        values = ledger.conversions_frame().set_index("stage")["value"]
+        values = ledger.views.conversions_frame().set_index("stage")["value"]
     assert values["won"] == 4200
     again = execute(settings, dry_run=False)  # the ledger has the new value: nothing to do
     assert again.summary()["restated"] == 0

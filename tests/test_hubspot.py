@@ -87,7 +87,7 @@ def test_each_stage_entered_becomes_a_row_with_its_own_time(
     portal: FakeHubSpot, hubspot_mapping: Path, now: pd.Timestamp
 ) -> None:
     deal = won_deal(portal, now, 1)
-    leads = source(hubspot_mapping).fetch(None)
+    leads = source(hubspot_mapping).fetch(None).leads
 
     assert leads["stage"].tolist() == ["Appointment Scheduled", "Qualified To Buy", "Closed Won"]
     assert leads["stage_changed_at"].tolist() == [day(now, 12), day(now, 9), day(now, 3)]
@@ -106,10 +106,11 @@ def test_changed_deals_only_are_read_after_the_watermark(
     cutoff = portal.tick()
     fresh = won_deal(portal, now, 2)
     reader = source(hubspot_mapping)
-    leads = reader.fetch(cutoff.to_pydatetime())
+    fetched = reader.fetch(cutoff.to_pydatetime())
+    leads = fetched.leads
 
     assert set(leads["lead_id"]) == {fresh} != {old}
-    assert reader.high_water == pd.Timestamp(portal.objects["deals"][fresh]["hs_lastmodifieddate"])
+    assert fetched.high_water == pd.Timestamp(portal.objects["deals"][fresh]["hs_lastmodifieddate"])
 
 
 def test_more_than_10000_changes_are_read_in_windows(
@@ -120,7 +121,7 @@ def test_more_than_10000_changes_are_read_in_windows(
         portal.add_deal([("appointmentscheduled", day(now, 5))], contact=None)
         for _ in range(10_250)
     ]
-    leads = source(hubspot_mapping).fetch(since.to_pydatetime())
+    leads = source(hubspot_mapping).fetch(since.to_pydatetime()).leads
 
     assert sorted(leads["lead_id"]) == sorted(deals)  # each exactly once
     searches = [r for r in portal.requests if r[1].endswith("/search")]
@@ -141,7 +142,7 @@ def test_rate_limit_is_retried_after_the_wait_hubspot_asks_for(
         (429, {"Retry-After": "3"}, json.dumps(limited)),
         (502, {}, "<html>Bad Gateway</html>"),
     ]
-    leads = source(hubspot_mapping).fetch(None)
+    leads = source(hubspot_mapping).fetch(None).leads
 
     assert len(leads) == 3
     assert waits[0] == 3.0
@@ -190,7 +191,7 @@ def test_pipeline_filter_is_sent_to_search(
     since = portal.tick()
     won_deal(portal, now, 1)
     other = portal.add_deal([("appointmentscheduled", day(now, 2))], pipeline="renewals")
-    leads = source(hubspot_mapping, pipelines=["Sales Pipeline"]).fetch(since.to_pydatetime())
+    leads = source(hubspot_mapping, pipelines=["Sales Pipeline"]).fetch(since.to_pydatetime()).leads
     assert other not in set(leads["lead_id"])
     assert portal.pipeline_filter_used
 
@@ -202,7 +203,8 @@ def test_legacy_date_properties_and_undated_current_stage(
     undated = portal.add_deal([])
     portal.touch("deals", undated, dealstage="closedwon", amount="900")
     reader = source(hubspot_mapping)
-    leads = reader.fetch(None).set_index("lead_id")
+    fetched = reader.fetch(None)
+    leads = fetched.leads.set_index("lead_id")
 
     assert leads.loc[legacy, "stage"] == "Qualified To Buy"
     assert leads.loc[legacy, "stage_changed_at"] == day(now, 4)
@@ -210,7 +212,7 @@ def test_legacy_date_properties_and_undated_current_stage(
     assert leads.loc[undated, "stage_changed_at"] == pd.Timestamp(
         portal.objects["deals"][undated]["hs_lastmodifieddate"]
     )
-    assert "1 HubSpot deals have no 'date entered'" in reader.warnings[0]
+    assert "1 HubSpot deals have no 'date entered'" in fetched.warnings[0]
 
 
 def test_deal_contact_with_a_click_id_is_preferred(
@@ -220,7 +222,7 @@ def test_deal_contact_with_a_click_id_is_preferred(
     with_click = portal.add_contact(gclid=gclid(7), email="buyer@example.com")
     deal = portal.add_deal([("appointmentscheduled", day(now, 2))])
     portal.links[deal] = [without, with_click]
-    leads = source(hubspot_mapping).fetch(None)
+    leads = source(hubspot_mapping).fetch(None).leads
     assert leads["gclid"].tolist() == [gclid(7)]
     assert leads["email"].tolist() == ["buyer@example.com"]
 
@@ -241,7 +243,7 @@ def test_lifecycle_stages_of_contacts(
         hs_v2_date_entered_lead=day(now, 6).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         hs_lifecyclestage_salesqualifiedlead_date=day(now, 2).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
     )
-    leads = source(mapping, object="contacts").fetch(None)
+    leads = source(mapping, object="contacts").fetch(None).leads
     assert leads["lead_id"].tolist() == [contact, contact]
     assert leads["stage"].tolist() == ["Lead", "Sales Qualified Lead"]
     assert leads["stage_changed_at"].tolist() == [day(now, 6), day(now, 2)]
@@ -316,7 +318,7 @@ def test_daily_runs_send_only_the_stages_reached_since_the_last_run(
         portal.objects["deals"][deals[0]]["hs_lastmodifieddate"]
     )
     with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
-        sent = ledger.conversions_frame()
+        sent = ledger.views.conversions_frame()
     won = sent[sent["stage"] == "won"]
     assert won["value"].tolist() == [5000.0]
     assert len(sent) == 9
@@ -358,7 +360,7 @@ def test_source_failure_records_nothing_and_keeps_the_watermark(
     run(tmp_path, hubspot_mapping)
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with Ledger.open(ledger_url) as ledger:
-        before = ledger.watermark("hubspot:deals")
+        before = ledger.runs.watermark("hubspot:deals")
     portal.failures += [(503, {}, "")] * 10
     result = CliRunner().invoke(
         app, ["run", "--source", "hubspot", "-m", str(hubspot_mapping), "--ledger", ledger_url]
@@ -366,7 +368,7 @@ def test_source_failure_records_nothing_and_keeps_the_watermark(
     assert result.exit_code == EXIT_TRY_LATER
     assert "HubSpot is unavailable" in result.output
     with Ledger.open(ledger_url) as ledger:
-        assert ledger.watermark("hubspot:deals") == before
+        assert ledger.runs.watermark("hubspot:deals") == before
 
 
 def test_hubspot_to_google_ads_end_to_end(
@@ -397,14 +399,14 @@ def test_mapping_value_columns_are_read_as_deal_properties(
     deal = won_deal(portal, now, 1)
     portal.objects["deals"][deal]["hs_projected_amount"] = "777.5"
     loaded: Mapping = load_mapping(mapping)
-    leads = HubSpotSource.from_settings(load_settings(source="hubspot"), loaded).fetch(None)
+    leads = HubSpotSource.from_settings(load_settings(source="hubspot"), loaded).fetch(None).leads
     assert set(leads["hs_projected_amount"]) == {"777.5"}
 
 
 def test_an_empty_portal_is_an_empty_frame(portal: FakeHubSpot, hubspot_mapping: Path) -> None:
-    assert source(hubspot_mapping).fetch(None).empty
+    assert source(hubspot_mapping).fetch(None).leads.empty
     since = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
-    assert source(hubspot_mapping).fetch(since).empty
+    assert source(hubspot_mapping).fetch(since).leads.empty
 
 
 def test_the_client_keeps_under_hubspots_limits(

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
-from funnelvalue import ledger as states
 from funnelvalue.conversions import build, order_ids
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import LedgerError
 from funnelvalue.leads import normalise
 from funnelvalue.ledger import Ledger, schema_migrations
 from funnelvalue.mapping import Mapping
+from funnelvalue.vocabulary import State as states
 from tests.conftest import CUSTOMER, HEADER, funnel_rows
 
 
@@ -29,7 +29,7 @@ def test_migrations_are_recorded_and_applied_once(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'l.db'}"
     first = open_ledger(url)
-    assert first.migrate() == []  # already applied by open()
+    assert first.db.migrate() == []  # already applied by open()
     first.close()
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -49,7 +49,7 @@ def test_a_ledger_from_before_asynchronous_destinations_is_upgraded(
 ) -> None:
     """A 0001-only ledger (no request_id, no requests table) gains both and keeps its rows."""
     ledger = open_ledger(ledger_url)
-    run_id, _ = ledger.start_run("run", "csv:x", "csv:y", CUSTOMER)
+    run_id, _ = ledger.runs.start("run", "csv:x", "csv:y", CUSTOMER)
     ledger.close()
     engine = create_engine(ledger_url)
     with engine.begin() as conn:  # undo 0002 by hand: what an older funnelvalue left behind
@@ -60,7 +60,7 @@ def test_a_ledger_from_before_asynchronous_destinations_is_upgraded(
     engine.dispose()
 
     upgraded = open_ledger(ledger_url)
-    assert [r.id for r in upgraded.last_runs()] == [run_id]
+    assert [r.id for r in upgraded.views.last_runs()] == [run_id]
     engine = create_engine(ledger_url)
     columns = {c["name"] for c in inspect(engine).get_columns("conversions")}
     assert "request_id" in columns
@@ -74,7 +74,7 @@ def test_read_only_open_never_creates_anything(
     ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'l.db'}", create=False)
     assert not ledger.exists
     assert not (tmp_path / "state").exists()
-    assert ledger.last_runs() == []
+    assert ledger.views.last_runs() == []
 
 
 def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
@@ -92,16 +92,16 @@ def test_classify_pending_send_record_and_states(
 ) -> None:
     ledger = open_ledger(ledger_url)
     assert set(ledger.classify(conversions, now)["state"]) == {states.NEW}
-    run_id, stale = ledger.start_run("run", "src", "dst", CUSTOMER)
+    run_id, stale = ledger.runs.start("run", "src", "dst", CUSTOMER)
     assert stale == []
-    ledger.mark_pending(run_id, conversions, "dst")
+    ledger.runs.mark_pending(run_id, conversions, "dst")
     assert set(ledger.classify(conversions, now)["state"]) == {states.PENDING}
     result = outcomes(conversions["key"], "uploaded", message="ok")
     keys = conversions["key"]
     result.loc[keys.index[0], ["status", "error_code"]] = ["rejected", "EXPIRED_EVENT"]
     result.loc[keys.index[1], "status"] = "retry_after"
     result.loc[keys.index[1], "retry_at"] = now + pd.Timedelta(hours=6)
-    ledger.finish_run(
+    ledger.runs.finish(
         run_id,
         outcomes=result,
         rejects=pd.DataFrame(),
@@ -121,12 +121,12 @@ def test_classify_pending_send_record_and_states(
     got = ledger.classify(changed, now)["state"]
     assert got.iloc[2] == states.CHANGED
     assert got.iloc[0] == states.FIXED
-    assert ledger.watermark("src") == now
-    rows = ledger.conversions_frame().set_index("key")
+    assert ledger.runs.watermark("src") == now
+    rows = ledger.views.conversions_frame().set_index("key")
     assert rows.loc[keys.iloc[0], "error_code"] == "EXPIRED_EVENT"
     assert rows.loc[keys.iloc[2], "attempts"] == 1
     assert rows.loc[keys.iloc[2], "sent_at"] is not None
-    assert ledger.last_runs()[0].status == "finished"
+    assert ledger.views.last_runs()[0].status == "finished"
     ledger.close()
 
 
@@ -134,10 +134,10 @@ def test_runs_left_running_are_marked_interrupted(
     open_ledger: Callable[..., Ledger], ledger_url: str
 ) -> None:
     ledger = open_ledger(ledger_url)
-    crashed, _ = ledger.start_run("run", "s", "d", CUSTOMER)
-    _, stale = ledger.start_run("run", "s", "d", CUSTOMER)
+    crashed, _ = ledger.runs.start("run", "s", "d", CUSTOMER)
+    _, stale = ledger.runs.start("run", "s", "d", CUSTOMER)
     assert stale == [crashed]
-    assert ledger.last_runs()[1].status == "interrupted"
+    assert ledger.views.last_runs()[1].status == "interrupted"
 
 
 def test_due_rows_missing_from_input_come_from_the_ledger_copy(
@@ -147,8 +147,8 @@ def test_due_rows_missing_from_input_come_from_the_ledger_copy(
     now: pd.Timestamp,
 ) -> None:
     ledger = open_ledger(ledger_url)
-    run_id, _ = ledger.start_run("run", "s", "d", CUSTOMER)
-    ledger.mark_pending(run_id, conversions, "d")
+    run_id, _ = ledger.runs.start("run", "s", "d", CUSTOMER)
+    ledger.runs.mark_pending(run_id, conversions, "d")
     rest = ledger.due_elsewhere(CUSTOMER, conversions["key"].iloc[3:], now)
     assert sorted(rest["key"]) == sorted(conversions["key"].iloc[:3])
     original = conversions.set_index("key").loc[rest["key"]]

@@ -6,13 +6,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from funnelvalue import ledger as states
-from funnelvalue.destinations import base as destinations
+from funnelvalue.destinations import registry as destinations
 from funnelvalue.errors import EXIT_INVALID_ROWS, EXIT_OK, EXIT_TRY_LATER, ConfigError
 from funnelvalue.ledger import Ledger
 from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
-from funnelvalue.sources import base as sources
+from funnelvalue.sources import registry as sources
+from funnelvalue.sources.base import Fetched
+from funnelvalue.vocabulary import State as states
 from tests.conftest import HEADER, funnel_rows, gclid, ts, write_export
 from tests.fakes.destinations import FakeDestination
 
@@ -20,7 +21,7 @@ from tests.fakes.destinations import FakeDestination
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDestination]:
     destination = FakeDestination()
-    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda s, m, r, c: destination)
+    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda context: destination)
     return destination
 
 
@@ -47,9 +48,9 @@ def test_second_run_on_the_same_input_sends_nothing(
     assert second.summary()["already_sent"] == 48
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 48
     ledger = open_ledger(settings.ledger)
-    assert ledger.status_counts() == {"uploaded": 48}
-    assert [r.status for r in ledger.last_runs()] == ["finished", "finished"]
-    assert ledger.watermark(f"csv:{settings.input}") is None  # an export is always read whole
+    assert ledger.views.status_counts() == {"uploaded": 48}
+    assert [r.status for r in ledger.views.last_runs()] == ["finished", "finished"]
+    assert ledger.runs.watermark(f"csv:{settings.input}") is None  # an export is always read whole
     assert second.since is None
 
 
@@ -73,14 +74,14 @@ def test_preview_writes_nothing_and_knows_the_ledger(
     rows.append({"lead_id": "L9", "stage": "New", "stage_changed_at": ts(now), "gclid": gclid(9)})
     write_export(settings.input, rows)  # type: ignore[arg-type]
     ledger = open_ledger(settings.ledger)
-    before = (ledger.conversions_frame(), ledger.last_runs())
+    before = (ledger.views.conversions_frame(), ledger.views.last_runs())
     report = execute(settings, dry_run=True)
     state = report.conversions.set_index(["lead_id", "stage"])["state"]
     assert state[("L9", "lead")] == states.NEW
     assert state[("L0", "won")] == states.CHANGED
     assert state[("L1", "lead")] == states.SENT
-    assert ledger.conversions_frame().equals(before[0])
-    assert ledger.last_runs() == before[1]
+    assert ledger.views.conversions_frame().equals(before[0])
+    assert ledger.views.last_runs() == before[1]
 
 
 def test_changed_values_are_not_re_uploaded(
@@ -105,18 +106,18 @@ def test_unavailable_destination_keeps_rows_pending_then_sends_them_once(
     fake.unavailable = True
     report = execute(settings, dry_run=False)
     assert report.exit_code == EXIT_TRY_LATER
-    kept = open_ledger(settings.ledger).rejected_rows(report.run_id or 0)
+    kept = open_ledger(settings.ledger).views.rejected_rows(report.run_id or 0)
     assert kept["lead_id"].tolist() == ["BAD"]  # rejected rows are recorded even so
     assert report.summary()["pending"] == 16
     ledger = open_ledger(settings.ledger)
-    assert ledger.status_counts() == {"pending": 16}
-    assert ledger.last_runs()[0].status == "failed"
-    assert ledger.last_runs()[0].exit_code == EXIT_TRY_LATER
+    assert ledger.views.status_counts() == {"pending": 16}
+    assert ledger.views.last_runs()[0].status == "failed"
+    assert ledger.views.last_runs()[0].exit_code == EXIT_TRY_LATER
     fake.unavailable = False
     report = execute(settings, dry_run=False)
     assert report.exit_code == EXIT_INVALID_ROWS
     assert report.summary()["sent"] == 16
-    assert ledger.status_counts() == {"uploaded": 16}
+    assert ledger.views.status_counts() == {"uploaded": 16}
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 16
 
 
@@ -182,17 +183,18 @@ class IncrementalSource:
     """A CRM that reports what it was asked for and a chosen high-water mark."""
 
     name = "fake:crm"
+    incremental = True
 
     def __init__(self, rows: list[dict[str, object]], high_water: pd.Timestamp) -> None:
-        self.rows, self.high_water, self.warnings = rows, high_water, []
+        self.rows, self.high_water = rows, high_water
         self.asked: list[object] = []
 
-    def fetch(self, since: object) -> pd.DataFrame:
+    def fetch(self, since: object) -> Fetched:
         from funnelvalue.leads import normalise
 
         self.asked.append(since)
         frame = pd.DataFrame(self.rows, columns=HEADER).astype("string")
-        return normalise(frame, timezone="UTC")
+        return Fetched(normalise(frame, timezone="UTC"), self.high_water)
 
 
 def test_watermark_minus_overlap_is_asked_for_and_never_moves_back(
@@ -216,5 +218,5 @@ def test_watermark_minus_overlap_is_asked_for_and_never_moves_back(
     assert crm.asked[1] == second.since == now - pd.Timedelta(hours=25)
     assert crm.asked[2] is None
     assert crm.asked[3] == pd.Timestamp("2026-01-01", tz="UTC")
-    assert open_ledger(settings.ledger).watermark("fake:crm") == now - pd.Timedelta(hours=1)
+    assert open_ledger(settings.ledger).runs.watermark("fake:crm") == now - pd.Timedelta(hours=1)
     assert len(fake.sent_keys) == len(set(fake.sent_keys))

@@ -85,7 +85,7 @@ def test_converted_lead_and_its_opportunity_are_one_funnel(
     org: FakeSalesforce, sf_mapping: Path, now: pd.Timestamp
 ) -> None:
     lead, _ = converted_lead(org, now, 1)
-    leads = source(sf_mapping).fetch(None)
+    leads = source(sf_mapping).fetch(None).leads
 
     assert set(leads["lead_id"]) == {lead}
     assert leads.sort_values("stage_changed_at")["stage"].tolist() == [
@@ -108,7 +108,7 @@ def test_pages_are_followed_with_query_more(
 ) -> None:
     org.page_size = 2
     leads = {org.add_lead(day(now, 5), gclid=gclid(n)) for n in range(7)}
-    frame = source(sf_mapping).fetch(None)
+    frame = source(sf_mapping).fetch(None).leads
     assert set(frame["lead_id"]) == leads
 
 
@@ -121,13 +121,14 @@ def test_incremental_read_brings_the_lead_behind_a_changed_opportunity(
     since = org.tick()
     org.move(opportunity, "Closed Won", day(now, 1))
     reader = source(sf_mapping)
-    leads = reader.fetch(since.to_pydatetime())
+    fetched = reader.fetch(since.to_pydatetime())
+    leads = fetched.leads
 
     assert quiet not in set(leads["lead_id"])
     won = leads[leads["stage"] == "Closed Won"]
     assert won["lead_id"].tolist() == [lead]
     assert won["gclid"].tolist() == [gclid(2)]
-    assert reader.high_water == pd.Timestamp(
+    assert fetched.high_water == pd.Timestamp(
         org.records["Opportunity"][opportunity]["SystemModstamp"]
     )
     assert any("SystemModstamp >= " in q for q in org.queries)
@@ -140,7 +141,7 @@ def test_opportunity_without_a_lead_uses_its_own_click_id_field(
     opportunity = org.add_opportunity(
         "Prospecting", day(now, 3), amount=100.0, Opportunity_GCLID__c=gclid(9)
     )
-    leads = source(sf_mapping, opportunity_click_id_field="Opportunity_GCLID__c").fetch(None)
+    leads = source(sf_mapping, opportunity_click_id_field="Opportunity_GCLID__c").fetch(None).leads
     assert leads["lead_id"].tolist() == [opportunity]
     assert leads["gclid"].tolist() == [gclid(9)]
 
@@ -159,11 +160,12 @@ def test_leads_without_status_history_are_timed_at_their_last_change(
 ) -> None:
     lead = org.add_lead(day(now, 6), gclid=gclid(4), status="Working - Contacted")
     reader = source(sf_mapping, objects=["Lead"])
-    leads = reader.fetch(None)
+    fetched = reader.fetch(None)
+    leads = fetched.leads
     assert leads["stage_changed_at"].tolist() == [
         pd.Timestamp(org.records["Lead"][lead]["LastModifiedDate"])
     ]
-    assert "Field History Tracking" in reader.warnings[0]
+    assert "Field History Tracking" in fetched.warnings[0]
 
 
 def test_expired_session_is_a_configuration_error(
@@ -182,7 +184,7 @@ def test_server_errors_are_retried(
     converted_lead(org, now, 1)
     unavailable = json.dumps([{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}])
     org.failures += [(503, {}, unavailable), (503, {}, unavailable)]
-    assert len(source(sf_mapping).fetch(None)) == 5
+    assert len(source(sf_mapping).fetch(None).leads) == 5
     assert len(waits) == 2
 
 
@@ -200,8 +202,7 @@ def test_api_usage_is_watched(org: FakeSalesforce, sf_mapping: Path, now: pd.Tim
     converted_lead(org, now, 1)
     org.api_used = 12_500  # 83 %
     reader = source(sf_mapping)
-    reader.fetch(None)
-    assert "API usage" in reader.warnings[0]
+    assert "API usage" in reader.fetch(None).warnings[0]
     org.api_used = 14_600  # 97 %: leave the rest of the day to the org's other integrations
     with pytest.raises(SourceError, match="API usage") as caught:
         source(sf_mapping).fetch(None)
@@ -217,7 +218,7 @@ def test_username_password_login(
     monkeypatch.setenv("FUNNELVALUE_SALESFORCE__USERNAME", "ops@example.com")
     monkeypatch.setenv("FUNNELVALUE_SALESFORCE__PASSWORD", PASSWORD)
     monkeypatch.setenv("FUNNELVALUE_SALESFORCE__SECURITY_TOKEN", "tok-secret")
-    assert len(source(sf_mapping).fetch(None)) == 5
+    assert len(source(sf_mapping).fetch(None).leads) == 5
 
     monkeypatch.setenv("FUNNELVALUE_SALESFORCE__PASSWORD", "wrong-secret")
     with pytest.raises(ConfigError, match="INVALID_LOGIN") as caught:
@@ -252,12 +253,12 @@ def test_daily_runs_send_only_new_stages(
     org.move(opportunity, "Closed Won", day(now, 1), Amount=4100.0)
     assert run()["sent"] == 1
     with Ledger.open(ledger) as opened:
-        sent = opened.conversions_frame()
+        sent = opened.views.conversions_frame()
     assert sent.loc[sent["stage"] == "won", "value"].tolist() == [4100.0]
 
 
 def test_an_empty_org_is_an_empty_frame(org: FakeSalesforce, sf_mapping: Path) -> None:
-    assert source(sf_mapping).fetch(None).empty
+    assert source(sf_mapping).fetch(None).leads.empty
 
 
 def test_a_lead_without_a_click_id_is_rejected_with_its_reason(

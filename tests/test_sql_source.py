@@ -97,7 +97,8 @@ def test_table_rows_become_canonical_leads_in_utc(
         ],
     )
     source = sql_source(sql_mapping, url=crm_url, table=TABLE, watermark_column="updated_at")
-    leads = source.fetch(None)
+    fetched = source.fetch(None)
+    leads = fetched.leads
 
     assert leads["lead_id"].tolist() == ["D1", "D1"]
     assert leads["stage_changed_at"].tolist() == [
@@ -105,7 +106,7 @@ def test_table_rows_become_canonical_leads_in_utc(
         now - pd.Timedelta(days=2),
     ]
     assert pd.to_numeric(leads["amount"]).tolist()[1] == 1234.5
-    assert source.high_water == now - pd.Timedelta(days=2)
+    assert fetched.high_water == now - pd.Timedelta(days=2)
 
 
 def test_only_rows_changed_since_are_read(
@@ -113,7 +114,7 @@ def test_only_rows_changed_since_are_read(
 ) -> None:
     insert(crm_url, [row(n, "New", now - pd.Timedelta(days=n)) for n in range(1, 6)])
     source = sql_source(sql_mapping, url=crm_url, table=TABLE, watermark_column="updated_at")
-    leads = source.fetch((now - pd.Timedelta(days=3, hours=1)).to_pydatetime())
+    leads = source.fetch((now - pd.Timedelta(days=3, hours=1)).to_pydatetime()).leads
     assert sorted(leads["lead_id"]) == ["D1", "D2", "D3"]
 
 
@@ -121,12 +122,13 @@ def test_chunks_give_the_same_frame_as_one_read(
     crm_url: str, sql_mapping: Path, now: pd.Timestamp
 ) -> None:
     insert(crm_url, [row(n, "New", now - pd.Timedelta(hours=n)) for n in range(7)])
-    whole = sql_source(sql_mapping, url=crm_url, table=TABLE).fetch(None)
+    whole = sql_source(sql_mapping, url=crm_url, table=TABLE).fetch(None).leads
     chunked_source = sql_source(sql_mapping, url=crm_url, table=TABLE, chunk_size=2)
-    chunked = chunked_source.fetch(None)
+    chunked_read = chunked_source.fetch(None)
+    chunked = chunked_read.leads
     pd.testing.assert_frame_equal(whole, chunked)
     assert chunked["source_row"].tolist() == list(range(1, 8))
-    assert chunked_source.high_water == now
+    assert chunked_read.high_water == now
 
 
 def test_query_file_receives_since_as_a_bound_parameter(
@@ -140,12 +142,12 @@ def test_query_file_receives_since_as_a_bound_parameter(
     )
     source = sql_source(sql_mapping, url=crm_url, query_file=str(query))
     assert sorted(
-        source.fetch((now - pd.Timedelta(days=2, hours=1)).to_pydatetime())["lead_id"]
+        source.fetch((now - pd.Timedelta(days=2, hours=1)).to_pydatetime()).leads["lead_id"]
     ) == [
         "D1",
         "D2",
     ]
-    assert len(source.fetch(None)) == 3  # a full refresh binds 1970-01-01
+    assert len(source.fetch(None).leads) == 3  # a full refresh binds 1970-01-01
 
 
 def test_query_without_since_reads_everything_and_says_so(
@@ -155,8 +157,9 @@ def test_query_without_since_reads_everything_and_says_so(
     query = tmp_path / "all.sql"
     query.write_text(f"SELECT * FROM {TABLE}")
     source = sql_source(sql_mapping, url=crm_url, query_file=str(query))
-    assert len(source.fetch(now.to_pydatetime())) == 1
-    assert ":since" in source.warnings[0]
+    fetched = source.fetch(now.to_pydatetime())
+    assert len(fetched.leads) == 1
+    assert ":since" in fetched.warnings[0]
 
 
 def test_bad_query_is_a_configuration_error_with_the_database_message(
@@ -245,5 +248,6 @@ def test_daily_runs_from_a_warehouse_table(
 
 def test_nothing_changed_is_an_empty_frame(crm_url: str, sql_mapping: Path) -> None:
     source = sql_source(sql_mapping, url=crm_url, table=TABLE, watermark_column="updated_at")
-    assert source.fetch(pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()).empty
-    assert source.high_water is None
+    fetched = source.fetch(pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime())
+    assert fetched.leads.empty
+    assert fetched.high_water is None

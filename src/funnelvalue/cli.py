@@ -25,13 +25,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from funnelvalue import __version__, report, stopping
+from funnelvalue import __version__, inspection, report, stopping
 from funnelvalue.advice import write_mapping as write_suggested
-from funnelvalue.destinations.base import make_destination
 from funnelvalue.errors import EXIT_INTERNAL, ConfigError, FunnelvalueError
-from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import STARTER, load_mapping
-from funnelvalue.pipeline import customer_id_for, execute, export_written, study
+from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -336,17 +334,7 @@ def mapping_check(
         settings = _settings(config, verbose, mapping=mapping, google_ads_config=google_ads_config)
         loaded = load_mapping(settings.mapping)
         if remote:
-            from funnelvalue.destinations.google_ads import GoogleAdsUpload
-
-            google = GoogleAdsUpload.from_settings(
-                settings.google_ads_config, customer_id_for(settings, loaded), 0
-            )
-            found, problems = google.check_actions(s.conversion_action for s in loaded.stages)
-            out.print(report.actions_table(found))
-            if problems:
-                raise ConfigError(
-                    "the mapping names conversion actions Google Ads cannot use", problems
-                )
+            out.print(report.actions_table(inspection.check_remote(settings, loaded)))
     out.print(report.mapping_table(loaded))
     for advice in report.mapping_advice(loaded):
         out.print(f"[yellow]advice:[/] {advice}")
@@ -397,67 +385,11 @@ def status(
         settings = _settings(
             config, False, ledger=ledger, mapping=mapping, google_ads_config=google_ads_config
         )
-        poll_note = _confirm_open_requests(settings)
-        with Ledger.open(settings.ledger, create=False) as book:
-            last = book.last_runs(runs)
-            counts = book.status_counts()
-            codes = book.destination_rejections()
-            reasons = book.rejected_rows(last[0].id) if last else None
-            marks = book.watermarks()
-            asynchronous = book.request_summary()
-    diagnostics, note = _google_diagnostics(settings) if google else (None, None)
+        found = inspection.status(settings, runs=runs, google=google)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "conversions": counts,
-                    "destination_rejections": codes,
-                    "watermarks": {source: mark.isoformat() for source, mark in marks.items()},
-                    "requests": asynchronous,
-                    "requests_note": poll_note,
-                    "runs": [
-                        {
-                            "id": r.id,
-                            "status": r.status,
-                            "exit_code": r.exit_code,
-                            "started_at": r.started_at.isoformat(),
-                            "summary": r.summary,
-                            "message": r.message,
-                        }
-                        for r in last
-                    ],
-                    "google": diagnostics,
-                    "google_note": note,
-                }
-            )
-        )
-        return
-    if not last:
-        out.print(f"the ledger at {settings.ledger} has no runs yet")
+        print(json.dumps(report.status_json(found)))
     else:
-        out.print(report.runs_table(last))
-        out.print(
-            "Conversions by status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
-        )
-        if codes:
-            out.print("Rejected by Google: " + ", ".join(f"{k} {v:,}" for k, v in codes.items()))
-        report.render_requests(out, asynchronous, poll_note)
-        overlap = pd.Timedelta(hours=settings.source_overlap_hours)
-        for source, mark in sorted(marks.items()):
-            out.print(
-                f"Watermark {source}: {mark:%Y-%m-%d %H:%M} UTC (the next run reads changes "
-                f"since {mark - overlap:%Y-%m-%d %H:%M})",
-                highlight=False,
-            )
-        if reasons is not None and not reasons.empty:
-            top = reasons["reason"].str.split(":").str[0].value_counts().head(5)
-            out.print(f"Most common rejected rows in run #{last[0].id}:")
-            for reason, count in top.items():
-                out.print(f"  {count:>6,}  {reason}")
-    if diagnostics is not None:
-        out.print(report.diagnostics_table(diagnostics))
-    elif note:
-        out.print(f"[dim]{note}[/]")
+        report.render_status(out, found)
 
 
 @app.command("export")
@@ -494,7 +426,7 @@ def export(
         loaded = load_mapping(settings.mapping)
         start = pd.Timestamp(since).tz_localize("UTC")
         path = output or Path(f"out/google_ads_conversions-since-{start:%Y-%m-%d}.csv")
-        rows = export_written(settings, loaded, start, path)
+        rows = inspection.export_written(settings, loaded, start, path)
     out.print(f"wrote {escape(str(path))}: {rows:,} conversions written since {start:%Y-%m-%d}")
 
 
@@ -544,7 +476,9 @@ def advise(
                 "--write-mapping would overwrite the mapping file in use (and its comments): "
                 "write a copy, compare, then replace it yourself"
             )
-        found = study(settings, loaded, window_days=window_days, history_days=history_days).advice
+        found = inspection.study(
+            settings, loaded, window_days=window_days, history_days=history_days
+        ).advice
         changes = write_suggested(settings.mapping, write_mapping, found) if write_mapping else None
     if as_json:
         print(json.dumps({**found.as_dict(), "written": changes}))
@@ -573,84 +507,18 @@ def html_report(
 
     Example: funnelvalue report --html out/report.html
     """
-    from funnelvalue import htmlreport
-
     with _user_errors():
         settings = _settings(
             config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
         )
-        loaded = load_mapping(settings.mapping)
-        now = pd.Timestamp.now(tz="UTC")
-        seen = study(settings, loaded, now=now, window_days=window_days, history_days=history_days)
-        with Ledger.open(settings.ledger, create=False) as book:
-            runs = book.last_runs(30)
-            refused = book.destination_rejections()
-            latest = book.rejected_rows(runs[0].id) if runs else None
-        reasons = (
-            latest["reason"].str.split(":").str[0].value_counts().head(10).to_dict()
-            if latest is not None and not latest.empty
-            else {}
+        size = inspection.write_report(
+            settings,
+            load_mapping(settings.mapping),
+            html,
+            window_days=window_days,
+            history_days=history_days,
         )
-        page = htmlreport.render(
-            mapping=loaded,
-            advice=seen.advice,
-            rows=seen.rows,
-            sent=seen.sent,
-            runs=runs,
-            rejections=refused,
-            reasons={str(k): int(v) for k, v in reasons.items()},
-            source=seen.source,
-            now=now,
-        )
-        html.parent.mkdir(parents=True, exist_ok=True)
-        partial = html.with_suffix(html.suffix + ".tmp")
-        partial.write_text(page, encoding="utf-8")
-        partial.replace(html)
-    out.print(f"wrote {html} ({len(page) / 1024:,.0f} KB; opens without a network)")
-
-
-def _confirm_open_requests(settings: Settings) -> str | None:
-    """Ask the Data Manager API about submitted requests and record the answers; a reason
-    when it cannot (no credentials, no customer id, API down): status still shows the ledger."""
-    with Ledger.open(settings.ledger, create=False) as book:
-        if not book.exists or not book.request_summary().get("requests", {}).get("submitted"):
-            return None
-    try:
-        mapping = load_mapping(settings.mapping)
-        customer_id = customer_id_for(settings, mapping)
-        destination = make_destination(
-            settings.model_copy(update={"destination": "data-manager"}), mapping, 0, customer_id
-        )
-    except FunnelvalueError as exc:
-        return f"submitted requests not checked now: {exc}"
-    try:
-        open_requests = []
-        with Ledger.open(settings.ledger) as book:
-            open_requests = book.open_requests(destination.name)
-            if open_requests:
-                book.confirm_requests(destination.poll(open_requests))  # type: ignore[attr-defined]
-    except FunnelvalueError as exc:
-        return f"submitted requests not checked now: {exc}"
-    finally:
-        destination.close()
-    return f"checked {len(open_requests)} submitted requests with Google" if open_requests else None
-
-
-def _google_diagnostics(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
-    """Google's upload diagnostics when credentials are configured; otherwise why not."""
-    from funnelvalue.destinations.google_ads import GoogleAdsUpload, credentials_configured
-
-    configured = credentials_configured(settings.google_ads_config)
-    if not configured:
-        return None, "Google's upload diagnostics: no Google Ads credentials configured"
-    try:
-        loaded = load_mapping(settings.mapping)
-        google = GoogleAdsUpload.from_settings(
-            settings.google_ads_config, customer_id_for(settings, loaded), 0
-        )
-        return google.diagnostics(), None
-    except FunnelvalueError as exc:
-        return None, f"Google's upload diagnostics unavailable: {exc}"
+    out.print(f"wrote {escape(str(html))} ({size / 1024:,.0f} KB; opens without a network)")
 
 
 @app.callback(invoke_without_command=True)

@@ -18,10 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pycountry
 
-from funnelvalue import reasons as R
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
+from funnelvalue.vocabulary import (
+    CONVERSION_COLUMNS,
+    REJECT_COLUMNS,
+    SKIPPED_REASONS,
+    ClickIdKind,
+    Reason,
+    RowKind,
+)
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 CONSENT = {
@@ -38,32 +45,7 @@ CONSENT = {
     "N": "DENIED",
 }
 
-CONVERSION_COLUMNS = [
-    "key",
-    "customer_id",
-    "lead_id",
-    "stage",
-    "stage_position",
-    "crm_stage",
-    "conversion_action",
-    "action_identity",  # the action as Google counts it: part of the key, never a label
-    "conversion_time",
-    "value",
-    "value_factor",  # multiply_by's factor (1 without one): expected values are scaled by it
-    "currency",
-    "click_id_kind",
-    "click_id",
-    "hashed_email",
-    "hashed_phone",
-    "consent",
-    "backfilled",
-    "source_row",
-]
-# ``key``: set on rows that would have been a conversion (e.g. older than the lookback), so
-# one already sent is recognised as such rather than reported as a problem every day.
-REJECT_COLUMNS = ["source_row", "lead_id", "crm_stage", "stage", "reason", "reason_code", "kind"]
 MAX_LEAD_ID = 1000  # characters; longer is not an id but a pasted cell
-USER_IDENTIFIERS = "email/phone"
 
 
 @dataclass
@@ -137,22 +119,22 @@ def build(
     unknown = (position < 0) & ~ignored & ~stage_missing
     early = leads["time_error"].copy()
     early_code = pd.Series(pd.NA, index=leads.index, dtype="string")
-    early_code[early.notna()] = R.TIME_UNREADABLE
-    early_code[early.str.startswith("stage_changed_at is empty").fillna(False)] = R.TIME_EMPTY
+    early_code[early.notna()] = Reason.TIME_UNREADABLE
+    early_code[early.str.startswith("stage_changed_at is empty").fillna(False)] = Reason.TIME_EMPTY
     early[unknown] = (
         "unknown CRM stage '"
         + leads.loc[unknown, "stage"]
         + "': add it to a stage's crm_values or to ignore in the mapping"
     )
-    early_code[unknown] = R.UNKNOWN_STAGE
+    early_code[unknown] = Reason.UNKNOWN_STAGE
     early[stage_missing] = "stage is empty"
-    early_code[stage_missing] = R.STAGE_EMPTY
+    early_code[stage_missing] = Reason.STAGE_EMPTY
     too_long = (leads["lead_id"].str.len() > MAX_LEAD_ID).fillna(False).to_numpy(dtype=bool)
     early[too_long] = f"lead_id is longer than {MAX_LEAD_ID} characters: not a CRM id"
-    early_code[too_long] = R.LEAD_ID_TOO_LONG
+    early_code[too_long] = Reason.LEAD_ID_TOO_LONG
     no_lead = leads["lead_id"].isna().to_numpy()
     early[no_lead] = "lead_id is empty"
-    early_code[no_lead] = R.LEAD_ID_EMPTY
+    early_code[no_lead] = Reason.LEAD_ID_EMPTY
     bad_early = (early.notna().to_numpy()) & ~ignored
     if bad_early.any():
         rejected.append(
@@ -271,9 +253,11 @@ def _join_checks(checks: list[Check]) -> tuple[pd.Series, pd.Series, pd.Series]:
         joined = (joined + "; " + reasons).fillna(joined).fillna(reasons)
         first_code = first_code.fillna(codes)
     for _, codes in checks:
-        first_invalid = first_invalid.fillna(codes.where(~codes.isin(R.SKIPPED_CODES)))
+        first_invalid = first_invalid.fillna(codes.where(~codes.isin(SKIPPED_REASONS)))
     code = first_invalid.fillna(first_code)
-    kind = pd.Series(R.SKIPPED, index=index, dtype="string").mask(first_invalid.notna(), R.INVALID)
+    kind = pd.Series(RowKind.SKIPPED, index=index, dtype="string").mask(
+        first_invalid.notna(), RowKind.INVALID
+    )
     return joined, code, kind
 
 
@@ -329,25 +313,6 @@ def _fill_from_lead(
     return np.where(use_fallback, fallback, rows)
 
 
-def format_conversion_time(times: pd.Series, timezone: str) -> pd.Series:
-    """'2026-11-02 14:30:00+01:00': Google's format, in the account's zone, offset always shown.
-
-    Built from the naive local time and the offset separately: strftime's %z is formatted
-    row by row in pandas, the naive part is not.
-    """
-    local = times.dt.tz_convert(timezone)
-    wall = local.dt.tz_localize(None)
-    offset_minutes = ((wall - times.dt.tz_localize(None)).dt.total_seconds() // 60).astype("int64")
-    codes, distinct = pd.factorize(offset_minutes)
-    suffix = np.array(
-        [f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in distinct],
-        dtype=object,
-    )
-    text = wall.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
-    formatted: pd.Series = text + pd.Series(suffix[codes], index=times.index, dtype="string")
-    return formatted
-
-
 def parse_amounts(raw: pd.Series) -> pd.Series:
     """Numbers as CRMs export them: '1054', '1,054.50', '1.054,50', '€ 99' -> float (NaN if not).
 
@@ -399,14 +364,14 @@ def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
             reasons[empty[empty].index] = (
                 f"{column} is empty and stage '{stage.name}' has no default value"
             )
-            codes[empty[empty].index] = R.VALUE_EMPTY
+            codes[empty[empty].index] = Reason.VALUE_EMPTY
         reasons[unparseable[unparseable].index] = (
             f"{column} '" + raw[unparseable].astype("string").str.slice(0, 30) + "' is not a number"
         )
-        codes[unparseable[unparseable].index] = R.VALUE_NOT_A_NUMBER
+        codes[unparseable[unparseable].index] = Reason.VALUE_NOT_A_NUMBER
         negative = parsed < 0
         reasons[negative[negative].index] = f"{column} is negative; values must be >= 0"
-        codes[negative[negative].index] = R.VALUE_NEGATIVE
+        codes[negative[negative].index] = Reason.VALUE_NEGATIVE
         values[rows] = parsed
     return values, (reasons, codes)
 
@@ -462,7 +427,7 @@ def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
     reasons[bad] = (
         "currency '" + currency[bad].str.slice(0, 10) + "' is not an ISO 4217 code (e.g. EUR, USD)"
     )
-    codes = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, R.CURRENCY_INVALID)
+    codes = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, Reason.CURRENCY_INVALID)
     return currency.astype("string"), (reasons, codes)
 
 
@@ -471,9 +436,9 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
     gclid, gbraid, wbraid = frame["gclid"], frame["gbraid"], frame["wbraid"]
     has_g, has_gb, has_wb = gclid.notna(), gbraid.notna(), wbraid.notna()
     kind = pd.Series(pd.NA, index=frame.index, dtype="string")
-    kind[has_wb] = "wbraid"
-    kind[has_gb] = "gbraid"
-    kind[has_g] = "gclid"
+    kind[has_wb] = ClickIdKind.WBRAID
+    kind[has_gb] = ClickIdKind.GBRAID
+    kind[has_g] = ClickIdKind.GCLID
     click_id = gclid.fillna(gbraid).fillna(wbraid).astype("string")
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
     codes = pd.Series(pd.NA, index=frame.index, dtype="string")
@@ -482,7 +447,7 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
         "both gbraid and wbraid are set; Google accepts only one "
         "(keep the one from the landing page URL)"
     )
-    codes[both_braids] = R.BOTH_BRAIDS
+    codes[both_braids] = Reason.BOTH_BRAIDS
     malformed = kind.notna() & ~both_braids & ~valid_click_id(click_id)
     reasons[malformed] = (
         kind[malformed]
@@ -490,7 +455,7 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
         + click_id[malformed].str.slice(0, 30)
         + "' is malformed: click ids are 16+ characters of A-Z a-z 0-9 _ -"
     )
-    codes[malformed] = R.CLICK_ID_MALFORMED
+    codes[malformed] = Reason.CLICK_ID_MALFORMED
 
     # Emails and phones matter only where there is no click id: normalise just those rows.
     no_click = kind.isna()
@@ -499,7 +464,7 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
     usable = email.notna() | phone.notna()
     user = pd.Series(False, index=frame.index)
     user[usable.index] = usable
-    kind[user] = USER_IDENTIFIERS
+    kind[user] = ClickIdKind.USER
     frame["click_id_kind"] = kind
     frame["click_id"] = click_id.where(~no_click)
     for column, values in (("hashed_email", email), ("hashed_phone", phone)):
@@ -512,9 +477,9 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
         "no click id, and the email/phone given is not usable (email must look like "
         "name@example.com; phone needs +country code or phone_country_code in the mapping)"
     )
-    codes[nothing & offered] = R.IDENTIFIER_UNUSABLE
+    codes[nothing & offered] = Reason.IDENTIFIER_UNUSABLE
     reasons[nothing & ~offered] = "no click id (gclid, gbraid, wbraid) and no email or phone"
-    codes[nothing & ~offered] = R.NO_IDENTIFIER
+    codes[nothing & ~offered] = Reason.NO_IDENTIFIER
     return reasons, codes
 
 
@@ -525,12 +490,12 @@ def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> Ch
     created = frame["created_at"]
     future = time > now + timedelta(minutes=5)
     reasons[future] = "stage_changed_at is in the future (check the export's timezone)"
-    codes[future] = R.TIME_IN_FUTURE
+    codes[future] = Reason.TIME_IN_FUTURE
     before_created = created.notna() & (time < created)
     reasons[before_created] = (
         "stage was reached before the lead was created (created_at); usually a timezone mix-up"
     )
-    codes[before_created] = R.BEFORE_CREATED
+    codes[before_created] = Reason.BEFORE_CREATED
     oldest = created.where(created < time, time)  # the click is at or before the lead
     expired = oldest < now - timedelta(days=mapping.lookback_days)
     expired &= reasons.isna()
@@ -538,7 +503,7 @@ def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> Ch
         f"older than the {mapping.lookback_days}-day click lookback: Google would reject it "
         "as expired"
     )
-    codes[expired] = R.EXPIRED
+    codes[expired] = Reason.EXPIRED
     return reasons, codes
 
 
@@ -554,7 +519,7 @@ def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, Check
         + frame.loc[bad, "consent_ad_user_data"].str.slice(0, 20)
         + "' must be GRANTED or DENIED"
     )
-    flags = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, R.CONSENT_INVALID)
+    flags = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, Reason.CONSENT_INVALID)
     if default is not None:  # the mapping's answer for rows whose export says nothing
         consent = consent.mask(raw.isna(), default)
     return consent, (reasons, flags)
@@ -571,7 +536,7 @@ def _rejects(
     names = np.array([*stage_names, None], dtype=object)
     crm_stage = rows["crm_stage"] if "crm_stage" in rows.columns else rows["stage"]
     if kinds is None:
-        kinds = codes.map(R.kind_of).astype("string")
+        kinds = codes.map({r.value: r.kind.value for r in Reason}).astype("string")
     return pd.DataFrame(
         {
             "source_row": rows["source_row"].to_numpy(),

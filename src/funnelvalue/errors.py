@@ -2,17 +2,20 @@
 
 ::
 
-    FunnelvalueError                 exit 2 unless said otherwise
-    ├── ConfigError                  settings, mapping, command line: nothing was sent (2)
+    FunnelvalueError                 transient? exit 3 : exit 2
+    ├── ConfigError                  settings, mapping, command line (never transient)
     ├── SourceError                  the CRM: unreadable input (2) or unreachable (3)
     ├── DestinationError             Google: a refusal (2) or an outage / quota (3)
-    ├── LedgerError                  the ledger: unusable (2) or unreachable (3)
+    ├── LedgerError                  the ledger: unusable (2) or unreachable, locked, full (3)
     ├── LockedError                  another run holds this account's lock (75)
-    └── Interrupted                  SIGINT / SIGTERM: stopped after the request in flight
+    └── Interrupted                  SIGINT / SIGTERM, after the request in flight (130 / 143)
 
-The CLI maps each branch to an exit code, and the pipeline decides "retry or stop" from the
-type alone (``transient``), never from message text. Anything else that escapes is a bug:
-the CLI writes its traceback to a file and exits with EXIT_INTERNAL, never with 0 or 1.
+``transient`` is the one bit the rest derives from: True means "the same command, unchanged,
+may succeed later" (an outage, a rate limit, a PostgreSQL server that is down) and exits 3
+so a scheduler simply runs it again; False means "someone must change something" and exits 2.
+The pipeline decides from the type and this bit, never from message text. Anything else
+that escapes is a bug: the CLI writes its traceback to a file and exits EXIT_INTERNAL, never
+0 or 1.
 """
 
 from __future__ import annotations
@@ -34,15 +37,23 @@ EXIT_SIGTERM = 143  # stopped by SIGTERM (systemd, Kubernetes) likewise
 class FunnelvalueError(Exception):
     """Root of every error the tool raises on purpose; its message is meant for the user."""
 
-    exit_code = EXIT_CONFIG
     transient = False
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TRY_LATER if self.transient else EXIT_CONFIG
 
 
 class ConfigError(FunnelvalueError):
     """Settings, mapping file or command line are wrong: nothing was sent (exit 2)."""
 
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
+        super().__init__(message, transient=False)
         self.problems = list(problems)
 
     def __str__(self) -> str:
@@ -53,47 +64,38 @@ class ConfigError(FunnelvalueError):
 
 
 class SourceError(FunnelvalueError):
-    """The CRM export or API could not be read.
-
-    Permanent (a missing column, an unreadable file) is a configuration problem (exit 2);
-    transient (network, rate limit after retries) means "try again later" (exit 3).
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.exit_code = EXIT_TRY_LATER if transient else EXIT_CONFIG
+    """The CRM export or API could not be read: a missing column or an unreadable file
+    (permanent), or a network failure or rate limit that outlasted the retries (transient)."""
 
 
 class DestinationError(FunnelvalueError):
     """The destination refused or could not be reached; the unsent rows stay pending.
 
-    ``outcomes`` holds the outcomes of the batches that did go through before the stop, so
-    they are recorded rather than sent again.
+    Transient unless said otherwise (an outage, the quota); a refusal of the credentials or
+    of the request is permanent. ``outcomes`` holds the outcomes of the batches that did go
+    through before the stop, so they are recorded rather than sent again.
     """
 
+    transient = True
+
     def __init__(self, message: str, *, transient: bool = True) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.exit_code = EXIT_TRY_LATER if transient else EXIT_CONFIG
+        super().__init__(message, transient=transient)
         self.outcomes: Any = None
 
 
 class LedgerError(FunnelvalueError):
-    """The ledger cannot be used: a wrong URL, permissions or a damaged file (exit 2), or a
-    database that is unreachable right now (transient, exit 3)."""
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.exit_code = EXIT_TRY_LATER if transient else EXIT_CONFIG
+    """The ledger cannot be used: a wrong URL, permissions or a damaged file (permanent), or
+    a database that is unreachable, locked or full right now (transient)."""
 
 
 class LockedError(FunnelvalueError):
     """Another run holds this account's lock on the ledger: this run did nothing (exit 75)."""
 
-    exit_code = EXIT_LOCKED
     transient = True
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_LOCKED
 
 
 class Interrupted(FunnelvalueError):
@@ -107,5 +109,9 @@ class Interrupted(FunnelvalueError):
             "the next run sends the rest"
         )
         self.signal_name = signal_name
-        self.exit_code = exit_code
+        self._exit_code = exit_code
         self.outcomes: Any = None
+
+    @property
+    def exit_code(self) -> int:
+        return self._exit_code

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from funnelvalue.advice import Advice
 from funnelvalue.ledger import RunSummary
 from funnelvalue.mapping import Mapping
+from funnelvalue.vocabulary import DONE, RunStatus
 
 COLOURS = ["#2f6db3", "#e08a1e", "#3a9d5d", "#b8473d", "#7a5bb5", "#6b7b8c"]
 STYLE = """
@@ -131,7 +132,7 @@ def _funnel_caption(advice: Advice) -> str:
 
 def _value_chart(sent: pd.DataFrame, names: list[str], now: pd.Timestamp) -> Figure:
     figure, axes = _canvas()
-    done = sent[sent["status"].isin(["uploaded", "duplicate", "submitted", "partial"])]
+    done = sent[sent["status"].isin(DONE)]
     recent = done[done["reached_at"] >= now - pd.Timedelta(days=60)]
     if recent.empty:
         axes.text(
@@ -238,7 +239,7 @@ def _reasons_html(
             "<h3>Refused by Google, by reason</h3><table><tr><th>reason</th><th>conversions"
             f"</th></tr>{rows}</table>"
         )
-    failed = [r for r in runs if r.status in ("failed", "interrupted")]
+    failed = [r for r in runs if r.status in (RunStatus.FAILED, RunStatus.INTERRUPTED)]
     if failed:
         rows = "".join(
             f"<tr><td>#{r.id} {r.started_at:%Y-%m-%d %H:%M}</td><td>{_e(r.status)}</td>"

@@ -9,15 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
 from funnelvalue import advice, stopping
-from funnelvalue import ledger as states
-from funnelvalue import reasons as R
 from funnelvalue.conversions import Built, build, order_ids
 from funnelvalue.destinations.base import (
     Asynchronous,
@@ -25,9 +22,8 @@ from funnelvalue.destinations.base import (
     PublishesWindow,
     Restates,
     Validates,
-    check_destination,
-    make_destination,
 )
+from funnelvalue.destinations.registry import Context, check_destination, make_destination
 from funnelvalue.errors import (
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -44,7 +40,18 @@ from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
 from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.settings import Settings
-from funnelvalue.sources.base import Source, make_source
+from funnelvalue.sources.base import Source
+from funnelvalue.sources.registry import make_source
+from funnelvalue.vocabulary import (
+    DELIVERED,
+    TO_SEND,
+    Outcome,
+    Reason,
+    Restatement,
+    RowKind,
+    RunStatus,
+    State,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +89,17 @@ class RunReport:
     @property
     def invalid(self) -> pd.DataFrame:
         """Rows someone must fix in the CRM or the mapping: these make exit code 1."""
-        return self.rejects[self.rejects["kind"] == R.INVALID]
+        return self.rejects[self.rejects["kind"] == RowKind.INVALID]
 
     @property
     def skipped(self) -> pd.DataFrame:
         """Rows that are simply not attributable to an ad click: counted, not alarming."""
-        return self.rejects[self.rejects["kind"] == R.SKIPPED]
+        return self.rejects[self.rejects["kind"] == RowKind.SKIPPED]
 
-    def state_count(self, state: str) -> int:
+    def state_count(self, state: State) -> int:
         return int((self.conversions["state"] == state).sum())
 
-    def outcome_count(self, *statuses: str) -> int:
+    def outcome_count(self, *statuses: Outcome) -> int:
         if self.outcomes is None:
             return 0
         return int(self.outcomes["status"].isin(statuses).sum())
@@ -104,7 +111,7 @@ class RunReport:
             return 0
         if self.outcomes is None:
             return len(self.to_send)
-        return len(self.to_send) - len(self.outcomes) + self.outcome_count("failed")
+        return len(self.to_send) - len(self.outcomes) + self.outcome_count(Outcome.FAILED)
 
     def summary(self) -> dict[str, Any]:
         """The counts an operator (or a monitoring system) needs, as plain JSON types."""
@@ -128,22 +135,24 @@ class RunReport:
             "aged_out": self.aged_out,
             "moved_to_new_action": self.moved,
             "unknown_stages": self.built.unknown_stages,
-            "already_sent": self.state_count(states.SENT),
-            "value_changed": self.state_count(states.CHANGED),
-            "retry_later": self.state_count(states.RETRY_LATER),
-            "rejected_before": self.state_count(states.REJECTED_BEFORE),
+            "already_sent": self.state_count(State.SENT),
+            "value_changed": self.state_count(State.CHANGED),
+            "retry_later": self.state_count(State.RETRY_LATER),
+            "rejected_before": self.state_count(State.REJECTED_BEFORE),
             "to_send": len(self.to_send),
-            "sent": 0 if self.dry_run else self.outcome_count("uploaded", "duplicate", "written"),
-            "written": 0 if self.dry_run else self.outcome_count("written"),
-            "submitted": self.outcome_count("submitted"),
+            "sent": 0 if self.dry_run else self.outcome_count(*DELIVERED),
+            "written": 0 if self.dry_run else self.outcome_count(Outcome.WRITTEN),
+            "submitted": self.outcome_count(Outcome.SUBMITTED),
             "requests_confirmed": self.confirmed,
             "expected_values": {stage: value for stage, (value, _) in self.expected_values.items()},
-            "validated_ok": self.outcome_count("uploaded", "duplicate") if self.dry_run else 0,
-            "rejected_by_destination": self.outcome_count("rejected"),
-            "retry_after": self.outcome_count("retry_after"),
+            "validated_ok": self.outcome_count(Outcome.UPLOADED, Outcome.DUPLICATE)
+            if self.dry_run
+            else 0,
+            "rejected_by_destination": self.outcome_count(Outcome.REJECTED),
+            "retry_after": self.outcome_count(Outcome.RETRY_AFTER),
             "restated": 0
             if self.restatements is None
-            else int((self.restatements["status"] == "restated").sum()),
+            else int((self.restatements["status"] == Restatement.RESTATED).sum()),
             "pending": self.pending,
             "output": self.destination.removeprefix("csv:")
             if self.destination.startswith("csv:")
@@ -243,8 +252,11 @@ class Job:
 
     # -- preview ----------------------------------------------------------------------------
 
+    def context(self, run_id: int = 0) -> Context:
+        return Context(self.settings, self.mapping, self.customer_id, self.now, run_id)
+
     def preview(self, validate_only: bool) -> RunReport:
-        destination = make_destination(self.settings, self.mapping, 0, self.customer_id)
+        destination = make_destination(self.context())
         try:
             identities, warnings = self._identities(destination, dry_run=True)
             report = self._plan(identities, dry_run=True, destination=self.settings.destination)
@@ -257,7 +269,7 @@ class Job:
                         "--destination google-ads"
                     )
                 report.outcomes = destination.validate(report.to_send)
-                if report.outcome_count("rejected") and report.exit_code == EXIT_OK:
+                if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                     report.exit_code = EXIT_INVALID_ROWS
             return report
         finally:
@@ -305,16 +317,17 @@ class Job:
     def _plan(self, identities: dict[str, str], *, dry_run: bool, destination: str) -> RunReport:
         ledger, mapping, now = self.ledger, self.mapping, self.now
         # Only sources that can say "changed since" have a watermark: a CSV export is read whole.
-        incremental = hasattr(self.source, "high_water")
-        previous = ledger.watermark(self.source.name) if incremental else None
+        incremental = self.source.incremental
+        previous = ledger.runs.watermark(self.source.name) if incremental else None
         since = self.window.start(previous) if incremental else None
         log.info(
             "reading %s %s", self.source.name, f"since {since}" if since is not None else "in full"
         )
         needs_funnel = bool(mapping.expected_stages)
         # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
+        fetched = self.source.fetch(since)
         built = build(
-            self.source.fetch(since),
+            fetched.leads,
             mapping,
             now,
             self.customer_id,
@@ -327,18 +340,14 @@ class Job:
                 "nothing to send (an export that came out empty?)"
             )
         expected = self._expected_values(built) if needs_funnel else {}
-        classified = ledger.classify(built.conversions, now)
+        # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
+        estimated = built.conversions["stage_position"].isin(list(expected))
+        classified = ledger.classify(built.conversions, now, estimated=estimated)
         conversions = built.conversions.assign(
             state=classified["state"], ledger_order_id=classified["ledger_order_id"]
         )
-        if expected:
-            # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
-            recomputed = conversions["stage_position"].isin(list(expected))
-            conversions.loc[recomputed & (conversions["state"] == states.CHANGED), "state"] = (
-                states.SENT
-            )
         aged_out = self._drop_aged_out(built)
-        fresh = conversions[conversions["state"].isin(states.TO_SEND)].drop(columns="state")
+        fresh = conversions[conversions["state"].isin(TO_SEND)].drop(columns="state")
         moved = ledger.sent_under_other_action(fresh[fresh["ledger_order_id"].isna()])
         # An order id is computed once, when a conversion first goes out; after that the
         # ledger's copy is the truth (a replay or restatement must carry what Google has).
@@ -352,7 +361,7 @@ class Job:
                 len(leftover),
             )
         to_send = pd.concat([fresh, leftover], ignore_index=True) if not leftover.empty else fresh
-        newest = getattr(self.source, "high_water", None)
+        newest = fetched.high_water
         if newest is None and incremental:  # e.g. a query without a change-time column
             newest = built.latest_change
         report = RunReport(
@@ -368,7 +377,7 @@ class Job:
             if previous is None or (newest is not None and newest > previous)
             else None,
             expected_values={mapping.stages[p].name: v for p, v in expected.items()},
-            warnings=list(self.source.warnings) + built.notes + _moved_warnings(moved, fresh),
+            warnings=list(fetched.warnings) + built.notes + _moved_warnings(moved, fresh),
             ledger=ledger.where,
             ledger_created=ledger.created,
             aged_out=aged_out,
@@ -383,7 +392,7 @@ class Job:
         """Rows now past the click lookback that were sent when they were young: already
         done, not a problem to report every day of a cumulative export."""
         rejects = built.rejects
-        old = rejects["key"].notna() & (rejects["reason_code"] == R.EXPIRED)
+        old = rejects["key"].notna() & (rejects["reason_code"] == Reason.EXPIRED)
         if not old.any():
             return 0
         sent = rejects["key"].isin(self.ledger.sent_keys(rejects.loc[old, "key"].tolist())) & old
@@ -391,27 +400,30 @@ class Job:
         return int(sent.sum())
 
     def _expected_values(self, built: Built) -> dict[int, tuple[float, str]]:
-        """Compute the ``expected`` stages' values from this read plus the ledger's history and
-        put them (times each row's multiply_by factor) on the built conversions."""
+        """The ``expected`` stages' values, from this read plus the ledger's history, put on
+        the built conversions (times each row's multiply_by factor): the second half of
+        building, since the estimate needs the funnel that building produced."""
         assert built.funnel is not None
-        history = self.ledger.funnel_history(self.customer_id)
+        history = self.ledger.views.funnel_history(self.customer_id)
         rows = advice.combine(built.funnel, history, self.mapping)
         built.funnel = None
         expected = advice.expected_values(rows, self.mapping, self.now)
         frame = built.conversions
-        for position, (value, how) in expected.items():
+        value = frame["value"].copy()
+        for position, (estimate, how) in expected.items():
             mine = frame["stage_position"] == position
-            frame.loc[mine, "value"] = (value * frame.loc[mine, "value_factor"]).round(2)
+            value[mine] = (estimate * frame.loc[mine, "value_factor"]).round(2)
             log.info(
-                "expected value of '%s': %s (%s)", self.mapping.stages[position].name, value, how
+                "expected value of '%s': %s (%s)", self.mapping.stages[position].name, estimate, how
             )
+        built.conversions = frame.assign(value=value)
         return expected
 
     # -- the run ----------------------------------------------------------------------------
 
     def run(self) -> RunReport:
         ledger = self.ledger
-        run_id, interrupted = ledger.start_run(
+        run_id, interrupted = ledger.runs.start(
             "run", self.source.name, self.settings.destination, self.customer_id
         )
         if interrupted:
@@ -420,7 +432,7 @@ class Job:
                 ", ".join(map(str, interrupted)),
             )
         try:
-            destination = make_destination(self.settings, self.mapping, run_id, self.customer_id)
+            destination = make_destination(self.context(run_id))
             try:
                 return self._send(destination, run_id, interrupted)
             finally:
@@ -439,14 +451,14 @@ class Job:
 
     def _send(self, destination: Destination, run_id: int, interrupted: list[int]) -> RunReport:
         ledger = self.ledger
-        confirmed, confirm_warnings = _confirm(ledger, destination)
+        confirmed, confirm_warnings = confirm_requests(ledger, destination)
         identities, identity_warnings = self._identities(destination, dry_run=False)
         report = self._plan(identities, dry_run=False, destination=destination.name)
         report.confirmed = confirmed
         report.warnings += confirm_warnings + identity_warnings
         report.run_id, report.interrupted_runs = run_id, interrupted
         with stopping.deferred():  # from here a signal waits for the request in flight
-            ledger.mark_pending(run_id, report.to_send, destination.name)
+            ledger.runs.mark_pending(run_id, report.to_send, destination.name)
             log.info(
                 "run %d: %d conversions to send to %s",
                 run_id,
@@ -461,11 +473,11 @@ class Job:
                 report.restatements = self._restate(destination, report)
             except FunnelvalueError as exc:
                 return self._stopped(report, run_id, exc)
-            if report.outcome_count("rejected") and report.exit_code == EXIT_OK:
+            if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                 report.exit_code = EXIT_INVALID_ROWS
             watermark = report.watermark
             try:
-                ledger.finish_run(
+                ledger.runs.finish(
                     run_id,
                     outcomes=report.outcomes,
                     restatements=report.restatements,
@@ -494,7 +506,7 @@ class Job:
         assert report.outcomes is not None
         since = self.now - pd.Timedelta(days=destination.window_days)
         earlier = self.ledger.written_since(self.customer_id, since, destination=report.destination)
-        written = report.outcomes.loc[report.outcomes["status"] == "written", "key"]
+        written = report.outcomes.loc[report.outcomes["status"] == Outcome.WRITTEN, "key"]
         mine = report.to_send[report.to_send["key"].isin(written)]
         recent = pd.concat([earlier[~earlier["key"].isin(mine["key"])], mine], ignore_index=True)
         destination.publish(recent)
@@ -502,14 +514,12 @@ class Job:
     def _restate(self, destination: Destination, report: RunReport) -> pd.DataFrame | None:
         """Value changes of conversions already sent, as adjustments (never re-uploads), with
         the order ids Google has."""
-        changed = report.conversions[report.conversions["state"] == states.CHANGED]
+        changed = report.conversions[report.conversions["state"] == State.CHANGED]
         if not isinstance(destination, Restates) or changed.empty:
             return None
-        changed = changed.drop(columns="state")
-        changed = changed.assign(
-            order_id=changed["ledger_order_id"].fillna(order_ids(changed["key"]))
-        )
-        restated = destination.restate(changed.drop(columns="ledger_order_id"))
+        # Sent before, so the ledger has the order id Google knows it by: the one to adjust.
+        changed = changed.drop(columns="state").rename(columns={"ledger_order_id": "order_id"})
+        restated = destination.restate(changed)
         return restated.merge(changed[["key", "value", "currency"]], on="key", how="left")
 
     def _stopped(self, report: RunReport, run_id: int, exc: FunnelvalueError) -> RunReport:
@@ -518,9 +528,9 @@ class Job:
         report.error = str(exc)
         report.exit_code = exc.exit_code
         report.outcomes = getattr(exc, "outcomes", None)  # batches that went through
-        status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        status = RunStatus.INTERRUPTED if isinstance(exc, Interrupted) else RunStatus.FAILED
         try:
-            self.ledger.fail_run(
+            self.ledger.runs.fail(
                 run_id,
                 exc.exit_code,
                 str(exc),
@@ -546,11 +556,12 @@ def _all_invalid_message(invalid: pd.DataFrame) -> str:
     top = invalid["reason_code"].value_counts()
     code = str(top.index[0])
     example = invalid.loc[invalid["reason_code"] == code, "reason"].iloc[0]
-    hint = {
-        R.TIME_UNREADABLE: " — set timestamp_format in the mapping to the layout the export uses "
-        '(e.g. "%d.%m.%Y %H:%M")',
-        R.UNKNOWN_STAGE: " — add the CRM's stage names to crm_values or ignore",
-    }.get(code, "")
+    hints: dict[str, str] = {
+        Reason.TIME_UNREADABLE: " — set timestamp_format in the mapping to the layout the "
+        'export uses (e.g. "%d.%m.%Y %H:%M")',
+        Reason.UNKNOWN_STAGE: " — add the CRM's stage names to crm_values or ignore",
+    }
+    hint = hints.get(code, "")
     return (
         f"every row of the input is invalid, nothing was sent; most common ({int(top.iloc[0]):,} "
         f"rows): {example}{hint}"
@@ -589,19 +600,19 @@ def _close_failed(
 ) -> None:
     """Mark the run failed (or interrupted); a ledger that cannot even do that is logged,
     and the original error is what the operator sees."""
-    status = "interrupted" if isinstance(interrupted, Interrupted) else "failed"
+    status = RunStatus.INTERRUPTED if isinstance(interrupted, Interrupted) else RunStatus.FAILED
     try:
-        ledger.fail_run(run_id, exit_code, message, status=status)
+        ledger.runs.fail(run_id, exit_code, message, status=status)
     except (LedgerError, SQLAlchemyError) as exc:
         log.error("run %d could not be marked %s in the ledger: %s", run_id, status, exc)
 
 
-def _confirm(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], list[str]]:
+def confirm_requests(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], list[str]]:
     """An asynchronous destination's earlier requests: ask what became of them and record it
     before planning, so rows of a request that failed as a whole go out again in this run."""
     if not isinstance(destination, Asynchronous):
         return {}, []
-    open_requests = ledger.open_requests(destination.name)
+    open_requests = ledger.requests.open(destination.name)
     if not open_requests:
         return {}, []
     try:
@@ -613,56 +624,6 @@ def _confirm(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], 
         )
         log.warning(message)
         return {}, [message]
-    counts = ledger.confirm_requests(statuses)
+    counts = ledger.requests.record(statuses)
     log.info("checked %d submitted requests: %s", len(open_requests), counts)
     return counts, []
-
-
-def export_written(settings: Settings, mapping: Mapping, since: pd.Timestamp, output: Path) -> int:
-    """Write the conversions the ledger has as written to import files since ``since`` to a
-    new import file at ``output``; returns how many. Sends and records nothing."""
-    from funnelvalue.destinations.csv_import import write_import_file
-
-    customer_id = customer_id_for(settings, mapping)
-    with Ledger.open(settings.ledger, create=False) as ledger:
-        if not ledger.exists:
-            raise ConfigError(f"there is no ledger at {ledger.where}: nothing was written yet")
-        rows = ledger.written_since(customer_id, since)
-    write_import_file(output, rows, mapping.timezone)
-    return len(rows)
-
-
-@dataclass
-class Study:
-    """What `advise` and `report` look at: the funnel rows, the ledger's history, the advice."""
-
-    rows: pd.DataFrame  # advice.combine(): one row per lead per stage reached
-    sent: pd.DataFrame  # Ledger.funnel_history()
-    advice: advice.Advice
-    source: str
-    warnings: list[str]
-
-
-def study(
-    settings: Settings,
-    mapping: Mapping,
-    *,
-    now: pd.Timestamp | None = None,
-    window_days: int = 30,
-    history_days: int = 365,
-) -> Study:
-    """Read the CRM (incremental sources: what changed in ``history_days``) and the ledger,
-    and work out the funnel statistics and suggested values. Writes nothing."""
-    now = now or pd.Timestamp.now(tz="UTC")
-    customer_id = customer_id_for(settings, mapping)
-    source = make_source(settings, mapping)
-    since = now - pd.Timedelta(days=history_days) if hasattr(source, "high_water") else None
-    with Ledger.open(settings.ledger, create=False) as ledger:
-        built = build(source.fetch(since), mapping, now, customer_id, keep_funnel=True)
-        sent = ledger.funnel_history(customer_id)
-    assert built.funnel is not None
-    rows = advice.combine(built.funnel, sent, mapping)
-    found = advice.analyse(
-        rows, mapping, now, window_days=window_days, history_days=history_days, sent=sent
-    )
-    return Study(rows, sent, found, source.name, list(source.warnings) + built.notes)

@@ -15,22 +15,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from funnelvalue import ledger as states
 from funnelvalue.advice import Advice
-from funnelvalue.conversions import format_conversion_time
+from funnelvalue.formatting import format_conversion_time
+from funnelvalue.inspection import Status
 from funnelvalue.ledger import RunSummary
 from funnelvalue.mapping import Expected, FromColumn, Mapping, Stage
 from funnelvalue.pipeline import RunReport
+from funnelvalue.vocabulary import Outcome, RequestState, State
 
-STATE_STYLE = {
-    states.NEW: "green",
-    states.SENT: "dim",
-    states.CHANGED: "yellow",
-    states.PENDING: "cyan",
-    states.RETRY_DUE: "cyan",
-    states.RETRY_LATER: "dim",
-    states.REJECTED_BEFORE: "red",
-    states.FIXED: "green",
+STATE_STYLE: dict[str, str] = {
+    State.NEW: "green",
+    State.SENT: "dim",
+    State.CHANGED: "yellow",
+    State.PENDING: "cyan",
+    State.RETRY_DUE: "cyan",
+    State.RETRY_LATER: "dim",
+    State.REJECTED_BEFORE: "red",
+    State.FIXED: "green",
 }
 
 
@@ -38,14 +39,14 @@ STATE_ORDER = {
     state: rank
     for rank, state in enumerate(
         [
-            states.NEW,
-            states.PENDING,
-            states.RETRY_DUE,
-            states.FIXED,
-            states.CHANGED,
-            states.RETRY_LATER,
-            states.REJECTED_BEFORE,
-            states.SENT,
+            State.NEW,
+            State.PENDING,
+            State.RETRY_DUE,
+            State.FIXED,
+            State.CHANGED,
+            State.RETRY_LATER,
+            State.REJECTED_BEFORE,
+            State.SENT,
         ]
     )
 }
@@ -94,7 +95,11 @@ def summary_table(report: RunReport) -> Table:
             (sent, s["sent"], "bold green"),
             ("submitted (Google confirms later; see status)", s["submitted"], "green"),
             *[
-                (f"earlier requests {state}", count, "" if state != "failed" else "yellow")
+                (
+                    f"earlier requests {state}",
+                    count,
+                    "" if state != RequestState.FAILED else "yellow",
+                )
                 for state, count in sorted(s["requests_confirmed"].items())
             ],
             ("rejected by the destination", s["rejected_by_destination"], "red"),
@@ -176,8 +181,10 @@ def _verdicts(report: RunReport) -> dict[str, str]:
     verdicts: dict[str, str] = {}
     for row in report.outcomes.to_dict("records"):
         status = str(row["status"])
-        text = {"uploaded": "[green]ok[/]", "duplicate": "already there"}.get(status, status)
-        if status not in ("uploaded", "duplicate") and not pd.isna(row["error_code"]):
+        text = {Outcome.UPLOADED: "[green]ok[/]", Outcome.DUPLICATE: "already there"}.get(
+            Outcome(status), status
+        )
+        if status not in (Outcome.UPLOADED, Outcome.DUPLICATE) and not pd.isna(row["error_code"]):
             text = f"[red]{_text(row['error_code'])}[/]: {_text(row['message'])}"
         verdicts[str(row["key"])] = text
     return verdicts
@@ -203,7 +210,7 @@ def _refused(report: RunReport) -> pd.DataFrame:
     """Conversions the destination rejected in this run, with lead and stage for the reader."""
     if report.dry_run or report.outcomes is None or report.outcomes.empty:
         return pd.DataFrame()
-    refused = report.outcomes[report.outcomes["status"] == "rejected"]
+    refused = report.outcomes[report.outcomes["status"] == Outcome.REJECTED]
     return refused.merge(report.to_send[["key", "lead_id", "stage"]], on="key", how="left")
 
 
@@ -271,7 +278,7 @@ def render_run(
                 f"[yellow]note:[/] {waiting:,} changed values could not be restated "
                 "now (too recent: next run; older than 54 days or wbraid: never)."
             )
-    elif report.state_count(states.CHANGED):
+    elif report.state_count(State.CHANGED):
         console.print(
             "[yellow]note:[/] conversions whose value changed after they were sent are not "
             "re-uploaded (Google would refuse a duplicate); the import file cannot restate "
@@ -406,12 +413,57 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
     return table
 
 
+def status_json(status: Status) -> dict[str, Any]:
+    """`status --json`: one object a monitoring system can read."""
+    return {
+        "ledger": status.ledger,
+        "ledger_exists": status.exists,
+        "conversions": status.counts,
+        "destination_rejections": status.destination_rejections,
+        "rejected_reasons": status.reasons,
+        "watermarks": {source: mark.isoformat() for source, mark in status.watermarks.items()},
+        "requests": status.requests,
+        "requests_note": status.requests_note,
+        "runs": [run.as_dict() for run in status.runs],
+        "google": status.google,
+        "google_note": status.google_note,
+    }
+
+
+def render_status(console: Console, status: Status) -> None:
+    if not status.runs:
+        console.print(f"the ledger at {_text(status.ledger)} has no runs yet")
+    else:
+        console.print(f"Ledger: {_text(status.ledger)}", highlight=False)
+        console.print(runs_table(status.runs))
+        counts = sorted(status.counts.items())
+        console.print("Conversions by status: " + ", ".join(f"{k} {v:,}" for k, v in counts))
+        if status.destination_rejections:
+            codes = status.destination_rejections.items()
+            console.print("Rejected by Google: " + ", ".join(f"{k} {v:,}" for k, v in codes))
+        render_requests(console, status.requests, status.requests_note)
+        for source, mark in sorted(status.watermarks.items()):
+            console.print(
+                f"Watermark {_text(source)}: {mark:%Y-%m-%d %H:%M} UTC (the next run reads "
+                f"changes since {status.next_since[source]:%Y-%m-%d %H:%M})",
+                highlight=False,
+            )
+        if status.reasons:
+            console.print(f"Most common rows left out in run #{status.runs[0].id}:")
+            for reason, count in status.reasons.items():
+                console.print(f"  {count:>6,}  {reason}", highlight=False)
+    if status.google is not None:
+        console.print(diagnostics_table(status.google))
+    elif status.google_note:
+        console.print(f"[dim]{_text(status.google_note)}[/]")
+
+
 def render_requests(console: Console, summary: dict[str, Any], note: str | None) -> None:
     """Asynchronous uploads (Data Manager): what is still waiting for Google's answer."""
     by_status = summary.get("requests") or {}
     if not by_status:
         return
-    waiting = by_status.get("submitted")
+    waiting = by_status.get(RequestState.SUBMITTED)
     if waiting:
         console.print(
             f"[yellow]submitted, not yet confirmed:[/] {waiting['events']:,} conversions in "
@@ -421,7 +473,7 @@ def render_requests(console: Console, summary: dict[str, Any], note: str | None)
     done = ", ".join(
         f"{state} {info['requests']:,} ({info['events']:,} conversions)"
         for state, info in sorted(by_status.items())
-        if state != "submitted"
+        if state != RequestState.SUBMITTED
     )
     if done:
         console.print(f"Requests confirmed by Google: {done}", highlight=False)
@@ -430,7 +482,7 @@ def render_requests(console: Console, summary: dict[str, Any], note: str | None)
         listed = ", ".join(f"{reason} {count:,}" for reason, count in reasons.items())
         console.print(f"Failures Google counted (not per row): {listed}", highlight=False)
     if note:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{_text(note)}[/]")
 
 
 def advice_table(advice: Advice) -> Table:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from funnelvalue.destinations.base import OUTCOME_COLUMNS
 from funnelvalue.errors import DestinationError
+from funnelvalue.vocabulary import OUTCOME_COLUMNS
 
 
 @dataclass

@@ -17,13 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from funnelvalue.cli import main
-from funnelvalue.destinations import base
+from funnelvalue.destinations import base, registry
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.destinations.csv_import import ImportFile
 from funnelvalue.destinations.data_manager import DataManagerUpload
+from funnelvalue.destinations.registry import Context
 from funnelvalue.destinations.sending import batches, send_in_batches
-from funnelvalue.mapping import Mapping
-from funnelvalue.settings import Settings
 from tests.fakes.data_manager_server import fake_client as data_manager_client
 
 
@@ -47,8 +46,10 @@ class StallingImportFile:
         return None
 
 
-def _stall(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> base.Destination:
-    inner = ImportFile.for_run(settings.output, mapping.timezone, run_id)
+def _stall(context: Context) -> base.Destination:
+    inner = ImportFile.for_run(
+        context.settings.output, context.mapping.timezone, context.run_id, now=context.now
+    )
     return StallingImportFile(inner, Path(os.environ["STALL_MARKER"]))
 
 
@@ -73,11 +74,10 @@ class StallingAfterSubmit:
         self.inner.close()
 
 
-def _submit_and_stall(
-    settings: Settings, mapping: Mapping, run_id: int, customer_id: str
-) -> base.Destination:
+def _submit_and_stall(context: Context) -> base.Destination:
     client = data_manager_client(os.environ["FAKE_DATA_MANAGER"])
-    inner = DataManagerUpload(client, customer_id, None, dict(settings.data_manager.action_ids))
+    ids = dict(context.settings.data_manager.action_ids)
+    inner = DataManagerUpload(client, context.customer_id, None, ids)
     return StallingAfterSubmit(inner, Path(os.environ["STALL_MARKER"]))
 
 
@@ -110,13 +110,13 @@ class SlowBatches:
         return None
 
 
-def _slow(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> base.Destination:
+def _slow(context: Context) -> base.Destination:
     return SlowBatches(Path(os.environ["STALL_MARKER"]))
 
 
-base.DESTINATIONS["slow"] = _slow
-base.DESTINATIONS["stall"] = _stall
-base.DESTINATIONS["data-manager-stall"] = _submit_and_stall
+registry.DESTINATIONS["slow"] = _slow
+registry.DESTINATIONS["stall"] = _stall
+registry.DESTINATIONS["data-manager-stall"] = _submit_and_stall
 
 if __name__ == "__main__":
     main()

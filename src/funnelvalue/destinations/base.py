@@ -1,21 +1,12 @@
-"""The Destination contract, the outcome frame it returns, and the registry."""
+"""The Destination contract: what every destination does, the optional abilities some have
+(checked with ``isinstance``), and the outcome frame they return (vocabulary.OUTCOME_COLUMNS)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
-
-from funnelvalue.errors import ConfigError
-from funnelvalue.mapping import Mapping
-from funnelvalue.settings import Settings
-
-OUTCOME_COLUMNS = ["key", "status", "error_code", "message", "retry_at"]
-# "submitted": accepted by an asynchronous destination, which adds a ``request_id`` column;
-# the outcome arrives later through the destination's ``poll(request_ids)``. "written": in an
-# import file, which Google has not necessarily fetched yet.
-STATUSES = ("uploaded", "duplicate", "rejected", "retry_after", "failed", "submitted", "written")
 
 
 class Destination(Protocol):
@@ -75,6 +66,21 @@ class PublishesWindow(Protocol):
     def publish(self, recent: pd.DataFrame) -> None: ...
 
 
+@runtime_checkable
+class ChecksActions(Protocol):
+    """Can say, before any run, whether the mapping's conversion actions are usable:
+    (one row per action for a table, the problems)."""
+
+    def check_actions(self, wanted: Iterable[str]) -> tuple[list[dict[str, str]], list[str]]: ...
+
+
+@runtime_checkable
+class Diagnoses(Protocol):
+    """Can show Google's own view of recent uploads (upload diagnostics)."""
+
+    def diagnostics(self) -> dict[str, list[dict[str, Any]]]: ...
+
+
 def outcomes(
     keys: pd.Series,
     status: str,
@@ -93,50 +99,3 @@ def outcomes(
             "retry_at": pd.Series([retry_at] * count, dtype="datetime64[us, UTC]"),
         }
     )
-
-
-# (settings, mapping, run id, customer id) -> destination; heavy SDKs load only when chosen.
-DestinationFactory = Callable[[Settings, Mapping, int, str], Destination]
-
-
-def _csv(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> Destination:
-    from funnelvalue.destinations.csv_import import ImportFile
-
-    return ImportFile.for_run(
-        settings.output, mapping.timezone, run_id, settings.import_window_days
-    )
-
-
-def _google_ads(settings: Settings, mapping: Mapping, run_id: int, customer_id: str) -> Destination:
-    from funnelvalue.destinations.google_ads import GoogleAdsUpload
-
-    return GoogleAdsUpload.from_settings(settings.google_ads_config, customer_id, run_id)
-
-
-def _data_manager(
-    settings: Settings, mapping: Mapping, run_id: int, customer_id: str
-) -> Destination:
-    from funnelvalue.destinations.data_manager import DataManagerUpload
-
-    return DataManagerUpload.from_settings(settings.data_manager, customer_id)
-
-
-DESTINATIONS: dict[str, DestinationFactory] = {
-    "csv": _csv,
-    "google-ads": _google_ads,
-    "data-manager": _data_manager,
-}
-
-
-def check_destination(name: str) -> None:
-    if name not in DESTINATIONS:
-        raise ConfigError(
-            f"unknown destination '{name}' (available: {', '.join(sorted(DESTINATIONS))})"
-        )
-
-
-def make_destination(
-    settings: Settings, mapping: Mapping, run_id: int, customer_id: str
-) -> Destination:
-    check_destination(settings.destination)
-    return DESTINATIONS[settings.destination](settings, mapping, run_id, customer_id)

@@ -22,14 +22,14 @@ import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from funnelvalue.conversions import USER_IDENTIFIERS, format_conversion_time
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import ConfigError, DestinationError
+from funnelvalue.formatting import format_conversion_time
+from funnelvalue.vocabulary import BRAIDS, ClickIdKind, Outcome
 
 CLICK_ID_COLUMNS = ("Google Click ID", "GBRAID", "WBRAID")
 FILE_MODE = 0o644  # Google's fetcher and colleagues read it; nothing in it is secret (hashes)
@@ -43,14 +43,21 @@ class ImportFile:
     window_days: int = 7
 
     @classmethod
-    def for_run(cls, output: Path, timezone: str, run_id: int, window_days: int = 7) -> ImportFile:
+    def for_run(
+        cls,
+        output: Path,
+        timezone: str,
+        run_id: int,
+        window_days: int = 7,
+        now: pd.Timestamp | None = None,
+    ) -> ImportFile:
         if "{" in str(output) or "}" in str(output):
             raise ConfigError(
                 f"output '{output}' has placeholders: it is the one file a scheduled Google "
                 "Ads import fetches, so its name must not change. Every run also writes its "
                 "own file beside it, in runs/ (named with the date and the run id)"
             )
-        date = datetime.now(UTC).strftime("%Y-%m-%d")
+        date = (now or pd.Timestamp.now(tz="UTC")).strftime("%Y-%m-%d")
         run_path = output.parent / "runs" / f"{output.stem}-{date}-run{run_id}{output.suffix}"
         return cls(output, run_path, timezone, window_days)
 
@@ -64,9 +71,9 @@ class ImportFile:
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         if conversions.empty:
-            return outcomes(conversions["key"], "written")
+            return outcomes(conversions["key"], Outcome.WRITTEN)
         write_import_file(self.run_path, conversions, self.timezone)
-        return outcomes(conversions["key"], "written", message=f"written to {self.run_path}")
+        return outcomes(conversions["key"], Outcome.WRITTEN, message=f"written to {self.run_path}")
 
     def publish(self, recent: pd.DataFrame) -> None:
         """Rewrite the fetched file with every conversion written in the window."""
@@ -119,7 +126,7 @@ def import_table(conversions: pd.DataFrame, timezone: str) -> pd.DataFrame:
     kind = conversions["click_id_kind"]
     table = pd.DataFrame(
         {
-            "Google Click ID": conversions["click_id"].where(kind == "gclid"),
+            "Google Click ID": conversions["click_id"].where(kind == ClickIdKind.GCLID),
             "Conversion Name": conversions["conversion_action"],
             "Conversion Time": format_conversion_time(conversions["conversion_time"], timezone),
             "Conversion Value": conversions["value"],
@@ -127,10 +134,10 @@ def import_table(conversions: pd.DataFrame, timezone: str) -> pd.DataFrame:
             "Order ID": conversions["order_id"],
         }
     )
-    if kind.isin(["gbraid", "wbraid"]).any():
-        table["GBRAID"] = conversions["click_id"].where(kind == "gbraid")
-        table["WBRAID"] = conversions["click_id"].where(kind == "wbraid")
-    if (kind == USER_IDENTIFIERS).any():
+    if kind.isin(list(BRAIDS)).any():
+        table["GBRAID"] = conversions["click_id"].where(kind == ClickIdKind.GBRAID)
+        table["WBRAID"] = conversions["click_id"].where(kind == ClickIdKind.WBRAID)
+    if (kind == ClickIdKind.USER).any():
         table["Email"] = conversions["hashed_email"]
         table["Phone Number"] = conversions["hashed_phone"]
     if conversions["consent"].notna().any():

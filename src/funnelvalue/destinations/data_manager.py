@@ -23,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 
-from funnelvalue.conversions import USER_IDENTIFIERS
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.destinations.sending import (
     CALL_TIMEOUT,
@@ -35,6 +34,7 @@ from funnelvalue.destinations.sending import (
 )
 from funnelvalue.errors import ConfigError, DestinationError
 from funnelvalue.settings import DataManagerSettings
+from funnelvalue.vocabulary import ClickIdKind, Outcome, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,13 @@ class DataManagerUpload:
             _translate,
         )
         if self.validate_only:
-            return outcomes(batch["key"], "uploaded", "valid (validate_only: nothing recorded)")
+            return outcomes(
+                batch["key"], Outcome.UPLOADED, "valid (validate_only: nothing recorded)"
+            )
         request_id = str(response.request_id)
         log.info("Data Manager accepted %d events as request %s", len(batch), request_id)
         submitted = outcomes(
-            batch["key"], "submitted", f"waiting for Google (request {request_id})"
+            batch["key"], Outcome.SUBMITTED, f"waiting for Google (request {request_id})"
         )
         return submitted.assign(request_id=request_id)
 
@@ -235,7 +237,7 @@ def _events(batch: pd.DataFrame) -> Iterator[Any]:
             "event_source": web,
         }
         fields["event_timestamp"] = {"seconds": int(second)}
-        if row["click_id_kind"] == USER_IDENTIFIERS:
+        if row["click_id_kind"] == ClickIdKind.USER:
             people = [
                 user_identifier(**{name: row[column]})
                 for name, column in (
@@ -255,29 +257,33 @@ def _events(batch: pd.DataFrame) -> Iterator[Any]:
 
 
 def _request_outcome(response: Any) -> dict[str, Any]:
-    """One request's status across its destinations (one here), in the ledger's words."""
+    """One request's verdict across its destinations (one here), decided here: the ledger
+    only records it. Failures that are all "already ingested" mean Google has every event."""
     status_type = _types().RequestStatusPerDestination.RequestStatus
     states = {
-        status_type.SUCCESS: "success",
-        status_type.PARTIAL_SUCCESS: "partial",
-        status_type.FAILED: "failed",
+        status_type.SUCCESS: RequestState.SUCCESS,
+        status_type.PARTIAL_SUCCESS: RequestState.PARTIAL,
+        status_type.FAILED: RequestState.FAILED,
     }
     errors: dict[str, int] = {}
-    state = "processing"
+    state = RequestState.PROCESSING
     for per_destination in response.request_status_per_destination:
-        state = states.get(per_destination.request_status, "processing")
+        state = states.get(per_destination.request_status, RequestState.PROCESSING)
         for count in per_destination.error_info.error_counts:
             reason = count.reason.name.removeprefix("PROCESSING_ERROR_REASON_")
             errors[reason] = errors.get(reason, 0) + int(count.record_count)
-    if state == "partial" and errors and set(errors) <= {"DUPLICATE_TRANSACTION_ID"}:
-        state = "success"  # the only "failures" were events Google already had
+    only_duplicates = bool(errors) and set(errors) <= {"DUPLICATE_TRANSACTION_ID"}
+    if state == RequestState.PARTIAL and only_duplicates:
+        state = RequestState.SUCCESS  # the only "failures" were events Google already had
+    elif state == RequestState.FAILED and only_duplicates:
+        state = RequestState.DUPLICATE
     message = ", ".join(
         f"{reason} {n}" + (f" ({PLAIN_WORDS[reason]})" if reason in PLAIN_WORDS else "")
         for reason, n in sorted(errors.items(), key=lambda item: -item[1])
     )
-    if state == "partial":
+    if state == RequestState.PARTIAL:
         message = f"Google counted failures in this request, not which rows: {message}"
-    return {"state": state, "error_counts": errors, "message": message or None}
+    return {"state": str(state), "error_counts": errors, "message": message or None}
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pandas as pd
 
-from funnelvalue.conversions import USER_IDENTIFIERS, format_conversion_time
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.destinations.sending import (
     CALL_TIMEOUT,
@@ -30,6 +29,8 @@ from funnelvalue.destinations.sending import (
     send_in_batches,
 )
 from funnelvalue.errors import ConfigError, DestinationError
+from funnelvalue.formatting import format_conversion_time
+from funnelvalue.vocabulary import ClickIdKind, Outcome, Restatement
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +140,21 @@ class GoogleAdsUpload:
     customer_id: str
     job_id: int
     validate_only: bool = False
+    # The run's one clock (pipeline.execute's ``now``): conversion ages and retry times.
+    now: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
     _actions: dict[str, str] = field(default_factory=dict)
     _account_actions: list[Any] | None = None
 
     @classmethod
     def from_settings(
-        cls, config_path: Path | None, customer_id: str, run_id: int
+        cls,
+        config_path: Path | None,
+        customer_id: str,
+        run_id: int,
+        now: pd.Timestamp | None = None,
     ) -> GoogleAdsUpload:
-        return cls(_client_from(config_path), customer_id, job_id=run_id % (2**31 - 1))
+        upload = cls(_client_from(config_path), customer_id, job_id=run_id % (2**31 - 1))
+        return upload if now is None else replace(upload, now=now)
 
     @property
     def name(self) -> str:
@@ -303,22 +311,22 @@ class GoogleAdsUpload:
         conversions between 24 hours and 54 days old, and none for wbraid conversions: younger
         ones wait for a later run, the others are reported and left as they are.
         """
-        now = pd.Timestamp.now(tz="UTC")
+        now = self.now
         age = now - changed["conversion_time"]
         too_young = age < RESTATE_MIN_AGE
-        too_old = (age > RESTATE_MAX_AGE) | (changed["click_id_kind"] == "wbraid")
+        too_old = (age > RESTATE_MAX_AGE) | (changed["click_id_kind"] == ClickIdKind.WBRAID)
         eligible = changed[~too_young & ~too_old]
         parts = [
             outcomes(
                 changed.loc[too_young, "key"],
-                "retry_after",
+                Outcome.RETRY_AFTER,
                 "restated once the conversion is 24 hours old",
                 "TOO_RECENT_CONVERSION",
                 now + RESTATE_MIN_AGE,
             ),
             outcomes(
                 changed.loc[too_old & ~too_young, "key"],
-                "rejected",
+                Outcome.REJECTED,
                 "Google only restates conversions 24 h to 54 days old, never wbraid ones: "
                 "the new value is not sent",
                 "NOT_ADJUSTABLE",
@@ -333,7 +341,7 @@ class GoogleAdsUpload:
                     "ConversionAdjustmentUploadService",
                     "upload_conversion_adjustments",
                 )
-                parts.append(self._outcomes(batch, response, success="restated"))
+                parts.append(self._outcomes(batch, response, success=Restatement.RESTATED))
         restated: pd.DataFrame = pd.concat(parts, ignore_index=True)
         return restated
 
@@ -386,7 +394,7 @@ class GoogleAdsUpload:
                 "order_id": row["order_id"],
             }
             kind = row["click_id_kind"]
-            if kind == USER_IDENTIFIERS:
+            if kind == ClickIdKind.USER:
                 fields["user_identifiers"] = [
                     types["UserIdentifier"](**{name: row[column]})
                     for name, column in (
@@ -424,25 +432,25 @@ class GoogleAdsUpload:
         )
 
     def _outcomes(
-        self, batch: pd.DataFrame, response: Any, success: str = "uploaded"
+        self, batch: pd.DataFrame, response: Any, success: str = Outcome.UPLOADED
     ) -> pd.DataFrame:
         count = len(batch)
         status = [success] * count
         codes: list[str | None] = [None] * count
         messages: list[str | None] = [None] * count
         retry_at: list[pd.Timestamp | None] = [None] * count
-        now = pd.Timestamp.now(tz="UTC")
+        now = self.now
         for index, code, message in _row_errors(response.partial_failure_error):
             if code in STOP_CONFIG:
                 raise DestinationError(_stop_message(code, message), transient=False)
             codes[index] = code
             if code in DUPLICATE:
-                status[index], messages[index] = "duplicate", "already in Google Ads"
+                status[index], messages[index] = Outcome.DUPLICATE, "already in Google Ads"
             elif code in TOO_RECENT:
-                status[index], retry_at[index] = "retry_after", now + RETRY_AFTER
+                status[index], retry_at[index] = Outcome.RETRY_AFTER, now + RETRY_AFTER
                 messages[index] = "the click is too recent; sent again in 6 hours"
             else:
-                status[index] = "rejected"
+                status[index] = Outcome.REJECTED
                 messages[index] = PLAIN_WORDS.get(code, message)
         return pd.DataFrame(
             {

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from funnelvalue import stopping
-from funnelvalue.destinations.base import OUTCOME_COLUMNS
 from funnelvalue.errors import DestinationError, Interrupted
 from funnelvalue.retrying import call_with_retries
+from funnelvalue.vocabulary import OUTCOME_COLUMNS
 
 T = TypeVar("T")
 

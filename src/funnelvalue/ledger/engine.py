@@ -12,16 +12,19 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
 
 from funnelvalue.errors import LedgerError
 
 SQLITE_BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's transaction
+EMPTY_LEDGER = "sqlite://"  # in memory, one connection: the stand-in for a missing ledger
 
 
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+    pool = {"poolclass": StaticPool} if url == EMPTY_LEDGER else {}
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, **pool)
 
     @event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:

@@ -1,47 +1,46 @@
-"""The Source contract and the registry the pipeline picks from by name."""
+"""The Source contract: what a CRM or an export gives the pipeline, and how it retries."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 import pandas as pd
 
-from funnelvalue.errors import ConfigError, SourceError
-from funnelvalue.mapping import Mapping
+from funnelvalue.errors import SourceError
 from funnelvalue.retrying import Retryable, call_with_retries
-from funnelvalue.settings import Settings
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One read of a source."""
+
+    leads: pd.DataFrame  # normalised lead frame (leads.normalise), with ``source_row``
+    # The newest modification time seen, in the CRM's own clock: the next run's watermark
+    # (None: the newest stage change read is used; a CSV export has none).
+    high_water: pd.Timestamp | None = None
+    warnings: tuple[str, ...] = ()  # worth telling the operator; did not stop the read
+
+
 class Source(Protocol):
     """A CRM or export that yields lead stage changes."""
+
+    # True: ``fetch(since)`` reads only what changed since then, and the pipeline keeps a
+    # watermark for it. False (a CSV export): always read whole, given ``since=None``.
+    incremental: ClassVar[bool]
 
     @property
     def name(self) -> str:
         """Stable identity (e.g. ``csv:examples/crm_leads.csv``): the watermark's key."""
         ...
 
-    @property
-    def warnings(self) -> list[str]:
-        """Things the operator should know that did not stop the read (e.g. Latin-1 input)."""
+    def fetch(self, since: datetime | None) -> Fetched:
+        """Stage changes since ``since`` (None: everything); raises SourceError."""
         ...
-
-    def fetch(self, since: datetime | None) -> pd.DataFrame:
-        """Stage changes since ``since`` (None: everything), as a normalised lead frame with a
-        ``source_row`` column that points the user back at the record.
-
-        A source that can read incrementally has a ``high_water`` attribute, set after
-        fetching to the newest modification time it saw (in the CRM's own clock): it becomes
-        the next run's watermark (None: the newest stage change read). Sources without the
-        attribute (a CSV export) are always read whole and given ``since=None``.
-        """
-        ...
-
-
-SourceFactory = Callable[[Settings, Mapping], Source]
 
 
 def with_retries(crm: str, what: str, call: Callable[[], T]) -> T:
@@ -55,43 +54,3 @@ def with_retries(crm: str, what: str, call: Callable[[], T]) -> T:
             "next run reads the same records again",
             transient=True,
         ) from exc
-
-
-def _csv(settings: Settings, mapping: Mapping) -> Source:
-    from funnelvalue.sources.csv_file import CsvSource
-
-    return CsvSource.from_settings(settings, mapping)
-
-
-def _hubspot(settings: Settings, mapping: Mapping) -> Source:
-    from funnelvalue.sources.hubspot import HubSpotSource
-
-    return HubSpotSource.from_settings(settings, mapping)
-
-
-def _salesforce(settings: Settings, mapping: Mapping) -> Source:
-    from funnelvalue.sources.salesforce import SalesforceSource
-
-    return SalesforceSource.from_settings(settings, mapping)
-
-
-def _sql(settings: Settings, mapping: Mapping) -> Source:
-    from funnelvalue.sources.sql import SqlSource
-
-    return SqlSource.from_settings(settings, mapping)
-
-
-SOURCES: dict[str, SourceFactory] = {
-    "csv": _csv,
-    "hubspot": _hubspot,
-    "salesforce": _salesforce,
-    "sql": _sql,
-}
-
-
-def make_source(settings: Settings, mapping: Mapping) -> Source:
-    if settings.source not in SOURCES:
-        raise ConfigError(
-            f"unknown source '{settings.source}' (available: {', '.join(sorted(SOURCES))})"
-        )
-    return SOURCES[settings.source](settings, mapping)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.leads import check_columns, normalise, rename_columns
 from funnelvalue.mapping import Mapping
 from funnelvalue.settings import Settings
+from funnelvalue.sources.base import Fetched
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 class CsvSource:
     path: Path
     mapping: Mapping
-    warnings: list[str] = field(default_factory=list)
+    incremental: ClassVar[bool] = False
+    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, mapping: Mapping) -> CsvSource:
@@ -46,11 +49,17 @@ class CsvSource:
     def name(self) -> str:
         return f"csv:{self.path}"
 
-    def fetch(self, since: datetime | None = None) -> pd.DataFrame:
+    def fetch(self, since: datetime | None = None) -> Fetched:
+        """The whole export (a file has no "changed since"; ``since`` is ignored)."""
+        self._warnings = []
+        leads = self._leads(since)
+        return Fetched(leads, None, tuple(self._warnings))
+
+    def _leads(self, since: datetime | None) -> pd.DataFrame:
         frame = rename_columns(self.read_raw(), self.mapping.columns)
         check_columns(frame, str(self.path))
         for column in self.mapping.value_columns - set(frame.columns):
-            self.warnings.append(
+            self._warnings.append(
                 f"{self.path} has no column '{column}' (used by a stage's "
                 "from_column); those stages use their default value"
             )
@@ -89,7 +98,7 @@ class CsvSource:
                 "read this way too). Save the export as UTF-8 to be sure of accents."
             )
             log.warning(message)
-            self.warnings.append(message)
+            self._warnings.append(message)
         return frame
 
     def _read(self, head: bytes, encoding: str) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from funnelvalue.leads import CANONICAL, canonical_header, normalise
 from funnelvalue.mapping import Mapping
 from funnelvalue.retrying import Retryable
 from funnelvalue.settings import HubSpotSettings, Settings
-from funnelvalue.sources.base import with_retries
+from funnelvalue.sources.base import Fetched, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,9 @@ class HubSpotSource:
     client: HubSpotClient
     config: HubSpotSettings
     mapping: Mapping
-    warnings: list[str] = field(default_factory=list)
-    high_water: pd.Timestamp | None = None  # newest modification time read: the next watermark
+    incremental: ClassVar[bool] = True
+    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
+    _high_water: pd.Timestamp | None = field(default=None, init=False, repr=False)
     pipeline_ids: list[str] = field(default_factory=list)
 
     @classmethod
@@ -214,7 +215,12 @@ class HubSpotSource:
     def name(self) -> str:
         return f"hubspot:{self.config.object}"
 
-    def fetch(self, since: datetime | None) -> pd.DataFrame:
+    def fetch(self, since: datetime | None = None) -> Fetched:
+        self._warnings, self._high_water = [], None
+        leads = self._leads(since)
+        return Fetched(leads, self._high_water, tuple(self._warnings))
+
+    def _leads(self, since: datetime | None) -> pd.DataFrame:
         try:
             stages = self._stages()
             records = list(self._records(stages, since))
@@ -292,8 +298,8 @@ class HubSpotSource:
             ):
                 continue
             modified = pd.Timestamp(props.get(self.kind.modified_property) or record["updatedAt"])
-            if self.high_water is None or modified > self.high_water:
-                self.high_water = modified
+            if self._high_water is None or modified > self._high_water:
+                self._high_water = modified
             yield record
 
     def _list(self, properties: list[str]) -> Iterator[dict[str, Any]]:
@@ -423,7 +429,7 @@ class HubSpotSource:
                 "current stage; their last modification time is used instead"
             )
             log.warning(message)
-            self.warnings.append(message)
+            self._warnings.append(message)
         rows = pd.concat([dated, current[undated]], ignore_index=True)
         extra = sorted(self.mapping.value_columns - set(CANONICAL))
         facts = pd.DataFrame(

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
 from funnelvalue.retrying import Retryable
 from funnelvalue.settings import SalesforceSettings, Settings
-from funnelvalue.sources.base import with_retries
+from funnelvalue.sources.base import Fetched, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ class SalesforceSource:
     config: SalesforceSettings
     mapping: Mapping
     connect: Callable[[], Salesforce]
-    warnings: list[str] = field(default_factory=list)
-    high_water: pd.Timestamp | None = None
+    incremental: ClassVar[bool] = True
+    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
+    _high_water: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, mapping: Mapping) -> SalesforceSource:
@@ -78,7 +79,12 @@ class SalesforceSource:
         where = self.config.instance_url or self.config.username or self.config.domain
         return f"salesforce:{where}"
 
-    def fetch(self, since: datetime | None) -> pd.DataFrame:
+    def fetch(self, since: datetime | None = None) -> Fetched:
+        self._warnings, self._high_water = [], None
+        leads = self._leads(since)
+        return Fetched(leads, self._high_water, tuple(self._warnings))
+
+    def _leads(self, since: datetime | None) -> pd.DataFrame:
         sf = self._call("log in", self.connect)
         fields = {obj: self._fields(sf, obj) for obj in ("Lead", "Opportunity")}
         click = self.config.click_id_field
@@ -124,8 +130,8 @@ class SalesforceSource:
         )
         for record in (*leads, *opportunities):
             stamp = pd.Timestamp(record["SystemModstamp"])
-            if self.high_water is None or stamp > self.high_water:
-                self.high_water = stamp
+            if self._high_water is None or stamp > self._high_water:
+                self._high_water = stamp
         history = reader.query_in(
             "SELECT OpportunityId, StageName, CreatedDate FROM OpportunityHistory",
             "OpportunityId",
@@ -208,9 +214,9 @@ class SalesforceSource:
             )
         if share >= API_USAGE_WARN:
             message = f"Salesforce API usage is at {usage.used:,} of {usage.total:,} today"
-            if message not in self.warnings:
+            if message not in self._warnings:
                 log.warning(message)
-                self.warnings.append(message)
+                self._warnings.append(message)
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -309,7 +315,7 @@ class SalesforceSource:
                 "Status for exact times)"
             )
             log.warning(message)
-            self.warnings.append(message)
+            self._warnings.append(message)
         current = pd.DataFrame(
             {
                 "lead_id": without["Id"],

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -38,7 +39,7 @@ from funnelvalue.leads import (
 from funnelvalue.mapping import Mapping
 from funnelvalue.retrying import Retryable
 from funnelvalue.settings import Settings, SqlSourceSettings
-from funnelvalue.sources.base import with_retries
+from funnelvalue.sources.base import Fetched, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ class SqlSource:
     what: str  # the table or query file, for messages and the watermark's key
     config: SqlSourceSettings
     mapping: Mapping
-    warnings: list[str] = field(default_factory=list)
-    high_water: pd.Timestamp | None = None
+    incremental: ClassVar[bool] = True
+    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
+    _high_water: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, mapping: Mapping) -> SqlSource:
@@ -81,12 +83,17 @@ class SqlSource:
         url = self.engine.url.render_as_string(hide_password=True)
         return f"sql:{url}#{self.what}"
 
-    def fetch(self, since: datetime | None) -> pd.DataFrame:
+    def fetch(self, since: datetime | None = None) -> Fetched:
+        self._warnings, self._high_water = [], None
+        leads = self._leads(since)
+        return Fetched(leads, self._high_water, tuple(self._warnings))
+
+    def _leads(self, since: datetime | None) -> pd.DataFrame:
         params = {}
         if "since" in _parameters(self.statement):
             params["since"] = EVERYTHING if since is None else _local_naive(since, self.mapping)
         elif since is not None:
-            self.warnings.append(
+            self._warnings.append(
                 f"{self.what} has no :since parameter, so every run reads all of it; add "
                 f"`WHERE <changed column> >= :since` to read only what changed"
             )
@@ -114,7 +121,7 @@ class SqlSource:
     def _read(self, params: dict[str, datetime]) -> list[pd.DataFrame]:
         chunks: list[pd.DataFrame] = []
         read = 0
-        self.high_water = None
+        self._high_water = None
         try:
             connection = self.engine.connect()
         except OperationalError as exc:  # refused, unreachable, timed out: try again
@@ -158,7 +165,7 @@ class SqlSource:
             None,
         )
         if found is None:
-            self.warnings.append(
+            self._warnings.append(
                 f"{self.what} has no column '{wanted}' (sql.watermark_column); the newest "
                 "stage change is used as the watermark instead"
             )
@@ -170,8 +177,8 @@ class SqlSource:
             raw[column], ZoneInfo(self.mapping.timezone), self.mapping.timestamp_format
         )
         newest = times.max()
-        if pd.notna(newest) and (self.high_water is None or newest > self.high_water):
-            self.high_water = newest
+        if pd.notna(newest) and (self._high_water is None or newest > self._high_water):
+            self._high_water = newest
 
 
 @contextmanager

@@ -1,0 +1,264 @@
+"""A run's life in the ledger, and everything it writes: each in one transaction.
+
+``start`` opens the run; ``mark_pending`` writes what is about to go out, with everything
+needed to send it again, *before* it goes; ``finish`` (or ``fail``) records the outcomes, the
+rows left out, the watermark and the run's end together. A crash between any two of these
+leaves "pending" rows, which the next run sends again under the same order ids (harmless), or
+the outcome: never a conversion sent and forgotten.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from funnelvalue.ledger.database import Database, utcnow
+from funnelvalue.ledger.driver import CHUNK, bulk_write
+from funnelvalue.ledger.locking import holder_info
+from funnelvalue.ledger.requests import record_submitted
+from funnelvalue.ledger.schema import conversions, rejected_rows, runs, watermarks
+from funnelvalue.vocabulary import DONE, PAYLOAD, REJECT_COLUMNS, Outcome, Restatement, RunStatus
+
+
+class RunBook:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def start(
+        self, command: str, source: str, destination: str, customer_id: str
+    ) -> tuple[int, list[int]]:
+        """Open a run (with the account's lock held); earlier runs of the account still marked
+        running were killed: mark them interrupted. Other accounts' runs are left alone."""
+        holder = holder_info()
+        with self._db.tx() as conn:
+            mine = (runs.c.customer_id == customer_id) | runs.c.customer_id.is_(None)
+            running = runs.c.status == RunStatus.RUNNING
+            stale = list(conn.scalars(select(runs.c.id).where(running, mine)))
+            if stale:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(stale))
+                    .values(
+                        status=RunStatus.INTERRUPTED,
+                        finished_at=utcnow(),
+                        message="the process stopped before the run finished; its pending "
+                        "conversions are sent by the next run",
+                    )
+                )
+            run_id = conn.execute(
+                runs.insert().values(
+                    command=command,
+                    status=RunStatus.RUNNING,
+                    started_at=utcnow(),
+                    source=source,
+                    destination=destination,
+                    customer_id=customer_id,
+                    pid=holder["pid"],
+                    host=holder["host"][:255],
+                )
+            ).inserted_primary_key
+        assert run_id is not None
+        return int(run_id[0]), stale
+
+    def holder(self, customer_id: str) -> str:
+        """The run that holds the account's lock, as the runs table says ("" if unknown)."""
+        query = (
+            select(runs.c.id, runs.c.started_at, runs.c.pid, runs.c.host)
+            .where(runs.c.status == RunStatus.RUNNING, runs.c.customer_id == customer_id)
+            .order_by(runs.c.id.desc())
+            .limit(1)
+        )
+        try:
+            with self._db.engine.connect() as conn:
+                row = conn.execute(query).first()
+        except SQLAlchemyError:  # only a description for the "locked" message
+            return ""
+        if row is None:
+            return ""
+        return (
+            f"run #{row.id} started {row.started_at:%Y-%m-%d %H:%M:%S} UTC, "
+            f"pid {row.pid} on {row.host}"
+        )
+
+    def mark_pending(self, run_id: int, batch: pd.DataFrame, destination: str) -> None:
+        """Write the batch as pending, with its payload, before anything is sent."""
+        if batch.empty:
+            return
+        with self._db.tx() as conn:
+            stmt = self._db.insert(conn)(conversions)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[conversions.c.key],
+                set_={
+                    c: stmt.excluded[c]
+                    for c in [*PAYLOAD, "status", "destination", "last_run_id", "updated_at"]
+                },
+            )
+            now = utcnow()
+            bulk_write(
+                conn,
+                stmt,
+                batch[["key", *PAYLOAD]],
+                status=Outcome.PENDING.value,
+                destination=destination,
+                first_run_id=run_id,
+                last_run_id=run_id,
+                attempts=0,
+                updated_at=now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now,
+            )
+            conn.execute(  # the destination's own name (e.g. with its account), for later polls
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(summary={"pending": len(batch)}, destination=destination)
+            )
+
+    def finish(
+        self,
+        run_id: int,
+        *,
+        outcomes: pd.DataFrame,
+        rejects: pd.DataFrame,
+        watermark: tuple[str, pd.Timestamp] | None,
+        summary: dict[str, Any],
+        exit_code: int,
+        restatements: pd.DataFrame | None = None,
+    ) -> None:
+        """Record every outcome, the rejected rows, the watermark and the run, atomically."""
+        now = utcnow()
+        with self._db.tx() as conn:
+            _record_outcomes(conn, run_id, outcomes, now)
+            if restatements is not None:
+                _record_restatements(conn, run_id, restatements, now)
+            _record_rejects(conn, run_id, rejects)
+            if watermark is not None:
+                self._move_watermark(conn, run_id, *watermark, now)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status=RunStatus.FINISHED, finished_at=now, exit_code=exit_code, summary=summary
+                )
+            )
+
+    def fail(
+        self,
+        run_id: int,
+        exit_code: int,
+        message: str,
+        summary: dict[str, Any] | None = None,
+        rejects: pd.DataFrame | None = None,
+        outcomes: pd.DataFrame | None = None,
+        status: RunStatus = RunStatus.FAILED,
+    ) -> None:
+        """Close a run that stopped early (``failed``, or ``interrupted`` by a signal) with
+        what went through before the stop; its unsent rows stay pending for the next run."""
+        now = utcnow()
+        with self._db.tx() as conn:
+            if rejects is not None:
+                _record_rejects(conn, run_id, rejects)
+            if outcomes is not None:
+                _record_outcomes(conn, run_id, outcomes, now)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=now,
+                    exit_code=exit_code,
+                    message=message,
+                    summary=summary,
+                )
+            )
+
+    def watermark(self, source: str) -> pd.Timestamp | None:
+        """The newest change already read from ``source`` (None: read it in full)."""
+        query = select(watermarks.c.value).where(watermarks.c.source == source)
+        with self._db.engine.connect() as conn:
+            value = conn.scalar(query)
+        return None if value is None else pd.Timestamp(value, tz="UTC")
+
+    def _move_watermark(
+        self, conn: Connection, run_id: int, source: str, value: pd.Timestamp, now: datetime
+    ) -> None:
+        stmt = self._db.insert(conn)(watermarks).values(
+            source=source,
+            value=value.tz_convert(None).to_pydatetime(),
+            run_id=run_id,
+            updated_at=now,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[watermarks.c.source],
+                set_={"value": stmt.excluded.value, "run_id": run_id, "updated_at": now},
+            )
+        )
+
+
+def _record_restatements(
+    conn: Connection, run_id: int, restatements: pd.DataFrame, now: datetime
+) -> None:
+    """A restated conversion now has its new value in the ledger (so it is not restated
+    again); one that could not be restated keeps the old value and says why."""
+    for row in restatements.to_dict("records"):
+        values: dict[str, Any] = {"last_run_id": run_id, "updated_at": now}
+        if row["status"] == Restatement.RESTATED:
+            values.update(
+                value=float(row["value"]),
+                currency=row["currency"],
+                error_code=None,
+                message="value restated",
+            )
+        else:
+            values.update(error_code=row["error_code"], message=row["message"])
+        conn.execute(update(conversions).where(conversions.c.key == row["key"]).values(**values))
+
+
+def _record_rejects(conn: Connection, run_id: int, rejects: pd.DataFrame) -> None:
+    """Rows that could not become conversions, with their reasons (never raw PII)."""
+    if not rejects.empty:
+        bulk_write(conn, rejected_rows.insert(), rejects[REJECT_COLUMNS], run_id=run_id)
+
+
+def _record_outcomes(conn: Connection, run_id: int, outcomes: pd.DataFrame, now: datetime) -> None:
+    """One UPDATE per distinct outcome (status, code, message, retry time), keys in chunks."""
+    if outcomes.empty:
+        return
+    frame = outcomes.copy()
+    frame["retry_at"] = frame["retry_at"].astype("datetime64[us, UTC]")
+    if "request_id" not in frame.columns:
+        frame["request_id"] = None
+    destination = conn.scalar(select(runs.c.destination).where(runs.c.id == run_id)) or ""
+    record_submitted(conn, run_id, destination, frame, now)
+    groups = frame.fillna({"error_code": "", "message": "", "request_id": ""}).groupby(
+        ["status", "error_code", "message", "retry_at", "request_id"], dropna=False, sort=False
+    )["key"]
+    pending_of_run = (conversions.c.last_run_id == run_id) & (
+        conversions.c.status == Outcome.PENDING
+    )
+    single = groups.ngroups == 1 and conn.scalar(select(func.count()).where(pending_of_run)) == len(
+        frame
+    )
+    for (status, code, message, retry_at, request_id), keys in groups:
+        retry = pd.Timestamp(retry_at) if not pd.isna(retry_at) else None  # type: ignore[call-overload, arg-type]
+        values: dict[str, Any] = {
+            "status": status,
+            "error_code": code or None,
+            "message": message or None,
+            "request_id": request_id or None,
+            "retry_at": None if retry is None else retry.tz_convert(None).to_pydatetime(),
+            "attempts": conversions.c.attempts + 1,
+            "last_run_id": run_id,
+            "updated_at": now,
+        }
+        if status in DONE:
+            values["sent_at"] = now
+        if single:  # the common case: every row of the run had the same outcome
+            conn.execute(update(conversions).where(pending_of_run).values(**values))
+            return
+        key_list = keys.tolist()
+        for start in range(0, len(key_list), CHUNK):
+            chunk = key_list[start : start + CHUNK]
+            conn.execute(update(conversions).where(conversions.c.key.in_(chunk)).values(**values))
