@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from funnelvalue.cli import app
@@ -320,3 +321,60 @@ def test_killed_after_submitting_then_rerun_ingests_each_once(
     execute(settings, dry_run=False)
     assert statuses(settings) == {"duplicate": total}
     assert data_manager.accepted == total  # each conversion once in Google
+
+
+def test_events_google_already_has_count_as_done_not_as_failures(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    """A request whose only failures are DUPLICATE_TRANSACTION_ID: Google has every event. As
+    a partial success it is a success; as a whole failure, every row is a duplicate (done)."""
+    write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    execute(settings, dry_run=False)  # confirmed: 4 lead, 2 qualified, 1 won uploaded
+    with Ledger.open(settings.ledger) as ledger, ledger.db.tx() as conn:
+        # as after a restore from an old backup: the ledger forgot the lead and won rows
+        conn.execute(text("UPDATE conversions SET status = 'pending' WHERE stage != 'qualified'"))
+    write_export(settings.input, funnel_rows(6, now))  # type: ignore[arg-type]  # L4, L5 new
+    replay = execute(settings, dry_run=False)
+    assert replay.summary()["submitted"] == 4 + 2 + 1 + 1  # old lead/won, new lead, new qualified
+    confirming = execute(settings, dry_run=False)
+    assert confirming.confirmed == {"success": 2, "duplicate": 1}
+    assert statuses(settings) == {"uploaded": 9, "duplicate": 1}
+    assert data_manager.accepted == 10
+    with Ledger.open(settings.ledger) as ledger:
+        won = ledger.views.conversions_frame().set_index("stage").loc["won"]
+    assert won["message"] == "already in Google Ads"
+
+
+def test_quota_exhausted_is_try_later_and_the_rows_stay_pending(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    """RESOURCE_EXHAUSTED (HTTP 429): the project's per-minute or daily quota."""
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    data_manager.exhausted_times = 1
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_TRY_LATER
+    assert "quota" in (report.error or "")
+    assert statuses(settings) == {"pending": 4}
+    assert execute(settings, dry_run=False).exit_code == EXIT_OK
+    assert statuses(settings) == {"submitted": 4}
+
+
+def test_a_status_check_that_fails_leaves_requests_open_and_says_so(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    data_manager.retrieve_unavailable = True
+    write_export(settings.input, funnel_rows(3, now))  # type: ignore[arg-type]  # L2 new
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK  # the new rows went out; the old ones are not lost
+    assert report.summary()["submitted"] == 2
+    assert report.confirmed == {}
+    assert any("could not check 3 submitted requests" in w for w in report.warnings)
+    assert statuses(settings) == {"submitted": 6}
+    with Ledger.open(settings.ledger) as ledger:
+        assert len(ledger.requests.open("data-manager:" + CUSTOMER)) == 3 + 2
+    data_manager.retrieve_unavailable = False
+    assert execute(settings, dry_run=False).confirmed == {"success": 5}
+    assert statuses(settings) == {"uploaded": 6}

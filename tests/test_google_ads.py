@@ -19,7 +19,7 @@ from funnelvalue.errors import EXIT_INVALID_ROWS, EXIT_OK, EXIT_TRY_LATER, Confi
 from funnelvalue.ledger import Ledger
 from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
-from tests.conftest import funnel_rows, gclid, write_export
+from tests.conftest import funnel_rows, gclid, ts, write_export
 from tests.fakes.google_ads_server import UPLOAD, UPLOAD_CLICKS, FakeGoogleAds
 
 REMOVED = ConversionActionStatusEnum.ConversionActionStatus.REMOVED
@@ -434,3 +434,30 @@ def test_values_too_young_to_restate_wait_for_a_later_run(
     assert report.summary()["restated"] == 0
     assert fake.adjustment_requests == []
     assert report.summary()["value_changed"] == 1
+
+
+def test_wbraid_conversions_are_never_restated(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    """Google takes no adjustments for wbraid conversions: report it, send nothing."""
+    won = {"stage": "Closed Won", "stage_changed_at": ts(now - pd.Timedelta(days=3))}
+    rows = [
+        {**won, "lead_id": "WB", "amount": "100", "wbraid": gclid("wb")},
+        {**won, "lead_id": "GB", "amount": "100", "gbraid": gclid("gb")},
+        {**won, "lead_id": "GC", "amount": "100", "gclid": gclid("gc")},
+    ]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    assert execute(settings, dry_run=False).summary()["sent"] == 3 * 3  # lead, qualified backfilled
+    write_export(settings.input, [{**r, "amount": "250"} for r in rows])  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.summary()["value_changed"] == 3
+    assert report.summary()["restated"] == 2
+    [adjustments] = fake.adjustment_requests
+    with Ledger.open(settings.ledger) as ledger:
+        frame = ledger.views.conversions_frame()
+    ledger_rows = frame[frame["stage"] == "won"].set_index("lead_id")
+    restated = {a.order_id for a in adjustments.conversion_adjustments}
+    assert restated == {ledger_rows.loc["GB", "order_id"], ledger_rows.loc["GC", "order_id"]}
+    assert ledger_rows.loc["WB", "value"] == 100  # the old value stands, and says why
+    assert ledger_rows.loc["WB", "error_code"] == "NOT_ADJUSTABLE"
+    assert list(ledger_rows.loc[["GB", "GC"], "value"]) == [250, 250]

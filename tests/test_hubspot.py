@@ -21,7 +21,7 @@ from funnelvalue.settings import load_settings
 from funnelvalue.sources.hubspot import HubSpotSource
 from tests.conftest import gclid
 from tests.fakes.google_ads_server import FakeGoogleAds
-from tests.fakes.hubspot import TOKEN, FakeHubSpot
+from tests.fakes.hubspot import TOKEN, FakeHubSpot, iso
 
 STAGES = [
     {
@@ -126,6 +126,25 @@ def test_more_than_10000_changes_are_read_in_windows(
     assert sorted(leads["lead_id"]) == sorted(deals)  # each exactly once
     searches = [r for r in portal.requests if r[1].endswith("/search")]
     assert len(searches) > 10_000 // 200  # a second window was needed
+
+
+def test_more_than_10000_changes_at_one_time_stop_with_the_way_out(
+    portal: FakeHubSpot, hubspot_mapping: Path, now: pd.Timestamp
+) -> None:
+    """A search window cannot move past a timestamp 10,000 records share (a bulk import):
+    say so and point at the list API, never search the same window forever."""
+    since = portal.tick()
+    for _ in range(10_050):
+        portal.add_deal([("appointmentscheduled", day(now, 5))], contact=None)
+    same = iso(portal.tick())
+    for deal in portal.objects["deals"].values():
+        deal["hs_lastmodifieddate"] = same
+    portal.max_searches = 200
+    with pytest.raises(SourceError, match="share the modification time") as caught:
+        source(hubspot_mapping).fetch(since.to_pydatetime())
+    assert "--full-refresh" in str(caught.value)
+    searches = sum(path.endswith("/search") for _, path in portal.requests)
+    assert searches == 2 * 10_000 // 200  # from the watermark, then once at the shared time
 
 
 def test_rate_limit_is_retried_after_the_wait_hubspot_asks_for(

@@ -121,6 +121,25 @@ def test_unavailable_destination_keeps_rows_pending_then_sends_them_once(
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 16
 
 
+def test_rows_the_destination_says_failed_stay_pending_and_go_out_next_run(
+    open_ledger: Callable[..., Ledger], settings: Settings, fake: FakeDestination, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
+    fake.verdicts = {"L0": ("failed", "FAKE_TIMEOUT", None)}  # L0: lead, qualified, won
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_TRY_LATER  # not "all sent": the next run must finish it
+    assert "3 conversions could not be sent now" in (report.error or "")
+    assert (report.summary()["sent"], report.pending, report.summary()["pending"]) == (4, 3, 3)
+    assert open_ledger(settings.ledger).views.status_counts() == {"failed": 3, "uploaded": 4}
+    fake.verdicts = {}
+    again = execute(settings, dry_run=False)
+    assert again.exit_code == EXIT_OK
+    assert again.summary()["sent"] == 3
+    assert again.pending == 0
+    assert open_ledger(settings.ledger).views.status_counts() == {"uploaded": 7}
+    assert len(fake.sent_keys) == 7 + 3
+
+
 def test_retry_after_and_rejected_rows_come_back_only_when_due_or_fixed(
     settings: Settings, fake: FakeDestination, now: pd.Timestamp
 ) -> None:

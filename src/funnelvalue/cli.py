@@ -26,8 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from funnelvalue import __version__, inspection, report, stopping
-from funnelvalue.advice import write_mapping as write_suggested
-from funnelvalue.errors import EXIT_INTERNAL, ConfigError, FunnelvalueError
+from funnelvalue.errors import EXIT_INTERNAL, FunnelvalueError
 from funnelvalue.mapping import STARTER, load_mapping
 from funnelvalue.pipeline import execute
 from funnelvalue.settings import Settings, load_settings
@@ -470,16 +469,13 @@ def advise(
         settings = _settings(
             config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
         )
-        loaded = load_mapping(settings.mapping)
-        if write_mapping is not None and write_mapping.resolve() == settings.mapping.resolve():
-            raise ConfigError(
-                "--write-mapping would overwrite the mapping file in use (and its comments): "
-                "write a copy, compare, then replace it yourself"
-            )
-        found = inspection.study(
-            settings, loaded, window_days=window_days, history_days=history_days
-        ).advice
-        changes = write_suggested(settings.mapping, write_mapping, found) if write_mapping else None
+        found, changes = inspection.advise(
+            settings,
+            load_mapping(settings.mapping),
+            window_days=window_days,
+            history_days=history_days,
+            write_to=write_mapping,
+        )
     if as_json:
         print(json.dumps({**found.as_dict(), "written": changes}))
         return

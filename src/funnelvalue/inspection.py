@@ -191,6 +191,26 @@ def study(
     )
 
 
+def advise(
+    settings: Settings,
+    mapping: Mapping,
+    *,
+    window_days: int = 30,
+    history_days: int = 365,
+    write_to: Path | None = None,
+) -> tuple[advice.Advice, list[str] | None]:
+    """The study's advice, and (with ``write_to``) a copy of the mapping file with the
+    suggested values: the changes made, in words. Never overwrites the mapping in use."""
+    if write_to is not None and write_to.resolve() == settings.mapping.resolve():
+        raise ConfigError(
+            "--write-mapping would overwrite the mapping file in use (and its comments): "
+            "write a copy, compare, then replace it yourself"
+        )
+    found = study(settings, mapping, window_days=window_days, history_days=history_days).advice
+    changes = advice.write_mapping(settings.mapping, write_to, found) if write_to else None
+    return found, changes
+
+
 def write_report(
     settings: Settings,
     mapping: Mapping,

@@ -475,6 +475,12 @@ class Job:
                 return self._stopped(report, run_id, exc)
             if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                 report.exit_code = EXIT_INVALID_ROWS
+            if failed := report.outcome_count(Outcome.FAILED):
+                report.error = (
+                    f"{failed:,} conversions could not be sent now ({destination.name} said "
+                    "failed); they stay pending and go out with the next run"
+                )
+                report.exit_code = EXIT_TRY_LATER
             watermark = report.watermark
             try:
                 ledger.runs.finish(

@@ -29,7 +29,7 @@ T = TypeVar("T")
 FIRST_WAIT = 1.0  # seconds; doubles per attempt (with jitter) up to 30x
 MAX_ATTEMPTS = 6
 MAX_SECONDS = 300.0
-MAX_RETRY_AFTER = 120.0  # a server asking for longer than this is treated as an outage
+MAX_RETRY_AFTER = 120.0  # a server asking for a longer wait is treated as an outage: give up
 
 
 def sleep(seconds: float) -> None:
@@ -44,11 +44,22 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
-def _wait(state: RetryCallState) -> float:
-    error = state.outcome.exception() if state.outcome else None
+def _hint(error: BaseException | None) -> float | None:
     hint = getattr(error, "retry_after", None)
-    if isinstance(hint, int | float) and hint >= 0:
-        return min(float(hint), MAX_RETRY_AFTER)
+    return float(hint) if isinstance(hint, int | float) and hint >= 0 else None
+
+
+def _worth_waiting(error: BaseException) -> bool:
+    """A server that asks for more than MAX_RETRY_AFTER (a daily limit, maintenance) will not
+    answer within this run: stop now and let the next run try, instead of sleeping on it."""
+    hint = _hint(error)
+    return hint is None or hint <= MAX_RETRY_AFTER
+
+
+def _wait(state: RetryCallState) -> float:
+    hint = _hint(state.outcome.exception() if state.outcome else None)
+    if hint is not None:
+        return hint
     backoff = wait_random_exponential(multiplier=FIRST_WAIT, max=30 * FIRST_WAIT)
     return float(backoff(state))
 
@@ -65,7 +76,7 @@ def call_with_retries(
         log.warning("%s: attempt %d failed (%s); retrying", what, state.attempt_number, error)
 
     retrying: Retrying = Retrying(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(lambda exc: is_transient(exc) and _worth_waiting(exc)),
         wait=_wait,
         stop=stop_after_attempt(MAX_ATTEMPTS) | stop_after_delay(MAX_SECONDS),
         before_sleep=before_sleep,

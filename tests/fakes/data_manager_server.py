@@ -42,6 +42,8 @@ class FakeDataManager:
     partial: dict[str, int] = field(default_factory=dict)  # next request: reason -> failed events
     fail_requests: set[int] = field(default_factory=set)  # request numbers that fail whole
     unavailable_times: int = 0
+    exhausted_times: int = 0  # the next N ingest calls fail with RESOURCE_EXHAUSTED (quota)
+    retrieve_unavailable: bool = False  # RetrieveRequestStatus fails with UNAVAILABLE
     ingested: dict[str, dict[str, Any]] = field(default_factory=dict)  # action -> txn -> event
     requests: dict[str, Submitted] = field(default_factory=dict)
     ingest_calls: int = 0
@@ -60,6 +62,9 @@ class FakeDataManager:
             if self.unavailable_times:
                 self.unavailable_times -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "fake: the service is unavailable")
+            if self.exhausted_times:
+                self.exhausted_times -= 1
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "fake: quota exceeded")
             problem = _invalid(request)
             if problem:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"fake: {problem}")
@@ -101,6 +106,8 @@ class FakeDataManager:
 
     def retrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self._lock:
+            if self.retrieve_unavailable:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "fake: the service is unavailable")
             submitted = self.requests.get(request.request_id)
             if submitted is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, "fake: no such request")

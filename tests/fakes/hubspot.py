@@ -81,6 +81,7 @@ class FakeHubSpot:
     burst_remaining: int | None = None  # X-HubSpot-RateLimit-Remaining on every answer
     requests: list[tuple[str, str]] = field(default_factory=list)
     pipeline_filter_used: bool = False
+    max_searches: int | None = None  # more searches than this: a 400 (a client stuck in a loop)
     _next_id: int = 1000
 
     # -- building the portal ---------------------------------------------------------
@@ -241,6 +242,9 @@ class FakeHubSpot:
 
     def _search(self, request: PreparedRequest) -> Reply:
         kind = urlparse(str(request.url)).path.split("/")[4]
+        searches = sum(path.endswith("/search") for _, path in self.requests)
+        if self.max_searches is not None and searches > self.max_searches:
+            return _error(400, "fake: the client searches in a loop", "VALIDATION_ERROR")
         body = json.loads(request.body or b"{}")
         limit = int(body.get("limit", 10))
         if limit > 200:
