@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint bench example clean
+.PHONY: help install run test lint bench mutate example clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,5 +41,9 @@ bench: $(STAMP) ## Throughput and peak memory: the pipeline (10k/100k/1M leads),
 	$(BIN)/python benchmarks/bench_upload.py --destination data-manager
 	$(BIN)/python benchmarks/bench_sources.py
 
+mutate: $(STAMP) ## Mutation testing (slow; not in CI): the one-line faults the suite misses
+	$(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results
+
 clean: ## Remove the virtualenv, the ledger and the output files
-	rm -rf $(VENV) state out
+	rm -rf $(VENV) state out mutants

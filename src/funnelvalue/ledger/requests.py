@@ -33,7 +33,7 @@ def record_submitted(
     """Each request the outcomes name as submitted, with how many events it carried."""
     if "request_id" not in outcomes.columns:
         return
-    submitted = outcomes[outcomes["request_id"].notna() & (outcomes["status"] == "submitted")]
+    submitted = outcomes[outcomes["request_id"].notna() & (outcomes["status"] == Outcome.SUBMITTED)]
     for request_id, events in submitted.groupby("request_id").size().items():
         conn.execute(
             requests.insert().values(
