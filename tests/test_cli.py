@@ -19,7 +19,7 @@ BAD_ROWS = {
     "D-90001": "gclid 'not-a-gclid!' is malformed",
     "D-90002": "unknown CRM stage 'Negotiation'",
     "D-90003": "stage_changed_at is empty",
-    "D-90004": "amount 'n/a' is not a number",
+    "D-90004": "amount is not a number",
 }
 SKIPPED = "no click id (gclid, gbraid, wbraid) and no email or phone (1)"  # D-90005
 
@@ -131,7 +131,7 @@ def test_broken_mapping_stops_before_anything_is_written(project: Path) -> None:
     assert code == 2
     assert "2 problems" in output
     assert "line 6, currency: 'Euro' is not an ISO 4217 currency code" in output
-    assert "stage 'qualified' → value: value must be a number" in output
+    assert "line 24, stage 'qualified' → value: value 'lots' is not a number" in output
     assert not (project / "state").exists()
     assert not (project / "out").exists()
     code, output = invoke("mapping", "check")

@@ -3,8 +3,15 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pytest
 
-from funnelvalue.leads import canonical_header, normalise, parse_timestamps, rename_columns
+from funnelvalue.leads import (
+    canonical_header,
+    normalise,
+    parse_timestamps,
+    rename_columns,
+    timestamp_hint,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -77,5 +84,22 @@ def test_normalise_trims_blanks_and_explains_bad_times() -> None:
     assert out["gclid"].isna().all()  # optional columns are always there
     errors = out["time_error"].tolist()
     assert errors[0] is pd.NA
-    assert "stage_changed_at 'yesterday' is not a date/time" in errors[1]
-    assert "created_at 'soon' is not a date/time" in errors[2]
+    assert errors[1].startswith("stage_changed_at is not a date/time funnelvalue can read")
+    assert errors[2].startswith("created_at is not a date/time funnelvalue can read")
+    assert "yesterday" not in errors[1]  # cells are never quoted
+    assert "soon" not in errors[2]
+
+
+@pytest.mark.parametrize(
+    ("times", "hint"),
+    [
+        (["28.10.2026 15:52", "03.11.2026 09:00"], 'set timestamp_format: "%d.%m.%Y %H:%M"'),
+        (["10/28/2026 3:52 PM", "11/03/2026 9:00 AM"], 'set timestamp_format: "%m/%d/%Y %I:%M %p"'),
+        (["28/10/2026", "13/11/2026"], 'set timestamp_format: "%d/%m/%Y"'),
+        (["10/28/2026", "11/13/2026"], 'set timestamp_format: "%m/%d/%Y"'),
+        (["03/11/2026", "04/12/2026"], 'both timestamp_format: "%d/%m/%Y" (day first) and "%m/'),
+        (["yesterday"], "expected e.g. 2026-11-02 14:30:00"),
+    ],
+)
+def test_unreadable_times_name_the_format_that_reads_them(times: list[str], hint: str) -> None:
+    assert hint in timestamp_hint(pd.Series(times, dtype="string"))

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pycountry
 
+from funnelvalue.amounts import ambiguity_hint, read_amounts
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
@@ -313,27 +314,6 @@ def _fill_from_lead(
     return np.where(use_fallback, fallback, rows)
 
 
-def parse_amounts(raw: pd.Series) -> pd.Series:
-    """Numbers as CRMs export them: '1054', '1,054.50', '1.054,50', '€ 99' -> float (NaN if not).
-
-    With both separators the last one is the decimal point; a lone comma is a thousands
-    separator only in the 1,234,567 pattern.
-    """
-    text = raw.astype("string").str.replace(
-        r"[\s\u00a0€$£¥]|^[A-Za-z]{3}|[A-Za-z]{3}$", "", regex=True
-    )
-    comma_decimal = text.str.contains(r",\d{1,2}$", na=False) | (
-        text.str.contains(",", regex=False, na=False)
-        & ~text.str.contains(".", regex=False, na=False)
-        & ~text.str.fullmatch(r"\d{1,3}(,\d{3})+").fillna(False).astype(bool)
-    )
-    text = text.mask(
-        comma_decimal, text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    )
-    text = text.mask(~comma_decimal, text.str.replace(",", "", regex=False))
-    return pd.to_numeric(text, errors="coerce").astype("float64")
-
-
 def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
     values = pd.Series(np.nan, index=frame.index, dtype="float64")
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
@@ -355,9 +335,8 @@ def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
             if column in frame.columns
             else pd.Series(pd.NA, index=frame.index[rows], dtype="string")
         )
-        parsed = parse_amounts(raw)
+        parsed, problem = read_amounts(raw, mapping.amount_format)
         empty = raw.isna()
-        unparseable = ~empty & parsed.isna()
         if rule.default is not None:
             parsed[empty] = rule.default
         else:
@@ -365,15 +344,29 @@ def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
                 f"{column} is empty and stage '{stage.name}' has no default value"
             )
             codes[empty[empty].index] = Reason.VALUE_EMPTY
-        reasons[unparseable[unparseable].index] = (
-            f"{column} '" + raw[unparseable].astype("string").str.slice(0, 30) + "' is not a number"
-        )
-        codes[unparseable[unparseable].index] = Reason.VALUE_NOT_A_NUMBER
-        negative = parsed < 0
-        reasons[negative[negative].index] = f"{column} is negative; values must be >= 0"
-        codes[negative[negative].index] = Reason.VALUE_NEGATIVE
-        values[rows] = parsed
+        too_large = problem.isna() & (parsed > mapping.max_value)
+        problem[too_large] = Reason.VALUE_TOO_LARGE
+        negative = problem.isna() & (parsed < 0)
+        problem[negative] = Reason.VALUE_NEGATIVE
+        for code, words in _value_problems(column, mapping).items():
+            hit = problem == code
+            reasons[hit[hit].index] = words
+            codes[hit[hit].index] = code
+        values[rows] = parsed.where(problem.isna())
     return values, (reasons, codes)
+
+
+def _value_problems(column: str, mapping: Mapping) -> dict[str, str]:
+    """The words for each value problem: the column and the fix, never the cell (it may be
+    anything a CRM user typed there)."""
+    return {
+        Reason.VALUE_NOT_A_NUMBER: f"{column} is not a number"
+        + (f" in amount_format {mapping.amount_format!r}" if mapping.amount_format else ""),
+        Reason.VALUE_AMBIGUOUS: f"{column}: {ambiguity_hint(None)}",
+        Reason.VALUE_TOO_LARGE: f"{column} is above max_value {mapping.max_value:,.0f} (or "
+        "infinite): a typo, or raise max_value in the mapping",
+        Reason.VALUE_NEGATIVE: f"{column} is negative; values must be >= 0",
+    }
 
 
 def _funnel(frame: pd.DataFrame, identifier_reasons: pd.Series) -> pd.DataFrame:

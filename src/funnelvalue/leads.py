@@ -152,11 +152,66 @@ def parse_timestamps(
 
 
 def _unreadable_time_reason(column: str, raw: pd.Series, bad: pd.Series) -> pd.Series:
+    """The reason for cells that are not times: the column and the fix, never the cell (a
+    shifted row can put anything in it)."""
     reasons = pd.Series(pd.NA, index=raw.index, dtype="string")
     if bad.any():
-        shown = raw[bad].astype("string").str.slice(0, 40)
-        reasons[bad] = (
-            f"{column} '" + shown + "' is not a date/time (expected e.g. 2026-11-02 14:30:00 "
-            "or 2026-11-02T14:30:00+01:00; set timestamp_format in the mapping for other layouts)"
-        )
+        hint = timestamp_hint(_clean_text(raw[bad]))
+        reasons[bad] = f"{column} is not a date/time funnelvalue can read; {hint}"
     return reasons
+
+
+# Layouts CRMs and spreadsheets export, tried on unreadable times to name the fix.
+DAY_FIRST = [
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y",
+    "%d-%m-%Y %H:%M",
+    "%d-%m-%Y",
+]
+MONTH_FIRST = [
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y",
+    "%m-%d-%Y %H:%M",
+    "%m-%d-%Y",
+]
+OTHER = [
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+    "%Y/%m/%d",
+    "%Y%m%d%H%M%S",
+    "%d %b %Y %H:%M",
+    "%d %b %Y",
+    "%b %d, %Y %I:%M %p",
+    "%b %d, %Y",
+]
+HINT_SAMPLE = 500  # distinct unreadable values tried per layout
+
+
+def timestamp_hint(values: pd.Series) -> str:
+    """Which ``timestamp_format`` would read ``values``: day-first and month-first layouts
+    are both tried, and when both fit (every day is 12 or less) the choice is the user's."""
+    sample = pd.Series(values.dropna().unique()[:HINT_SAMPLE], dtype="string")
+
+    def reads_all(layout: str) -> bool:
+        return bool(pd.to_datetime(sample, format=layout, errors="coerce").notna().all())
+
+    day = next((f for f in DAY_FIRST if reads_all(f)), None)
+    month = next((f for f in MONTH_FIRST if reads_all(f)), None)
+    other = next((f for f in OTHER if reads_all(f)), None) if not (day or month) else None
+    if day and month:
+        return (
+            f'both timestamp_format: "{day}" (day first) and "{month}" (month first) read '
+            "these times; set the one your CRM uses in the mapping"
+        )
+    if day or month or other:
+        return f'set timestamp_format: "{day or month or other}" in the mapping (it reads them)'
+    return (
+        "expected e.g. 2026-11-02 14:30:00 or 2026-11-02T14:30:00+01:00; set timestamp_format "
+        'in the mapping for other layouts (e.g. "%d.%m.%Y %H:%M")'
+    )

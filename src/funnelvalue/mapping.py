@@ -7,6 +7,7 @@ the stage it belongs to and how to fix it; a file with any problem never reaches
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -16,8 +17,17 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from funnelvalue.amounts import AMOUNT_FORMATS, MAX_VALUE, read_amount
 from funnelvalue.errors import ConfigError
 from funnelvalue.leads import CANONICAL, canonical_header
 from funnelvalue.yamlfile import YamlDocument, load_yaml
@@ -44,7 +54,7 @@ class FromColumn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     from_column: str = Field(min_length=1)
-    default: float | None = Field(default=None, ge=0)
+    default: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Expected(BaseModel):
@@ -54,7 +64,7 @@ class Expected(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    default: float = Field(ge=0)
+    default: float = Field(ge=0, allow_inf_nan=False)
     window_days: int = Field(default=90, ge=7, le=730)
     min_sample: int = Field(default=20, ge=1)
 
@@ -67,14 +77,14 @@ class MultiplyBy(BaseModel):
 
     column: str = Field(min_length=1)
     values: dict[str, float] = Field(min_length=1)
-    default: float = Field(default=1.0, ge=0)
+    default: float = Field(default=1.0, ge=0, allow_inf_nan=False)
 
     @field_validator("values")
     @classmethod
     def _non_negative(cls, raw: dict[str, float]) -> dict[str, float]:
-        negative = [k for k, v in raw.items() if v < 0]
+        negative = [k for k, v in raw.items() if not (math.isfinite(v) and v >= 0)]
         if negative:
-            raise ValueError(f"multipliers must be >= 0 ({', '.join(negative)} are not)")
+            raise ValueError(f"multipliers must be finite and >= 0 ({', '.join(negative)} are not)")
         return {stage_key(str(k)): float(v) for k, v in raw.items()}
 
 
@@ -96,18 +106,18 @@ class Stage(BaseModel):
 
     @field_validator("value", mode="before")
     @classmethod
-    def _fixed_or_from_column(cls, raw: Any) -> float | FromColumn | Expected:
+    def _fixed_or_from_column(cls, raw: Any, info: ValidationInfo) -> float | FromColumn | Expected:
         if isinstance(raw, bool) or raw is None:
             raise ValueError(_VALUE_HINT)
         if isinstance(raw, int | float):
+            if not math.isfinite(raw):
+                raise ValueError(f"value {raw} is not a number a conversion can carry")
             if raw < 0:
                 raise ValueError(f"value {raw} is negative; conversion values must be >= 0")
             return float(raw)
         if isinstance(raw, str):
-            try:
-                return cls._fixed_or_from_column(float(raw.replace(",", "")))
-            except ValueError:
-                raise ValueError(_VALUE_HINT) from None
+            amount_format = (info.context or {}).get("amount_format")
+            return cls._fixed_or_from_column(read_amount(raw, amount_format), info)
         if isinstance(raw, dict) and "expected" in raw:
             if set(raw) != {"expected"} or not isinstance(raw["expected"], dict):
                 raise ValueError("write an expected value as {expected: {default: 150}}")
@@ -136,6 +146,9 @@ class Mapping(BaseModel):
     backfill_skipped_stages: bool = False
     columns: dict[str, str] = Field(default_factory=dict)
     timestamp_format: str | None = None
+    # How the export writes money when it could be read two ways (1.500): e.g. "1.234,56".
+    amount_format: str | None = None
+    max_value: float = Field(default=MAX_VALUE, gt=0, allow_inf_nan=False)
     lookback_days: int = Field(default=90, ge=1, le=90)
     phone_country_code: str | None = None
     consent_ad_user_data: Literal["GRANTED", "DENIED"] | None = None  # rows with no consent
@@ -151,6 +164,14 @@ class Mapping(BaseModel):
                 f"'{raw}' is not a Google Ads customer id (10 digits, e.g. 123-456-7890)"
             )
         return text.replace("-", "")
+
+    @field_validator("amount_format")
+    @classmethod
+    def _amount_format(cls, raw: str | None) -> str | None:
+        if raw is not None and raw not in AMOUNT_FORMATS:
+            listed = ", ".join(f'"{f}"' for f in AMOUNT_FORMATS)
+            raise ValueError(f"'{raw}' is not an amount format; write one of {listed}")
+        return raw
 
     @field_validator("currency")
     @classmethod
@@ -177,6 +198,20 @@ class Mapping(BaseModel):
         if not text.isdigit() or not 1 <= len(text) <= 3:
             raise ValueError(f"'{raw}' is not a country calling code (e.g. 49 or +1)")
         return text
+
+    @model_validator(mode="after")
+    def _values_within_max(self) -> Mapping:
+        too_large = [
+            f"stage '{s.name}' value {s.value:,.2f}"
+            for s in self.stages
+            if isinstance(s.value, float) and s.value > self.max_value
+        ]
+        if too_large:
+            raise ValueError(
+                f"{'; '.join(too_large)} is above max_value {self.max_value:,.0f}: a typo, or "
+                "raise max_value"
+            )
+        return self
 
     @cached_property
     def stage_index(self) -> dict[str, int]:
@@ -212,8 +247,10 @@ def load_mapping(path: Path) -> Mapping:
         )
     problems: list[str] = []
     mapping: Mapping | None = None
+    amount_format = document.data.get("amount_format")
+    context = {"amount_format": amount_format if amount_format in AMOUNT_FORMATS else None}
     try:
-        mapping = Mapping.model_validate(document.data)
+        mapping = Mapping.model_validate(document.data, context=context)
     except ValidationError as exc:
         problems.extend(_describe_error(document, err) for err in exc.errors())
     problems.extend(_consistency_problems(document))
@@ -314,6 +351,7 @@ def _consistency_problems(document: YamlDocument) -> list[str]:
                     "can mean only one stage"
                 )
             owner.setdefault(key, i)
+    problems.extend(_ambiguous_numbers(document, stages))
     last = stages[-1] if stages and isinstance(stages[-1], dict) else None
     if last is not None and isinstance(last.get("value"), dict) and "expected" in last["value"]:
         problems.append(
@@ -353,6 +391,31 @@ def _consistency_problems(document: YamlDocument) -> list[str]:
                 f"{_where(document, ['columns', source])}: '{source}' is renamed to "
                 f"'{target}', which is not a lead column{hint}"
             )
+    return problems
+
+
+_AMBIGUOUS_NUMBER = re.compile(r"^[1-9]\d{0,2}\.\d{3}$")
+
+
+def _ambiguous_numbers(document: YamlDocument, stages: list[Any]) -> list[str]:
+    """`value: 1.500` is one and a half to YAML; a marketer may have meant fifteen hundred.
+    Refuse to guess: the number must be written so it means one thing."""
+    problems = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            continue
+        for loc in (["value"], ["value", "default"], ["value", "expected", "default"]):
+            node = document.node_at(["stages", i, *loc])
+            text = getattr(node, "value", None)
+            is_float = str(getattr(node, "tag", "")).endswith(":float")
+            if isinstance(text, str) and is_float and _AMBIGUOUS_NUMBER.match(text):
+                whole, part = text.split(".")
+                problems.append(
+                    f"{_where(document, ['stages', i, *loc])}: {text} reads as "
+                    f"{float(text):g}; write {whole}{part} for {int(whole + part):,} or "
+                    f"{float(text):g} for {float(text):g} (numbers in this file use a "
+                    "decimal point and no thousands separator)"
+                )
     return problems
 
 

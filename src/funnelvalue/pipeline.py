@@ -562,9 +562,7 @@ def _all_invalid_message(invalid: pd.DataFrame) -> str:
     top = invalid["reason_code"].value_counts()
     code = str(top.index[0])
     example = invalid.loc[invalid["reason_code"] == code, "reason"].iloc[0]
-    hints: dict[str, str] = {
-        Reason.TIME_UNREADABLE: " — set timestamp_format in the mapping to the layout the "
-        'export uses (e.g. "%d.%m.%Y %H:%M")',
+    hints: dict[str, str] = {  # (unreadable times and values name their fix themselves)
         Reason.UNKNOWN_STAGE: " — add the CRM's stage names to crm_values or ignore",
     }
     hint = hints.get(code, "")

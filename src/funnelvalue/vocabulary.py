@@ -165,6 +165,8 @@ class Reason(StrEnum):
     VALUE_EMPTY = "value_empty"
     VALUE_NOT_A_NUMBER = "value_not_a_number"
     VALUE_NEGATIVE = "value_negative"
+    VALUE_AMBIGUOUS = "value_ambiguous"  # 1.500: fifteen hundred or one and a half?
+    VALUE_TOO_LARGE = "value_too_large"  # infinite, or above the mapping's max_value
     CURRENCY_INVALID = "currency_invalid"
     CLICK_ID_MALFORMED = "click_id_malformed"
     BOTH_BRAIDS = "both_braids"

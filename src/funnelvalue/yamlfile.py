@@ -25,6 +25,20 @@ class YamlDocument:
     data: Any
     root: yaml.Node | None
 
+    def node_at(self, loc: Sequence[str | int]) -> yaml.Node | None:
+        """The node at exactly ``loc`` (None when the file has nothing there)."""
+        node = self.root
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                node = next(
+                    (v for k, v in node.value if getattr(k, "value", None) == str(part)), None
+                )
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                node = node.value[part] if part < len(node.value) else None
+            else:
+                return None
+        return node
+
     def line_of(self, loc: Sequence[str | int]) -> int | None:
         """Line (1-based) of the deepest node along ``loc`` that exists in the file."""
         node = self.root
