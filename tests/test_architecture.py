@@ -57,9 +57,13 @@ def test_there_are_no_import_circles() -> None:
     assert circles == []
 
 
-@pytest.mark.parametrize("bottom", ["funnelvalue.vocabulary", "funnelvalue.errors"])
+@pytest.mark.parametrize("bottom", ["funnelvalue.vocabulary", "funnelvalue.redact"])
 def test_the_shared_words_depend_on_nothing(bottom: str) -> None:
     assert GRAPH[bottom] == set()
+
+
+def test_errors_depend_only_on_redaction() -> None:
+    assert GRAPH["funnelvalue.errors"] == {"funnelvalue.redact"}
 
 
 UPPER = {
@@ -98,6 +102,7 @@ def test_the_cli_only_parses_calls_and_renders() -> None:
         "funnelvalue.inspection",
         "funnelvalue.mapping",
         "funnelvalue.pipeline",
+        "funnelvalue.redact",
         "funnelvalue.report",
         "funnelvalue.settings",
         "funnelvalue.stopping",

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 runner = CliRunner()
 BAD_ROWS = {
-    "D-90001": "gclid 'not-a-gclid!' is malformed",
+    "D-90001": "gclid is malformed (12 characters;",
     "D-90002": "unknown CRM stage 'Negotiation'",
     "D-90003": "stage_changed_at is empty",
     "D-90004": "amount is not a number",

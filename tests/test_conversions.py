@@ -226,7 +226,7 @@ def test_default_value_and_currency_override(mapping: Mapping, now: pd.Timestamp
     assert won.loc["A", "value"] == 1000
     assert won.loc["A", "currency"] == "EUR"
     assert won.loc["B", "currency"] == "USD"
-    assert reasons(built)["C"] == "currency 'EURO' is not an ISO 4217 code (e.g. EUR, USD)"
+    assert reasons(built)["C"] == "currency is not an ISO 4217 code (e.g. EUR, USD)"
 
 
 def test_identifier_choice_and_rejections(
@@ -260,7 +260,7 @@ def test_identifier_choice_and_rejections(
     assert pd.isna(conv.loc["MAIL", "click_id"])
     why = reasons(built)
     assert why["BOTH"].startswith("both gbraid and wbraid are set")
-    assert why["BAD"].startswith("gclid 'abc' is malformed")
+    assert why["BAD"].startswith("gclid is malformed (3 characters;")
     assert "email/phone given is not usable" in why["JUNK"]
     assert "jane" not in why["JUNK"]  # reasons never quote personal data
     assert why["NONE"] == "no click id (gclid, gbraid, wbraid) and no email or phone"
@@ -307,7 +307,7 @@ def test_consent_values(mapping: Mapping, now: pd.Timestamp) -> None:
     assert consent["A"] == "GRANTED"
     assert consent["B"] == "DENIED"
     assert pd.isna(consent["D"])
-    assert reasons(built)["C"] == "consent_ad_user_data 'maybe' must be GRANTED or DENIED"
+    assert reasons(built)["C"].startswith("consent_ad_user_data must be GRANTED or DENIED")
 
 
 def test_mapping_consent_default_fills_only_empty_cells(
@@ -331,7 +331,7 @@ def test_a_row_with_several_problems_lists_them_all(mapping: Mapping, now: pd.Ti
     reason = rejects.loc["won", "reason"]
     assert "amount is not a number" in reason
     assert "abc" not in reason  # the cell is not quoted: it could hold anything
-    assert "gclid 'bad' is malformed" in reason
+    assert "gclid is malformed" in reason
     assert "in the future" in reason
 
 

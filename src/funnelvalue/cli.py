@@ -29,6 +29,7 @@ from funnelvalue import __version__, inspection, report, stopping
 from funnelvalue.errors import EXIT_INTERNAL, FunnelvalueError
 from funnelvalue.mapping import STARTER, load_mapping
 from funnelvalue.pipeline import execute
+from funnelvalue.redact import RedactingFilter, scrub
 from funnelvalue.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -141,6 +142,8 @@ def _logging(settings: Settings | None, verbose: bool) -> None:
         force=True,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # a token or an address never reaches a log
+        handler.addFilter(RedactingFilter())
 
 
 @contextmanager
@@ -159,7 +162,7 @@ def _user_errors(as_json: bool = False) -> Iterator[None]:
     except typer.Exit:
         raise
     except Exception as exc:
-        where = _crash_log(traceback.format_exc())
+        where = _crash_log(scrub(traceback.format_exc()))
         message = (
             f"internal error ({type(exc).__name__}): a bug in funnelvalue, not in your data or "
             f"settings. The traceback is in {where}; please report it. A run that had started "

@@ -22,6 +22,7 @@ from funnelvalue.amounts import ambiguity_hint, read_amounts
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
+from funnelvalue.redact import scrub
 from funnelvalue.vocabulary import (
     CONVERSION_COLUMNS,
     REJECT_COLUMNS,
@@ -122,9 +123,12 @@ def build(
     early_code = pd.Series(pd.NA, index=leads.index, dtype="string")
     early_code[early.notna()] = Reason.TIME_UNREADABLE
     early_code[early.str.startswith("stage_changed_at is empty").fillna(False)] = Reason.TIME_EMPTY
+    # A stage name is shown (the user needs it to fix the mapping), scrubbed: a shifted row
+    # can put an address in the stage column.
+    shown_stage = leads.loc[unknown, "stage"].map(scrub, na_action="ignore").astype("string")
     early[unknown] = (
         "unknown CRM stage '"
-        + leads.loc[unknown, "stage"]
+        + shown_stage
         + "': add it to a stage's crm_values or to ignore in the mapping"
     )
     early_code[unknown] = Reason.UNKNOWN_STAGE
@@ -136,6 +140,11 @@ def build(
     no_lead = leads["lead_id"].isna().to_numpy()
     early[no_lead] = "lead_id is empty"
     early_code[no_lead] = Reason.LEAD_ID_EMPTY
+    if "row_error" in leads.columns:  # the source could not split the row into columns
+        malformed = leads["row_error"].notna().to_numpy()
+        early[malformed] = leads.loc[malformed, "row_error"]
+        early_code[malformed] = Reason.ROW_MALFORMED
+        ignored = ignored & ~malformed
     bad_early = (early.notna().to_numpy()) & ~ignored
     if bad_early.any():
         rejected.append(
@@ -147,7 +156,7 @@ def build(
                 stage_names,
             )
         )
-    unknown_stages = leads.loc[unknown, "stage"].value_counts().to_dict()
+    unknown_stages = shown_stage.value_counts().to_dict()
     kept = np.flatnonzero(~bad_early & ~ignored)
 
     # 2. One conversion per lead and stage: the first time it was reached (then file order).
@@ -289,7 +298,7 @@ def _materialise(
     columns: dict[str, object] = {}
     repeated = bool(pd.Series(lead_codes[kept]).duplicated().any())
     for column in leads.columns:
-        if column in ("stage", "time_error"):
+        if column in ("stage", "time_error", "row_error"):
             continue
         source = rows
         if repeated and column in LEAD_LEVEL:
@@ -417,9 +426,7 @@ def _currency(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Check]:
     currency = frame["currency"].str.upper().fillna(mapping.currency)
     bad = ~currency.isin(CURRENCIES)
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
-    reasons[bad] = (
-        "currency '" + currency[bad].str.slice(0, 10) + "' is not an ISO 4217 code (e.g. EUR, USD)"
-    )
+    reasons[bad] = "currency is not an ISO 4217 code (e.g. EUR, USD)"
     codes = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, Reason.CURRENCY_INVALID)
     return currency.astype("string"), (reasons, codes)
 
@@ -444,9 +451,9 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Check:
     malformed = kind.notna() & ~both_braids & ~valid_click_id(click_id)
     reasons[malformed] = (
         kind[malformed]
-        + " '"
-        + click_id[malformed].str.slice(0, 30)
-        + "' is malformed: click ids are 16+ characters of A-Z a-z 0-9 _ -"
+        + " is malformed ("
+        + click_id[malformed].str.len().astype("string")
+        + " characters; click ids are 16+ characters of A-Z a-z 0-9 _ -)"
     )
     codes[malformed] = Reason.CLICK_ID_MALFORMED
 
@@ -507,11 +514,7 @@ def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, Check
     consent = pd.Series(mapped[codes], index=raw.index, dtype="string")
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
     bad = raw.notna() & consent.isna()
-    reasons[bad] = (
-        "consent_ad_user_data '"
-        + frame.loc[bad, "consent_ad_user_data"].str.slice(0, 20)
-        + "' must be GRANTED or DENIED"
-    )
+    reasons[bad] = "consent_ad_user_data must be GRANTED or DENIED (or yes/no, true/false, 1/0)"
     flags = pd.Series(pd.NA, index=frame.index, dtype="string").mask(bad, Reason.CONSENT_INVALID)
     if default is not None:  # the mapping's answer for rows whose export says nothing
         consent = consent.mask(raw.isna(), default)

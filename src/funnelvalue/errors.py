@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from funnelvalue.redact import scrub
+
 # One meaning each; the README's table, scheduler/run.sh and the systemd unit follow these.
 EXIT_OK = 0  # everything that could be sent was sent
 EXIT_INVALID_ROWS = 1  # sent, but some rows hold invalid data someone must fix in the CRM
@@ -44,6 +46,11 @@ class FunnelvalueError(Exception):
         if transient is not None:
             self.transient = transient
 
+    def __str__(self) -> str:
+        """The message, scrubbed: an error body a server echoed may hold a token or an
+        address, and messages are printed, logged and stored in the ledger."""
+        return scrub(super().__str__())
+
     @property
     def exit_code(self) -> int:
         return EXIT_TRY_LATER if self.transient else EXIT_CONFIG
@@ -60,7 +67,7 @@ class ConfigError(FunnelvalueError):
         head = super().__str__()
         if not self.problems:
             return head
-        return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        return head + "\n" + "\n".join(f"  - {scrub(p)}" for p in self.problems)
 
 
 class SourceError(FunnelvalueError):

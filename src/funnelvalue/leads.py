@@ -9,6 +9,7 @@ timestamp could not be used, so the row can be rejected with a reason instead of
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from collections.abc import Mapping as MappingT
 from zoneinfo import ZoneInfo
 
@@ -47,32 +48,108 @@ def canonical_header(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
-def rename_columns(frame: pd.DataFrame, renames: MappingT[str, str]) -> pd.DataFrame:
+INTERNAL = ("source_row", "row_error", "time_error")  # added by funnelvalue, never a header
+
+# Headers of well-known exports -> the lead column they hold (compared as canonical_header).
+KNOWN_HEADERS = {
+    # HubSpot (deals and contacts exports)
+    "record_id": "lead_id",
+    "deal_stage": "stage",
+    "lifecycle_stage": "stage",
+    "last_modified_date": "stage_changed_at",
+    "create_date": "created_at",
+    "google_ad_click_id": "gclid",
+    # Salesforce (opportunity and lead reports)
+    "opportunity_id": "lead_id",
+    "lead_id_18": "lead_id",
+    "lead_status": "stage",
+    "last_stage_change_date": "stage_changed_at",
+    "created_date": "created_at",
+    # Pipedrive ("Deal - ..." columns)
+    "deal_id": "lead_id",
+    "deal_stage_name": "stage",
+    "deal_update_time": "stage_changed_at",
+    "deal_last_stage_change": "stage_changed_at",
+    "deal_deal_created": "created_at",
+    "deal_value": "amount",
+    "deal_currency": "currency",
+    # Zoho CRM
+    "modified_time": "stage_changed_at",
+    "created_time": "created_at",
+    # everyone
+    "id": "lead_id",
+    "status": "stage",
+    "deal_status": "stage",
+    "updated_at": "stage_changed_at",
+    "last_modified": "stage_changed_at",
+    "modified": "stage_changed_at",
+    "google_click_id": "gclid",
+    "e_mail": "email",
+    "email_address": "email",
+    "phone_number": "phone",
+    "mobile": "phone",
+}
+
+
+def rename_columns(
+    frame: pd.DataFrame, renames: MappingT[str, str], used: Iterable[str] = ()
+) -> pd.DataFrame:
     """Apply the mapping's ``columns:`` renames, then canonicalise every header.
 
     Renames are matched the same tolerant way as headers, so "Deal Stage", "deal stage" and
-    "deal_stage" all work in the mapping file.
+    "deal_stage" all work in the mapping file. Two headers that end up as one column
+    funnelvalue reads (``used``: the mapping's value columns; the lead columns always) are an
+    error: which one holds the data would be a guess. Unused repeats keep the first.
     """
     wanted = {canonical_header(src): dst for src, dst in renames.items()}
     new_names = []
     for column in frame.columns:
-        key = canonical_header(str(column))
+        key = str(column) if column in INTERNAL else canonical_header(str(column))
         new_names.append(wanted.get(key, key))
     renamed = frame.copy(deep=False)
     renamed.columns = pd.Index(new_names)
+    repeated = renamed.columns.duplicated(keep=False)
+    read = set(CANONICAL) | {canonical_header(u) for u in used}
+    clash = sorted({n for n, r in zip(new_names, repeated, strict=True) if r and n in read})
+    if clash:
+        problems = [
+            f"{name}: "
+            + ", ".join(
+                f"'{h}'" for h, n in zip(frame.columns, new_names, strict=True) if n == name
+            )
+            for name in clash
+        ]
+        raise SourceError(
+            "the export has more than one column for "
+            + ", ".join(clash)
+            + " (after the mapping's `columns:` renames): "
+            + "; ".join(problems)
+            + ". Remove or rename one so each lead column comes from one header"
+        )
     return renamed.loc[:, ~renamed.columns.duplicated()]
 
 
-def check_columns(frame: pd.DataFrame, origin: str) -> None:
-    """A missing required column is a configuration problem: say which, and how to map it."""
+def check_columns(frame: pd.DataFrame, origin: str, headers: Sequence[str] = ()) -> None:
+    """A missing required column is a configuration problem: say which, and the `columns:`
+    renames that would map the export's own headers (for well-known CRM exports)."""
     missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        found = ", ".join(map(str, frame.columns)) or "none"
-        raise SourceError(
-            f"{origin} has no column {', '.join(missing)} (columns found: {found}). "
-            "Rename them under `columns:` in the mapping file, e.g. "
-            f'columns: {{"Deal Stage": stage}}'
+    if not missing:
+        return
+    headers = list(headers) or [str(c) for c in frame.columns if c not in INTERNAL]
+    found = ", ".join(f"'{h}'" for h in headers) or "none"
+    suggested: dict[str, str] = {}
+    for header in headers:
+        target = KNOWN_HEADERS.get(canonical_header(header))
+        if target in missing and target not in suggested.values():
+            suggested[header] = target
+    if suggested:
+        renames = ", ".join(f'"{h}": {t}' for h, t in suggested.items())
+        fix = f"add to the mapping file: columns: {{{renames}}}"
+    else:
+        fix = (
+            'rename them under `columns:` in the mapping file, e.g. columns: {"Deal Stage": stage}'
         )
+    raise SourceError(f"{origin} has no column {', '.join(missing)} (headers: {found}); {fix}")
 
 
 def normalise(
@@ -87,11 +164,11 @@ def normalise(
     twice, raw and clean.
     """
     out = frame
-    for column in CANONICAL:
+    for column in (*CANONICAL, "row_error"):
         if column not in out.columns:
             out[column] = pd.Series(pd.NA, index=out.index, dtype="string")
     for column in out.columns:
-        if column in TIMESTAMPS or column == "source_row":
+        if column in TIMESTAMPS or column in ("source_row", "row_error"):
             continue
         out[column] = _clean_text(out[column])
     tz = ZoneInfo(timezone)

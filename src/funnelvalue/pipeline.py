@@ -39,6 +39,7 @@ from funnelvalue.errors import (
 from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
 from funnelvalue.mapping import Mapping, load_mapping
+from funnelvalue.redact import scrub
 from funnelvalue.settings import Settings
 from funnelvalue.sources.base import Source
 from funnelvalue.sources.registry import make_source
@@ -134,7 +135,7 @@ class RunReport:
             },
             "aged_out": self.aged_out,
             "moved_to_new_action": self.moved,
-            "unknown_stages": self.built.unknown_stages,
+            "unknown_stages": {scrub(k): v for k, v in self.built.unknown_stages.items()},
             "already_sent": self.state_count(State.SENT),
             "value_changed": self.state_count(State.CHANGED),
             "retry_later": self.state_count(State.RETRY_LATER),
@@ -160,8 +161,8 @@ class RunReport:
             "interrupted_runs": self.interrupted_runs,
             "ledger": self.ledger,
             "ledger_created": self.ledger_created,
-            "warnings": self.warnings,
-            "error": self.error,
+            "warnings": [scrub(w) for w in self.warnings],
+            "error": None if self.error is None else scrub(self.error),
             "exit_code": self.exit_code,
         }
         return data
@@ -607,8 +608,11 @@ def _close_failed(
     status = RunStatus.INTERRUPTED if isinstance(interrupted, Interrupted) else RunStatus.FAILED
     try:
         ledger.runs.fail(run_id, exit_code, message, status=status)
-    except (LedgerError, SQLAlchemyError) as exc:
+    except LedgerError as exc:
         log.error("run %d could not be marked %s in the ledger: %s", run_id, status, exc)
+    except SQLAlchemyError as exc:  # one line, never the SQL and its parameters
+        failure = database_error(exc, ledger.where, "ledger write failed")
+        log.error("run %d could not be marked %s in the ledger: %s", run_id, status, failure)
 
 
 def confirm_requests(ledger: Ledger, destination: Destination) -> tuple[dict[str, int], list[str]]:

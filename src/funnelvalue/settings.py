@@ -7,6 +7,7 @@ another. Everything is validated once, and every problem is reported together.
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 from funnelvalue.errors import ConfigError
+from funnelvalue.redact import remember
 
 DEFAULT_CONFIG = Path("config/funnelvalue.yaml")
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
@@ -134,6 +136,10 @@ class _YamlWithoutSecrets(YamlConfigSettingsSource):
             for section, key in sorted(SECRETS)
             if isinstance(data.get(section), dict) and key in data[section]
         ]
+        urls = {"ledger": data.get("ledger")}
+        if isinstance(data.get("sql"), dict):
+            urls["sql.url"] = data["sql"].get("url")
+        found += [path for path, url in urls.items() if _has_password(url)]
         if found:
             raise ConfigError(
                 "secrets do not belong in the config file (it is usually committed): move "
@@ -141,6 +147,25 @@ class _YamlWithoutSecrets(YamlConfigSettingsSource):
                 [f"{path} -> FUNNELVALUE_{path.upper().replace('.', '__')}" for path in found],
             )
         return data
+
+
+_URL_PASSWORD = re.compile(r"://[^:/@\s]*:[^@/\s]+@")
+
+
+def _has_password(url: Any) -> bool:
+    """A database URL with a password in it (``postgresql://user:secret@host/db``)."""
+    return isinstance(url, str) and bool(_URL_PASSWORD.search(url))
+
+
+def _remember_secrets(settings: Settings) -> None:
+    """Every secret the settings hold is hidden wherever it might be echoed back."""
+    sf, hub = settings.salesforce, settings.hubspot
+    secrets = [hub.access_token, sf.password, sf.security_token, sf.access_token]
+    remember(*(s.get_secret_value() for s in [*secrets, sf.consumer_secret] if s is not None))
+    for url in (settings.sql.url, settings.ledger):
+        match = re.search(r"://[^:/@\s]*:([^@/\s]+)@", url or "")
+        if match:
+            remember(match.group(1))
 
 
 class Settings(BaseSettings):
@@ -224,7 +249,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     token = _config_file.set(explicit)
     try:
         given = {k: v for k, v in overrides.items() if v is not None}
-        return Settings(**given)
+        settings = Settings(**given)
+        _remember_secrets(settings)
+        return settings
     except ValidationError as exc:
         file = explicit or DEFAULT_CONFIG
         problems = [

@@ -154,6 +154,7 @@ class RowKind(StrEnum):
 class Reason(StrEnum):
     """The code beside a rejected row's words: what status, the report and alerts group by."""
 
+    ROW_MALFORMED = "row_malformed"  # not as many fields as the header: cells unusable
     UNKNOWN_STAGE = "unknown_stage"
     STAGE_EMPTY = "stage_empty"
     LEAD_ID_EMPTY = "lead_id_empty"

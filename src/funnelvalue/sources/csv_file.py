@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -56,8 +56,10 @@ class CsvSource:
         return Fetched(leads, None, tuple(self._warnings))
 
     def _leads(self, since: datetime | None) -> pd.DataFrame:
-        frame = rename_columns(self.read_raw(), self.mapping.columns)
-        check_columns(frame, str(self.path))
+        raw = self.read_raw()
+        headers = [str(c) for c in raw.columns if c not in ("source_row", "row_error")]
+        frame = rename_columns(raw, self.mapping.columns, used=self.mapping.value_columns)
+        check_columns(frame, str(self.path), headers)
         for column in self.mapping.value_columns - set(frame.columns):
             self._warnings.append(
                 f"{self.path} has no column '{column}' (used by a stage's "
@@ -68,7 +70,8 @@ class CsvSource:
         )
 
     def read_raw(self) -> pd.DataFrame:
-        """Every cell as text (empty -> missing), plus ``source_row``: the line in the file."""
+        """Every cell as text (empty -> missing), plus ``source_row``: the line in the file,
+        and ``row_error`` for rows that could not be split into the header's columns."""
         if not self.path.is_file():
             raise SourceError(f"CRM export {self.path} does not exist")
         try:
@@ -78,7 +81,10 @@ class CsvSource:
             raise SourceError(f"CRM export {self.path} cannot be read: {exc}") from exc
         if not head.strip():
             raise SourceError(f"CRM export {self.path} is empty (no header row)")
+        _refuse_what_is_not_csv(self.path, head)
         encoding = "utf-8"
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            encoding = "utf-16"  # Excel's "Unicode Text": read it, say so
         try:
             head.decode(encoding)
         except UnicodeDecodeError as exc:
@@ -99,6 +105,8 @@ class CsvSource:
             )
             log.warning(message)
             self._warnings.append(message)
+        if encoding == "utf-16":
+            self._warnings.append(f"{self.path} is UTF-16 (Excel's Unicode Text); read as such")
         return frame
 
     def _read(self, head: bytes, encoding: str) -> pd.DataFrame:
@@ -107,27 +115,75 @@ class CsvSource:
         delimiter = _sniff_delimiter(text)
         header = next(csv.reader(io.StringIO(text, newline=None), delimiter=delimiter), [])
         names = _unique_names(header)
-        table = pacsv.read_csv(
-            self.path,
-            read_options=pacsv.ReadOptions(
-                encoding="utf8" if encoding == "utf-8" else encoding,
-                column_names=names,
-                skip_rows=1,
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=True,
-                null_values=[""],
-            ),
-        )
+        ragged: list[tuple[int | None, int]] = []  # (record number, fields) of rows skipped
+
+        def skip(row: Any) -> str:  # never look at row.text: it is a CRM user's data
+            ragged.append((row.number, row.actual_columns))
+            return "skip"
+
+        def read(threads: bool) -> pa.Table:
+            return pacsv.read_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(
+                    encoding="utf8" if encoding == "utf-8" else encoding,
+                    column_names=names,
+                    skip_rows=1,
+                    use_threads=threads,
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.string()),
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+
+        table = read(threads=True)
+        if ragged:  # rare: read again in one thread, which knows the rows' numbers
+            ragged.clear()
+            table = read(threads=False)
         frame: pd.DataFrame = table.to_pandas(
             types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get
         )
-        # Data rows start on line 2; quoted line breaks make this an approximation, which is
-        # still the best pointer back into the file a person has.
-        frame["source_row"] = np.arange(2, len(frame) + 2)
-        return frame
+        # Record numbers, the header being 1 (quoted line breaks make a record span lines;
+        # this is still the best pointer back into the file a person has).
+        skipped = sorted(number for number, _ in ragged if number is not None)
+        numbers = np.arange(2, len(frame) + 2 + len(skipped))
+        frame["source_row"] = numbers[~np.isin(numbers, skipped)][: len(frame)]
+        frame["row_error"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+        if not ragged:
+            return frame
+        bad = pd.DataFrame(
+            {
+                "source_row": [number for number, _ in ragged],
+                "row_error": [
+                    f"row has {fields} fields, the header has {len(names)}: a delimiter or "
+                    "quote inside a cell? (the row is left out; fix it in the export)"
+                    for _, fields in ragged
+                ],
+            }
+        )
+        bad["row_error"] = bad["row_error"].astype("string")
+        return pd.concat([frame, bad], ignore_index=True).sort_values("source_row", kind="stable")
+
+
+def _refuse_what_is_not_csv(path: Path, head: bytes) -> None:
+    """An Excel workbook or a compressed file named .csv: say what it is and what to do."""
+    if head.startswith(b"PK\x03\x04"):
+        raise SourceError(
+            f"CRM export {path} is an Excel workbook (.xlsx) or a zip file, not CSV: in Excel "
+            "use File > Save As > CSV UTF-8, or export CSV from the CRM"
+        )
+    if head.startswith(b"\x1f\x8b"):
+        raise SourceError(
+            f"CRM export {path} is gzip-compressed: decompress it first (gunzip -k {path})"
+        )
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise SourceError(
+            f"CRM export {path} is an old Excel workbook (.xls), not CSV: save it as CSV UTF-8"
+        )
 
 
 def _unique_names(header: list[str]) -> list[str]:
