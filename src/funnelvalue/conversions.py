@@ -536,8 +536,8 @@ def _rejects(
     return pd.DataFrame(
         {
             "source_row": rows["source_row"].to_numpy(),
-            "lead_id": rows["lead_id"].astype("string").to_numpy(),
-            "crm_stage": crm_stage.astype("string").to_numpy(),
+            "lead_id": _shown(rows["lead_id"]).to_numpy(),
+            "crm_stage": _shown(crm_stage).to_numpy(),
             "stage": pd.array(
                 names[np.where(positions >= 0, positions, len(stage_names))], dtype="string"
             ),
@@ -547,6 +547,12 @@ def _rejects(
             "key": pd.array([pd.NA] * len(rows), dtype="string"),
         }
     )
+
+
+def _shown(cells: pd.Series) -> pd.Series:
+    """Cells a person sees next to a rejection (lead id, CRM stage), scrubbed of anything
+    that looks like an address or a phone: a shifted row puts them in any column."""
+    return cells.astype("string").map(scrub, na_action="ignore").astype("string")
 
 
 def _empty_rejects() -> pd.DataFrame:
