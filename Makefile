@@ -17,14 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install funnelvalue with its dev tools
 
-EXAMPLE := state/example/crm_leads.csv
+EXAMPLE := examples/state/crm_leads.csv
 
-example: $(STAMP) ## A freshly dated copy of the example export in state/ (the committed one is never touched)
+example: $(STAMP) ## A freshly dated copy of the example export in examples/state/ (the committed one is never touched)
 	$(BIN)/python examples/make_example.py --if-stale --output $(EXAMPLE)
 
-run: example ## The daily job on the bundled example export (import file + SQLite ledger)
+run: example ## The daily job on the bundled example project (examples/: import file + SQLite ledger)
 	@# Exit 1 means "sent; some rows are invalid": the example has a few bad rows on purpose.
-	$(BIN)/funnelvalue run --input $(EXAMPLE) --mapping config/mapping.yaml; \
+	$(BIN)/funnelvalue run --project-dir examples; \
 	  rc=$$?; [ $$rc -le 1 ] || exit $$rc
 
 test: $(STAMP) ## Run the test suite
@@ -46,4 +46,4 @@ mutate: $(STAMP) ## Mutation testing (slow; not in CI): the one-line faults the 
 	$(BIN)/mutmut results
 
 clean: ## Remove the virtualenv, the ledger and the output files
-	rm -rf $(VENV) state out mutants
+	rm -rf $(VENV) state out mutants examples/state examples/out

@@ -70,6 +70,7 @@ UPPER = {
     "funnelvalue.cli",
     "funnelvalue.pipeline",
     "funnelvalue.inspection",
+    "funnelvalue.doctor",
     "funnelvalue.report",
     "funnelvalue.htmlreport",
 }
@@ -98,6 +99,7 @@ def test_sources_and_destinations_do_not_know_each_other_or_the_ledger() -> None
 def test_the_cli_only_parses_calls_and_renders() -> None:
     allowed = {
         "funnelvalue",  # __version__
+        "funnelvalue.doctor",
         "funnelvalue.errors",
         "funnelvalue.inspection",
         "funnelvalue.mapping",

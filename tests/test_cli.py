@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from funnelvalue.cli import app
+from funnelvalue.ledger import Ledger
 from tests.conftest import REPO
 
 runner = CliRunner()
@@ -24,24 +26,27 @@ BAD_ROWS = {
 SKIPPED = "no click id (gclid, gbraid, wbraid) and no email or phone (1)"  # D-90005
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the repo's runnable bits: config/ and the example export, as a user has."""
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    (tmp_path / "examples").mkdir()
-    shutil.copy(REPO / "examples" / "crm_leads.csv", tmp_path / "examples")
+def example_project(folder: Path) -> Path:
+    """The bundled example project (examples/config/ and a freshly dated copy of its export in
+    state/), copied to ``folder`` as a user has it after `make example`."""
+    shutil.copytree(REPO / "examples" / "config", folder / "config")
     subprocess.run(
         [
             sys.executable,
             str(REPO / "examples" / "make_example.py"),
             "--output",
-            str(tmp_path / "examples" / "crm_leads.csv"),
+            str(folder / "state" / "crm_leads.csv"),
         ],
-        cwd=tmp_path,
+        cwd=folder,
         check=True,
         capture_output=True,
     )
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return example_project(tmp_path)
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -111,7 +116,7 @@ def test_preview_shows_everything_and_writes_nothing(project: Path) -> None:
     for reason in BAD_ROWS.values():
         assert reason in output
     assert "new" in output
-    assert not (project / "state").exists()
+    assert not (project / "state" / "funnelvalue.db").exists()  # no ledger: nothing written
     assert not (project / "out").exists()
     invoke("run")
     code, output = invoke("preview", "--json")
@@ -132,7 +137,7 @@ def test_broken_mapping_stops_before_anything_is_written(project: Path) -> None:
     assert "2 problems" in output
     assert "line 6, currency: 'Euro' is not an ISO 4217 currency code" in output
     assert "line 24, stage 'qualified' → value: value 'lots' is not a number" in output
-    assert not (project / "state").exists()
+    assert not (project / "state" / "funnelvalue.db").exists()
     assert not (project / "out").exists()
     code, output = invoke("mapping", "check")
     assert code == 2
@@ -174,11 +179,14 @@ def test_mapping_check_gives_advice(tmp_path: Path) -> None:
     assert "stage 'qualified' is worth less" in output
 
 
-def test_status_on_an_empty_ledger(tmp_path: Path) -> None:
+def test_status_on_a_ledger_without_runs(tmp_path: Path) -> None:
     code, output = invoke("status")
     assert code == 0
-    assert "no runs yet" in output
-    assert not (tmp_path / "state").exists()
+    assert "there is no ledger" in output
+    assert not (tmp_path / "state").exists()  # looking creates nothing
+    Ledger.open("sqlite:///state/funnelvalue.db").close()
+    code, output = invoke("status")
+    assert "the ledger at sqlite:///state/funnelvalue.db has no runs yet" in output
 
 
 @pytest.mark.slow
@@ -204,3 +212,28 @@ def test_real_process_exit_codes_and_output(project: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: mapping file nope.yaml does not exist"
+
+
+def test_paths_follow_the_project_not_the_current_folder(project: Path, tmp_path: Path) -> None:
+    """From another folder, --config finds the same mapping, export and ledger."""
+    code, _ = invoke("run")
+    assert code == 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    config = str(project / "config" / "funnelvalue.yaml")
+    code, output = invoke("preview", "--config", config, "--json")
+    summary = json.loads(output)
+    assert summary["already_sent"] == summary["conversions_built"] > 600  # the same ledger
+    assert summary["ledger"] == f"sqlite:///{project / 'state' / 'funnelvalue.db'}"
+    code, output = invoke("status", "--project-dir", str(project), "--no-google")
+    assert code == 0
+    assert f"Ledger: sqlite:///{project / 'state' / 'funnelvalue.db'}" in " ".join(output.split())
+    assert not (elsewhere / "state").exists()  # nothing created where the job was started
+
+
+def test_status_of_a_ledger_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    code, output = invoke("status", "--no-google", "--project-dir", str(tmp_path))
+    assert code == 0
+    assert "there is no ledger at sqlite:///state/funnelvalue.db" in " ".join(output.split())
+    assert "wrong folder" in output

@@ -19,6 +19,7 @@ COMMANDS = [
     "preview",
     "export",
     "status",
+    "doctor",
     "advise",
     "report",
     "mapping check",

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from funnelvalue import __version__, inspection, report, stopping
+from funnelvalue.doctor import doctor as run_doctor
 from funnelvalue.errors import EXIT_INTERNAL, FunnelvalueError
 from funnelvalue.mapping import STARTER, load_mapping
 from funnelvalue.pipeline import execute
@@ -52,6 +53,16 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config", help="Settings file (default config/funnelvalue.yaml).", show_default=False
+    ),
+]
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--project-dir",
+        help="The project folder: the settings' relative paths start here (default: the "
+        "folder holding --config's config/ folder, else the current one; "
+        "FUNNELVALUE_PROJECT_DIR).",
+        show_default=False,
     ),
 ]
 MappingOpt = Annotated[
@@ -194,8 +205,10 @@ def _crash_log(text: str) -> str:
     return "(no writable folder for the crash log; run with -v to see it)"
 
 
-def _settings(config: Path | None, verbose: bool, **options: Any) -> Settings:
-    settings = load_settings(config, **options)
+def _settings(
+    config: Path | None, verbose: bool, project_dir: Path | None = None, **options: Any
+) -> Settings:
+    settings = load_settings(config, project_dir=project_dir, **options)
     _logging(settings, verbose)
     return settings
 
@@ -234,6 +247,7 @@ def _job(
 @app.command()
 def run(
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     source: SourceOpt = None,
     input: InputOpt = None,
@@ -253,6 +267,7 @@ def run(
     Example: funnelvalue run --input export.csv --mapping config/mapping.yaml
     """
     _job(
+        project_dir=project_dir,
         dry_run=False,
         as_json=as_json,
         limit=limit,
@@ -273,6 +288,7 @@ def run(
 @app.command()
 def preview(
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     source: SourceOpt = None,
     input: InputOpt = None,
@@ -298,6 +314,7 @@ def preview(
     Example: funnelvalue preview --input export.csv --limit 0
     """
     _job(
+        project_dir=project_dir,
         dry_run=True,
         validate_only=validate_only,
         as_json=as_json,
@@ -318,6 +335,7 @@ def preview(
 @mapping_app.command("check")
 def mapping_check(
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     remote: Annotated[
         bool,
@@ -333,7 +351,13 @@ def mapping_check(
     Example: funnelvalue mapping check --mapping config/mapping.yaml --remote
     """
     with _user_errors():
-        settings = _settings(config, verbose, mapping=mapping, google_ads_config=google_ads_config)
+        settings = _settings(
+            config,
+            verbose,
+            project_dir,
+            mapping=mapping,
+            google_ads_config=google_ads_config,
+        )
         loaded = load_mapping(settings.mapping)
         if remote:
             out.print(report.actions_table(inspection.check_remote(settings, loaded)))
@@ -366,6 +390,7 @@ def mapping_init(
 @app.command()
 def status(
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     ledger: LedgerOpt = None,
     mapping: MappingOpt = None,
     google_ads_config: GoogleAdsConfigOpt = None,
@@ -385,13 +410,56 @@ def status(
     """
     with _user_errors(as_json):
         settings = _settings(
-            config, False, ledger=ledger, mapping=mapping, google_ads_config=google_ads_config
+            config,
+            False,
+            project_dir,
+            ledger=ledger,
+            mapping=mapping,
+            google_ads_config=google_ads_config,
         )
         found = inspection.status(settings, runs=runs, google=google)
     if as_json:
         print(json.dumps(report.status_json(found)))
     else:
         report.render_status(out, found)
+
+
+@app.command()
+def doctor(
+    config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
+    mapping: MappingOpt = None,
+    source: SourceOpt = None,
+    input: InputOpt = None,
+    destination: DestinationOpt = None,
+    ledger: LedgerOpt = None,
+    google_ads_config: GoogleAdsConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check everything a scheduled run needs, one line per check with the fix: settings,
+    mapping, ledger (reachable, writable, not locked), output folder, source, destination
+    credentials and conversion actions. Sends nothing. Exit 0 when all pass, else 2.
+
+    Example: funnelvalue doctor --project-dir /srv/funnelvalue
+    """
+    with _user_errors(as_json):
+        _logging(None, False)
+        checks = run_doctor(
+            config,
+            project_dir,
+            mapping=mapping,
+            source=source,
+            input=input,
+            destination=destination,
+            ledger=ledger,
+            google_ads_config=google_ads_config,
+        )
+    healthy = all(check.ok for check in checks)
+    if as_json:
+        print(json.dumps({"healthy": healthy, "checks": [vars(c) for c in checks]}))
+    else:
+        report.render_doctor(out, checks)
+    raise typer.Exit(0 if healthy else 2)
 
 
 @app.command("export")
@@ -414,6 +482,7 @@ def export(
         ),
     ] = None,
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     ledger: LedgerOpt = None,
     verbose: VerboseOpt = False,
@@ -424,7 +493,7 @@ def export(
     Example: funnelvalue export --since 2026-11-01 --output out/november.csv
     """
     with _user_errors():
-        settings = _settings(config, verbose, mapping=mapping, ledger=ledger)
+        settings = _settings(config, verbose, project_dir, mapping=mapping, ledger=ledger)
         loaded = load_mapping(settings.mapping)
         start = pd.Timestamp(since).tz_localize("UTC")
         path = output or Path(f"out/google_ads_conversions-since-{start:%Y-%m-%d}.csv")
@@ -446,6 +515,7 @@ HistoryOpt = Annotated[
 @app.command()
 def advise(
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     source: SourceOpt = None,
     input: InputOpt = None,
@@ -470,7 +540,7 @@ def advise(
     """
     with _user_errors(as_json):
         settings = _settings(
-            config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
+            config, verbose, project_dir, mapping=mapping, source=source, input=input, ledger=ledger
         )
         found, changes = inspection.advise(
             settings,
@@ -494,6 +564,7 @@ def html_report(
         Path, typer.Option("--html", help="Where to write the report (one HTML file).")
     ],
     config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     source: SourceOpt = None,
     input: InputOpt = None,
@@ -508,7 +579,7 @@ def html_report(
     """
     with _user_errors():
         settings = _settings(
-            config, verbose, mapping=mapping, source=source, input=input, ledger=ledger
+            config, verbose, project_dir, mapping=mapping, source=source, input=input, ledger=ledger
         )
         size = inspection.write_report(
             settings,

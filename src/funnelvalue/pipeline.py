@@ -262,6 +262,11 @@ class Job:
             identities, warnings = self._identities(destination, dry_run=True)
             report = self._plan(identities, dry_run=True, destination=self.settings.destination)
             report.warnings += warnings
+            if not self.ledger.exists:
+                report.warnings.append(
+                    f"there is no ledger at {self.ledger.where} yet: every conversion counts "
+                    "as new (the first run creates it; the wrong folder? --project-dir)"
+                )
             if validate_only:
                 if not isinstance(destination, Validates):
                     raise ConfigError(

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from funnelvalue.advice import Advice
+from funnelvalue.doctor import Check
 from funnelvalue.formatting import format_conversion_time
 from funnelvalue.inspection import Status
 from funnelvalue.ledger import RunSummary
@@ -413,6 +414,19 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
     return table
 
 
+def render_doctor(console: Console, checks: Sequence[Check]) -> None:
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
+        fix = f"\n    [yellow]fix:[/] {_text(check.fix)}" if not check.ok and check.fix else ""
+        console.print(f"{mark} {check.name}: {_text(check.detail)}{fix}", highlight=False)
+    failed = sum(not c.ok for c in checks)
+    console.print(
+        "[green]ready for a scheduled run[/]"
+        if not failed
+        else f"[bold red]{failed} of {len(checks)} checks failed[/]: a scheduled run would not work"
+    )
+
+
 def status_json(status: Status) -> dict[str, Any]:
     """`status --json`: one object a monitoring system can read."""
     return {
@@ -431,7 +445,13 @@ def status_json(status: Status) -> dict[str, Any]:
 
 
 def render_status(console: Console, status: Status) -> None:
-    if not status.runs:
+    if not status.exists:
+        console.print(
+            f"[yellow]there is no ledger at {_text(status.ledger)}[/]: nothing has run with these "
+            "settings yet (the wrong folder? pass --project-dir or --config)",
+            highlight=False,
+        )
+    elif not status.runs:
         console.print(f"the ledger at {_text(status.ledger)} has no runs yet")
     else:
         console.print(f"Ledger: {_text(status.ledger)}", highlight=False)

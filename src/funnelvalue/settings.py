@@ -1,7 +1,12 @@
 """Run settings with one precedence: CLI option > FUNNELVALUE_* env > .env > config file > defaults.
 
-The config file is ``config/funnelvalue.yaml`` unless ``--config`` / ``FUNNELVALUE_CONFIG`` names
-another. Everything is validated once, and every problem is reported together.
+A project folder holds ``config/funnelvalue.yaml`` (and usually ``.env``, ``state/``, ``out/``).
+Paths in the settings file, the environment and the defaults are relative to it, the way dbt
+and docker compose do it, so a job started from any folder finds the same mapping, export
+and ledger; paths typed as command-line options are relative to where they are typed. The
+project folder is ``--project-dir`` / ``FUNNELVALUE_PROJECT_DIR``; else the folder that holds
+the ``config/`` folder of ``--config`` / ``FUNNELVALUE_CONFIG`` (or that file's own folder);
+else the current folder. Everything is validated once, and every problem is reported together.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from funnelvalue.redact import remember
 
 DEFAULT_CONFIG = Path("config/funnelvalue.yaml")
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+_project: ContextVar[Path] = ContextVar("project", default=Path())
 
 
 class _OwnDotEnv(DotEnvSettingsSource):
@@ -229,31 +235,49 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = _config_file.get() or DEFAULT_CONFIG
+        config_file = _config_file.get() or _project.get() / DEFAULT_CONFIG
         return (
             init_settings,
             env_settings,
-            _OwnDotEnv(settings_cls),
+            _OwnDotEnv(settings_cls, env_file=_project.get() / ".env"),
             _YamlWithoutSecrets(settings_cls, yaml_file=config_file),
             file_secret_settings,
         )
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def project_folder(config: Path | None, project_dir: Path | None = None) -> Path:
+    """The folder the settings' relative paths start from (see the module docstring)."""
+    named = project_dir or _env_path("FUNNELVALUE_PROJECT_DIR")
+    if named is not None:
+        return named
+    if config is not None:
+        folder = config.parent
+        return folder.parent if folder.name == "config" else folder
+    return Path()
+
+
+def _env_path(name: str) -> Path | None:
+    return Path(os.environ[name]) if os.environ.get(name) else None
+
+
+def load_settings(
+    config: Path | None = None, *, project_dir: Path | None = None, **overrides: Any
+) -> Settings:
     """Build settings; ``overrides`` are CLI options (None means "not given")."""
-    explicit = config or (
-        Path(os.environ["FUNNELVALUE_CONFIG"]) if os.environ.get("FUNNELVALUE_CONFIG") else None
-    )
+    explicit = config or _env_path("FUNNELVALUE_CONFIG")
     if explicit is not None and not explicit.is_file():
         raise ConfigError(f"config file {explicit} does not exist")
-    token = _config_file.set(explicit)
+    project = project_folder(explicit, project_dir)
+    if not project.is_dir():
+        raise ConfigError(f"project folder {project} does not exist (--project-dir)")
+    token, place = _config_file.set(explicit), _project.set(project)
     try:
         given = {k: v for k, v in overrides.items() if v is not None}
-        settings = Settings(**given)
+        settings = _anchored(Settings(**given), project, given)
         _remember_secrets(settings)
         return settings
     except ValidationError as exc:
-        file = explicit or DEFAULT_CONFIG
+        file = explicit or project / DEFAULT_CONFIG
         problems = [
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
             + (
@@ -267,6 +291,45 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             f"settings are invalid (options, FUNNELVALUE_* env, .env, {file})", problems
         ) from None
     except (yaml.YAMLError, OSError) as exc:  # a broken config file surfaces here
-        raise ConfigError(f"cannot read settings from {explicit or DEFAULT_CONFIG}: {exc}") from exc
+        where = explicit or project / DEFAULT_CONFIG
+        raise ConfigError(f"cannot read settings from {where}: {exc}") from exc
     finally:
         _config_file.reset(token)
+        _project.reset(place)
+
+
+def _anchored(settings: Settings, project: Path, given: dict[str, Any]) -> Settings:
+    """The settings' relative paths made relative to the project folder (command-line
+    options excepted: they are relative to where they were typed)."""
+    if project.resolve() == Path.cwd().resolve():
+        return settings
+
+    def at(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else project / path
+
+    update: dict[str, Any] = {
+        name: at(getattr(settings, name))
+        for name in ("mapping", "input", "output", "google_ads_config")
+        if name not in given
+    }
+    if "ledger" not in given:
+        update["ledger"] = _anchored_sqlite(settings.ledger, project)
+    update["sql"] = settings.sql.model_copy(update={"query_file": at(settings.sql.query_file)})
+    update["salesforce"] = settings.salesforce.model_copy(
+        update={"private_key_file": at(settings.salesforce.private_key_file)}
+    )
+    update["data_manager"] = settings.data_manager.model_copy(
+        update={"credentials_file": at(settings.data_manager.credentials_file)}
+    )
+    return settings.model_copy(update=update)
+
+
+def _anchored_sqlite(url: str, project: Path) -> str:
+    """``sqlite:///state/x.db`` (a relative file) -> the same file in the project folder."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or url == "sqlite://":
+        return url
+    relative = url.removeprefix(prefix)
+    if relative in ("", ":memory:") or relative.startswith(":"):
+        return url
+    return prefix + str((project / relative).resolve())
