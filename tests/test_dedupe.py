@@ -94,15 +94,18 @@ def test_retry_after_waits_until_its_time() -> None:
 
 
 def test_a_refused_row_goes_again_only_when_its_identifier_or_time_changed() -> None:
-    ledger = known([(k, "rejected", 100.0) for k in ("same", "click", "time", "unseen")])
-    rows = built("same", "click", "time", "unseen")
-    refused = rows.drop(index=3).drop(columns=["value", "currency"])  # "unseen": no payload
+    keys = ("same", "click", "email", "phone", "time", "unseen")
+    ledger = known([(k, "rejected", 100.0) for k in keys])
+    rows = built(*keys)
+    refused = rows.drop(index=5).drop(columns=["value", "currency"])  # "unseen": no payload
     rows.loc[1, "click_id"] = "click-fixed"
-    rows.loc[2, "conversion_time"] = SENT_AT + pd.Timedelta(hours=1)
+    rows.loc[2, "hashed_email"] = "a" * 64
+    rows.loc[3, "hashed_phone"] = "b" * 64
+    rows.loc[4, "conversion_time"] = SENT_AT + pd.Timedelta(hours=1)
     refused["conversion_time"] = refused["conversion_time"].dt.tz_convert(None)  # as stored
     got = classify(rows, ledger, NOW, refused=refused)
-    assert states(got) == [State.REJECTED_BEFORE, State.FIXED, State.FIXED, State.FIXED]
-    assert states(classify(rows, ledger, NOW)) == [State.REJECTED_BEFORE] * 4
+    assert states(got) == [State.REJECTED_BEFORE] + [State.FIXED] * 5
+    assert states(classify(rows, ledger, NOW)) == [State.REJECTED_BEFORE] * 6
 
 
 def test_legacy_rows_become_one_conversion_each_and_the_first_sent_wins() -> None:
