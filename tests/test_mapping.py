@@ -62,8 +62,26 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text("currency: EUR\nstages:\n  - name: lead\n   crm_values: [New\n")
     message = str(problems_of(path)[0])
-    assert "not valid YAML" in message
-    assert "line 4" in message or "line 5" in message
+    assert "not valid YAML: line 4: the indentation does not line up" in message
+    assert "4 | crm_values: [New" in message  # the line itself
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "currency: EUR\nstages:\n  - name:lead\n    crm_values: [x]\n",
+            "a missing space after ':'",
+        ),
+        ('currency: "EUR\ntimezone: UTC\n', "line 1: a quote opened here is never closed"),
+        ("currency: EUR\n\ttimezone: UTC\n", "line 2: a tab: YAML indents with spaces only"),
+        ("stages:\n  - name: a\n    crm_values\n    value: 1\n", "a missing ':'"),
+    ],
+)
+def test_yaml_mistakes_are_said_in_plain_words(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    assert words in problems_of(path)[0]
 
 
 def test_repeated_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None:

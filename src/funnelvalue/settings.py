@@ -11,6 +11,7 @@ else the current folder. Everything is validated once, and every problem is repo
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from contextvars import ContextVar
@@ -29,6 +30,7 @@ from pydantic_settings import (
 
 from funnelvalue.errors import ConfigError
 from funnelvalue.redact import remember
+from funnelvalue.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG = Path("config/funnelvalue.yaml")
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
@@ -270,6 +272,8 @@ def load_settings(
     project = project_folder(explicit, project_dir)
     if not project.is_dir():
         raise ConfigError(f"project folder {project} does not exist (--project-dir)")
+    file = explicit or project / DEFAULT_CONFIG
+    document = load_yaml(file, "settings file") if file.is_file() else None
     token, place = _config_file.set(explicit), _project.set(project)
     try:
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -277,16 +281,7 @@ def load_settings(
         _remember_secrets(settings)
         return settings
     except ValidationError as exc:
-        file = explicit or project / DEFAULT_CONFIG
-        problems = [
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-            + (
-                " (from the environment as FUNNELVALUE_" + str(e["loc"][0]).upper() + ")"
-                if e["loc"] and f"FUNNELVALUE_{str(e['loc'][0]).upper()}" in os.environ
-                else ""
-            )
-            for e in exc.errors()
-        ]
+        problems = [_describe(e, document) for e in exc.errors()]
         raise ConfigError(
             f"settings are invalid (options, FUNNELVALUE_* env, .env, {file})", problems
         ) from None
@@ -296,6 +291,34 @@ def load_settings(
     finally:
         _config_file.reset(token)
         _project.reset(place)
+
+
+def _describe(error: Any, document: YamlDocument | None) -> str:
+    """One settings problem with its line in the file (when it came from there), the variable
+    it came from (when it came from the environment), and a suggestion for a misspelt key."""
+    loc = [str(part) for part in error["loc"]]
+    name = ".".join(loc) or "settings"
+    variable = "FUNNELVALUE_" + "__".join(loc).upper()
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        section: Any = Settings
+        for part in loc[:-1]:
+            section = (
+                section.model_fields[part].annotation if part in section.model_fields else None
+            )
+            if section is None:
+                break
+        allowed = list(getattr(section, "model_fields", {}))
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        message = f"unknown setting '{loc[-1]}'" + (
+            f" — did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(allowed)})"
+        )
+    line = document.line_of(loc) if document is not None and document.node_at(loc) else None
+    if line is not None:
+        return f"line {line}, {name}: {message}"
+    if variable in os.environ or (loc and f"FUNNELVALUE_{loc[0].upper()}" in os.environ):
+        return f"{name}: {message} (from the environment as {variable})"
+    return f"{name}: {message}"
 
 
 def _anchored(settings: Settings, project: Path, given: dict[str, Any]) -> Settings:

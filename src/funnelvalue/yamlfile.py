@@ -77,11 +77,7 @@ def load_yaml(path: Path, what: str) -> YamlDocument:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        hint = " (indent with spaces, not tabs)" if "\t" in text else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {problem}{hint}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {plain_words(exc, text)}") from exc
     duplicates = [f"line {line}: key '{key}' appears twice" for line, key in _repeated_keys(root)]
     if duplicates:
         raise ConfigError(
@@ -104,3 +100,42 @@ def _repeated_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
         for item in node.value:
             found.extend(_repeated_keys(item))
     return found
+
+
+def plain_words(exc: yaml.YAMLError, text: str) -> str:
+    """PyYAML's parser messages as a person editing the file needs them: the line, what is
+    wrong there in words, and the line itself."""
+    problem = str(getattr(exc, "problem", "") or exc)
+    context = str(getattr(exc, "context", "") or "")
+    mark = getattr(exc, "problem_mark", None)
+    opened = getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    if "'\\t'" in problem or "\t" in problem:
+        words = "a tab: YAML indents with spaces only (replace the tab with spaces)"
+    elif "mapping values are not allowed" in problem:
+        words = (
+            "a 'key: value' where YAML expected only a value. Often the line above is the "
+            "cause: a missing space after ':' (write 'name: lead', not 'name:lead'), or a "
+            "value with ': ' inside it that needs quotes"
+        )
+    elif "expected <block end>" in problem:
+        words = (
+            "the indentation does not line up with the lines above (every item of a list, "
+            "and every key of a section, starts in the same column)"
+        )
+    elif "could not find expected ':'" in problem:
+        words = (
+            "a line without 'key: value' in a section (a missing ':', or a list item without '- ')"
+        )
+    elif "quoted scalar" in context and opened is not None:
+        line = opened.line + 1
+        words = "a quote opened here is never closed"
+    elif "flow" in context and opened is not None:
+        words = f"a [list] or {{set}} opened on line {opened.line + 1} is not closed (] or }})"
+    else:
+        words = problem
+    if line is None:
+        return words
+    lines = text.splitlines()
+    shown = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    return f"line {line}: {words}" + (f"\n    {line} | {shown}" if shown else "")
