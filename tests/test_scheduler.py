@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from funnelvalue.mapping import STARTER
 from tests.conftest import REPO, funnel_rows, write_export
 from tests.test_cli import example_project
 
@@ -249,3 +250,4 @@ def test_the_bundled_production_config_does_not_point_at_demo_data() -> None:
     assert "examples" not in json.dumps(settings)
     mapping = (REPO / "config" / "mapping.yaml").read_text()
     assert "Deal ID" not in mapping  # the example export's columns live with the example
+    assert mapping == STARTER  # the template is `funnelvalue mapping init`'s file

@@ -450,6 +450,8 @@ backfill_skipped_stages: true      # a lead that jumps lead -> won also counts a
 #   "Record ID": lead_id
 #   "Last Stage Change": stage_changed_at
 # timestamp_format: "%d/%m/%Y %H:%M"   # when times are not ISO 8601 (2026-11-02 14:30)
+# amount_format: "1.234,56"        # when amounts could be read two ways (1.500): or "1,234.56"
+# max_value: 10000000              # a larger value is a typo (the default)
 # lookback_days: 90                # your conversion actions' click-through window (max 90)
 # phone_country_code: 49           # for phone numbers written without +country code
 # consent_ad_user_data: GRANTED    # EEA: ad_user_data consent for rows whose export has none
