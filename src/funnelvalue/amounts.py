@@ -41,9 +41,17 @@ def _strict(thousands: str, decimal: str) -> str:
 
 
 def clean(raw: pd.Series) -> pd.Series:
-    """Trimmed text without currency symbols or codes; every kind of space becomes one space."""
-    text = raw.astype("string").str.replace(_NOISE, "", regex=True)
-    return text.str.replace(_SPACES, " ", regex=True).str.strip()
+    """Trimmed text without currency symbols or codes; every kind of space becomes one space.
+
+    Only cells with something besides digits, separators and a sign go through the currency
+    pattern (its lookarounds run in Python, row by row): usually none of them do.
+    """
+    text = raw.astype(pd.StringDtype("pyarrow")).str.strip()
+    plain = text.str.fullmatch(r"[-\d.,']*").fillna(True).astype(bool)
+    if not plain.all():
+        noisy = text[~plain].str.replace(_NOISE, "", regex=True)
+        text = text.mask(~plain, noisy.str.replace(_SPACES, " ", regex=True).str.strip())
+    return text
 
 
 def read_amounts(raw: pd.Series, amount_format: str | None = None) -> tuple[pd.Series, pd.Series]:
