@@ -110,6 +110,18 @@ def test_events_carry_what_google_needs(
     assert email.consent.ad_user_data.name == "CONSENT_GRANTED"
 
 
+def test_unspecified_consent_is_left_unset_not_a_crash(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    rows = [{**r, "consent_ad_user_data": "UNSPECIFIED"} for r in funnel_rows(1, now)]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    events = [e for request in data_manager.requests.values() for e in request.events]
+    assert len(events) == 3
+    assert all("consent" not in e for e in events)  # proto-plus: field presence
+
+
 def test_large_runs_go_in_requests_of_2000(
     settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
 ) -> None:

@@ -251,7 +251,7 @@ def _events(batch: pd.DataFrame) -> Iterator[Any]:
             fields["ad_identifiers"] = identifiers_type(
                 **{str(row["click_id_kind"]): row["click_id"]}
             )
-        if not pd.isna(row["consent"]):
+        if not pd.isna(row["consent"]) and row["consent"] in consent:  # UNSPECIFIED: unset
             fields["consent"] = consent_type(ad_user_data=consent[row["consent"]])
         yield event_type(**fields)
 
