@@ -242,7 +242,7 @@ def test_identifier_choice_and_rejections(
         {**row("BOTH", "New", t, gbraid=braid, wbraid=braid), "gclid": None},
         {**row("BAD", "New", t), "gclid": "abc"},
         {**row("MAIL", "New", t, email="Jane.Doe@gmail.com"), "gclid": None},
-        {**row("TEL", "New", t, phone="0151 1234567"), "gclid": None},
+        {**row("TEL", "New", t, phone="0151 23456789"), "gclid": None},
         {**row("JUNK", "New", t, email="jane(at)example", phone="12"), "gclid": None},
         {**row("NONE", "New", t), "gclid": None},
     ]

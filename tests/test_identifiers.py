@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+import pytest
 
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 
@@ -36,23 +37,44 @@ def test_email_normalisation_follows_google() -> None:
         "janedoe@gmail.com",
         "j.doe@example.com",
         pd.NA,
-        "janedoe+ads@googlemail.com",
+        "janedoe@googlemail.com",  # Google drops a +suffix of its own addresses too
         pd.NA,
     ]
 
 
 def test_phone_to_e164() -> None:
     values = pd.Series(
-        ["+49 (151) 123-4567", "0049 151 1234567", "0151 1234567", "12", None], dtype="string"
+        ["+49 (151) 2345-6789", "0049 151 23456789", "0151 23456789", "12", None], dtype="string"
     )
     assert normalise_phone(values, "49").tolist() == [
-        "+491511234567",
-        "+491511234567",
-        "+491511234567",
+        "+4915123456789",
+        "+4915123456789",
+        "+4915123456789",
         pd.NA,
         pd.NA,
     ]
     assert normalise_phone(values, None).tolist()[2] is pd.NA  # national number, no code
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "e164"),
+    [
+        ("06 1234 5678", "39", "+390612345678"),  # Italy keeps the leading 0
+        ("1-800-555-0100", "1", "+18005550100"),  # no trunk 0; the 1 is not doubled
+        ("(212) 555-0100", "1", "+12125550100"),
+        ("+44 20 7946 0958", "49", "+442079460958"),  # international stays as written
+        ("0044 20 7946 0958", None, "+442079460958"),
+        ("020 7946 0958", "44", "+442079460958"),
+        ("123", "49", None),
+        ("0151 1234567", "49", None),  # one digit short of a German mobile number
+        ("call me", "49", None),
+    ],
+)
+def test_phone_numbers_by_each_countrys_rules(
+    raw: str, country: str | None, e164: str | None
+) -> None:
+    got = normalise_phone(pd.Series([raw], dtype="string"), country).iloc[0]
+    assert (None if pd.isna(got) else got) == e164
 
 
 def test_sha256_matches_hashlib_and_keeps_missing() -> None:

@@ -10,6 +10,7 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 
 # Click ids are URL-safe base64 text; anything shorter than this is a placeholder or a typo.
 CLICK_ID_PATTERN = r"^[A-Za-z0-9_\-]{16,512}$"
@@ -28,23 +29,52 @@ def normalise_email(values: pd.Series) -> pd.Series:
     """
     email = values.str.strip().str.lower()
     gmail = email.str.contains(_GMAIL_DOMAINS, na=False)
-    if gmail.any():
+    if gmail.any():  # Google's rule for its own addresses: no dots, no +suffix
         local_domain = email[gmail].str.split("@", n=1, expand=True)
-        email[gmail] = local_domain[0].str.replace(".", "", regex=False) + "@" + local_domain[1]
+        local = (
+            local_domain[0].str.replace(r"\+.*$", "", regex=True).str.replace(".", "", regex=False)
+        )
+        email[gmail] = local + "@" + local_domain[1]
     return email.where(email.str.fullmatch(_EMAIL).fillna(False).astype(bool))
 
 
 def normalise_phone(values: pd.Series, country_code: str | None) -> pd.Series:
-    """E.164 (+4915112345678): separators removed, 00 -> +, national numbers get the country code.
-
-    Returns missing where the result is not 8 to 15 digits after the +.
+    """E.164 (+4915112345678) by libphonenumber's rules for every country (the phonenumbers
+    package): a national number gets ``country_code`` (Italy keeps its leading 0, the US has
+    no trunk 0 to drop), ``00`` and ``+`` prefixes are understood. Each distinct value is
+    parsed once. Missing where the number is not a valid number of its country (Google could
+    not match it anyway).
     """
-    phone = values.str.replace(r"[\s\-().\/]", "", regex=True)
-    phone = phone.str.replace(r"^00", "+", regex=True)
-    if country_code:
-        national = phone.str.fullmatch(r"\d+").fillna(False).astype(bool)
-        phone = phone.mask(national, "+" + country_code + phone.str.replace(r"^0", "", regex=True))
-    return phone.where(phone.str.fullmatch(r"\+\d{8,15}").fillna(False).astype(bool))
+    region = _region(country_code)
+    present = values.dropna()
+    out = pd.Series(pd.NA, index=values.index, dtype="string")
+    if present.empty:
+        return out
+    codes, uniques = pd.factorize(present)
+    formatted = np.array([_e164(str(raw), region) for raw in uniques], dtype=object)
+    out[present.index] = formatted[codes]
+    return out
+
+
+def _region(country_code: str | None) -> str | None:
+    """The region libphonenumber reads national numbers in: 49 -> DE, 1 -> US, 39 -> IT."""
+    if not country_code:
+        return None
+    region = phonenumbers.region_code_for_country_code(int(country_code))
+    return None if region == phonenumbers.UNKNOWN_REGION else region
+
+
+def _e164(raw: str, region: str | None) -> str | None:
+    text = raw.strip()
+    if text.startswith("00"):  # the international prefix most of the world dials
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):  # a number its country could have issued
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def sha256_hex(values: pd.Series) -> pd.Series:
