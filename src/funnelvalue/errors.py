@@ -37,9 +37,14 @@ EXIT_SIGTERM = 143  # stopped by SIGTERM (systemd, Kubernetes) likewise
 
 
 class FunnelvalueError(Exception):
-    """Root of every error the tool raises on purpose; its message is meant for the user."""
+    """Root of every error the tool raises on purpose; its message is meant for the user.
+
+    ``outcomes``: what a destination reported for the batches that went through before the
+    stop (a DestinationError or a signal part-way through), so they are recorded, not resent.
+    """
 
     transient = False
+    outcomes: Any = None
 
     def __init__(self, message: str, *, transient: bool | None = None) -> None:
         super().__init__(message)

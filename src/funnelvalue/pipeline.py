@@ -539,7 +539,7 @@ class Job:
         through, keep the rest pending, say so."""
         report.error = str(exc)
         report.exit_code = exc.exit_code
-        report.outcomes = getattr(exc, "outcomes", None)  # batches that went through
+        report.outcomes = exc.outcomes  # the batches that went through before the stop
         status = RunStatus.INTERRUPTED if isinstance(exc, Interrupted) else RunStatus.FAILED
         try:
             self.ledger.runs.fail(
