@@ -390,3 +390,19 @@ def test_a_status_check_that_fails_leaves_requests_open_and_says_so(
     data_manager.retrieve_unavailable = False
     assert execute(settings, dry_run=False).confirmed == {"success": 5}
     assert statuses(settings) == {"uploaded": 6}
+
+
+def test_a_request_google_does_not_know_is_sent_again_and_the_others_confirmed(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)  # 3 requests: lead (2 events), qualified, won
+    forgotten = next(rid for rid, r in data_manager.requests.items() if len(r.events) == 2)
+    del data_manager.requests[forgotten]  # expired on Google's side
+    report = execute(settings, dry_run=False)
+    assert report.confirmed == {"failed": 1, "success": 2}  # the poll went on past it
+    assert report.warnings == []
+    assert report.summary()["submitted"] == 2  # its events went out again
+    assert execute(settings, dry_run=False).confirmed == {"duplicate": 1}  # Google had them
+    assert statuses(settings) == {"uploaded": 2, "duplicate": 2}
+    assert data_manager.accepted == 4  # the replay was recognised, nothing counted twice

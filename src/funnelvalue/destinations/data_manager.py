@@ -206,14 +206,18 @@ class DataManagerUpload:
         """What Google made of each open request: success, partial, failed or processing."""
         rows = []
         for request_id in request_ids:
-            response = call_rpc(
-                "Data Manager RetrieveRequestStatus",
-                lambda rid=request_id: self.client.retrieve_request_status(  # type: ignore[misc]
-                    request={"request_id": rid}, retry=None, timeout=CALL_TIMEOUT
-                ),
-                _is_transient,
-                _translate,
-            )
+            try:
+                response = call_rpc(
+                    "Data Manager RetrieveRequestStatus",
+                    lambda rid=request_id: self.client.retrieve_request_status(  # type: ignore[misc]
+                        request={"request_id": rid}, retry=None, timeout=CALL_TIMEOUT
+                    ),
+                    _is_transient,
+                    _unknown_request_or_translate,
+                )
+            except _UnknownRequest:
+                rows.append({"request_id": request_id, **UNKNOWN_REQUEST})
+                continue
             rows.append({"request_id": request_id, **_request_outcome(response)})
         return pd.DataFrame(rows, columns=["request_id", "state", "error_counts", "message"])
 
@@ -284,6 +288,25 @@ def _request_outcome(response: Any) -> dict[str, Any]:
     if state == RequestState.PARTIAL:
         message = f"Google counted failures in this request, not which rows: {message}"
     return {"state": str(state), "error_counts": errors, "message": message or None}
+
+
+class _UnknownRequest(Exception):
+    """Google does not know (or no longer keeps) a request id."""
+
+
+# A request Google does not know: send its events again, the transaction ids make the replay
+# harmless (already ingested ones come back as duplicates). One such id never stops the poll.
+UNKNOWN_REQUEST = {
+    "state": RequestState.FAILED.value,
+    "error_counts": {},
+    "message": "Google does not know this request (expired?); its events are sent again",
+}
+
+
+def _unknown_request_or_translate(exc: BaseException) -> Exception:
+    if grpc_code(exc) == "NOT_FOUND":
+        return _UnknownRequest(str(exc))
+    return _translate(exc)
 
 
 def _is_transient(exc: BaseException) -> bool:
