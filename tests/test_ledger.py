@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from funnelvalue.errors import LedgerError
 from funnelvalue.leads import normalise
 from funnelvalue.ledger import Ledger, schema_migrations
 from funnelvalue.mapping import Mapping
+from funnelvalue.vocabulary import RunStatus
 from funnelvalue.vocabulary import State as states
 from tests.conftest import CUSTOMER, HEADER, funnel_rows
 
@@ -154,3 +156,50 @@ def test_due_rows_missing_from_input_come_from_the_ledger_copy(
     original = conversions.set_index("key").loc[rest["key"]]
     assert rest["conversion_time"].tolist() == original["conversion_time"].tolist()
     assert rest["click_id"].tolist() == original["click_id"].tolist()
+
+
+def test_a_runs_row_says_how_it_ended_and_who_holds_the_lock(
+    open_ledger: Callable[..., Ledger],
+    ledger_url: str,
+    conversions: pd.DataFrame,
+    now: pd.Timestamp,
+) -> None:
+    ledger = open_ledger(ledger_url)
+    first, _ = ledger.runs.start("run", "src", "dst", CUSTOMER)
+    other, _ = ledger.runs.start("run", "src", "dst", "9999999999")  # another account
+    holder = ledger.runs.holder(CUSTOMER)
+    assert holder.startswith(f"run #{first} started ")
+    assert f"pid {os.getpid()}" in holder
+    assert ledger.runs.holder("5555555555") == ""  # nobody runs for that account
+    ledger.runs.mark_pending(first, conversions, "dst")
+    ledger.runs.finish(
+        first,
+        outcomes=outcomes(conversions["key"], "uploaded"),
+        rejects=pd.DataFrame(),
+        watermark=("src", now),
+        summary={"sent": len(conversions)},
+        exit_code=1,
+    )
+    ledger.runs.fail(
+        other, 3, "Google is down", summary={"pending": 2}, status=RunStatus.INTERRUPTED
+    )
+    runs = {run.id: run for run in ledger.views.last_runs()}
+    done, stopped = runs[first], runs[other]
+    assert (done.status, done.exit_code, done.summary) == (
+        "finished",
+        1,
+        {"sent": len(conversions)},
+    )
+    assert done.finished_at is not None
+    assert (stopped.status, stopped.exit_code, stopped.message) == (
+        "interrupted",
+        3,
+        "Google is down",
+    )
+    assert stopped.summary == {"pending": 2}
+    assert stopped.finished_at is not None
+    assert ledger.runs.holder(CUSTOMER) == ""  # finished: nobody holds it
+    rows = ledger.views.conversions_frame()
+    assert set(rows["last_run_id"]) == {first}
+    with ledger.db.engine.connect() as conn:
+        assert conn.execute(text("SELECT run_id FROM watermarks")).scalar() == first
