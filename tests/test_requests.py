@@ -91,14 +91,22 @@ def test_each_verdict_moves_only_its_own_rows(ledger: Ledger, conversions: pd.Da
 def test_a_request_that_keeps_failing_is_rejected_after_the_last_attempt(
     ledger: Ledger, conversions: pd.DataFrame
 ) -> None:
+    half = len(conversions) // 2
+    failing, recovering = conversions.iloc[:half], conversions.iloc[half:]
     for attempt in range(1, MAX_SUBMISSIONS + 1):
-        submit(ledger, conversions, [f"try{attempt}"])
-        ledger.requests.record(pd.DataFrame([verdict(f"try{attempt}", "failed")]))
-        expected = "rejected" if attempt == MAX_SUBMISSIONS else "pending"
-        assert set(ledger.views.status_counts()) == {expected}, attempt
-    rows = ledger.views.conversions_frame()
-    assert set(rows["message"]) == {f"failed {MAX_SUBMISSIONS} times: m"}
-    assert set(rows["error_code"]) == {"REQUEST_FAILED"}
+        submit(ledger, failing, [f"a{attempt}"])
+        submit(ledger, recovering, [f"b{attempt}"])
+        last = attempt == MAX_SUBMISSIONS
+        verdicts = [verdict(f"b{attempt}", "success" if last else "failed")]
+        ledger.requests.record(pd.DataFrame([*verdicts, verdict(f"a{attempt}", "failed")]))
+        expected = {"rejected", "uploaded"} if last else {"pending"}
+        assert set(ledger.views.status_counts()) == expected, attempt
+    rows = ledger.views.conversions_frame().set_index("key")
+    refused = rows.loc[failing["key"]]
+    assert set(refused["status"]) == {"rejected"}
+    assert set(refused["message"]) == {f"failed {MAX_SUBMISSIONS} times: m"}
+    assert set(refused["error_code"]) == {"REQUEST_FAILED"}
+    assert set(rows.loc[recovering["key"], "status"]) == {"uploaded"}  # its own verdict only
 
 
 def test_open_requests_are_per_destination_and_oldest_first(
@@ -124,11 +132,12 @@ def test_the_summary_counts_events_the_oldest_open_and_the_reasons(
         conn.execute(
             text("UPDATE requests SET submitted_at = '2026-01-01 00:00:00' WHERE request_id = 'r2'")
         )
+    assert ledger.requests.summary()["oldest_open"] == "2026-01-01T00:00:00+00:00"
     ledger.requests.record(
         pd.DataFrame(
             [
                 verdict("r1", "partial", {"A": 1, "B": 5}),
-                verdict("r3", "failed", {"A": 7}),
+                verdict("r3", "failed", {"A": 2}),
             ]
         )
     )
@@ -141,7 +150,12 @@ def test_the_summary_counts_events_the_oldest_open_and_the_reasons(
         "failed": 1,
     }
     assert summary["oldest_open"] == "2026-01-01T00:00:00+00:00"
-    assert list(summary["failure_reasons"].items()) == [("A", 8), ("B", 5)]
+    assert list(summary["failure_reasons"].items()) == [("B", 5), ("A", 3)]  # most first
+    ledger.requests.record(pd.DataFrame([verdict("r2", "success")]))
+    assert ledger.requests.summary()["oldest_open"] is None  # nothing open any more
+    with ledger.db.engine.connect() as conn:
+        checked = conn.execute(text("SELECT request_id, checked_at FROM requests")).all()
+    assert all(at is not None for _, at in checked)  # each verdict records when it was asked
 
 
 def test_only_submitted_outcomes_with_a_request_id_become_requests(
