@@ -25,7 +25,11 @@ else
   funnelvalue=funnelvalue
 fi
 log="${FUNNELVALUE_LOG:-state/funnelvalue.log}"
-where=$([ "$log" = "-" ] && echo "the output above" || echo "$PWD/$log")
+case $log in
+  -) where="the output above" ;;
+  /*) where=$log ;;
+  *) where="$PWD/$log" ;;
+esac
 
 job() {  # the command, its output to the log (or straight through)
   if [ "$log" = "-" ]; then
