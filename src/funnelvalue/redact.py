@@ -29,12 +29,15 @@ _CREDENTIALS = [
 ]
 # key=value / "key": "value" pairs whose value is a secret: keep the key, hide the value.
 _PAIRS = re.compile(
-    r"(?i)\b((?:access|refresh|id)_?token|client_secret|consumer_secret|password|passwd|pwd|"
+    r"(?i)\b((?:(?:access|refresh|id)_?)?token|client_secret|consumer_secret|password|passwd|pwd|"
     r"api_?key|developer_token|security_token|secret|authorization)"
     r"(\"?'?\s*[:=]\s*\"?'?)[^\s\"'&,;}]+"
 )
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# An address, but not the user part of a URL (postgresql://fv@db.example.com keeps its host).
+EMAIL = re.compile(
+    r"(?<![\w.%+/:-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
 PHONE = re.compile(r"(?<![\w+])\+\d[\d\s().-]{6,}\d")
 
 _secrets: set[str] = set()
