@@ -43,6 +43,22 @@ class Source(Protocol):
         ...
 
 
+class Reading:
+    """The bookkeeping of one read, for sources that note warnings and the newest change as
+    they go: ``fetch`` starts both fresh, runs ``_leads`` and hands them over as one value."""
+
+    _warnings: list[str]
+    _high_water: pd.Timestamp | None
+
+    def _leads(self, since: datetime | None) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def fetch(self, since: datetime | None = None) -> Fetched:
+        self._warnings, self._high_water = [], None
+        leads = self._leads(since)
+        return Fetched(leads, self._high_water, tuple(self._warnings))
+
+
 def with_retries(crm: str, what: str, call: Callable[[], T]) -> T:
     """One call to a CRM under the shared retry policy (``call`` raises Retryable for what is
     worth another try); still failing after that: a transient SourceError (exit 3)."""

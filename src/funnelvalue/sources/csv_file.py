@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,17 +24,16 @@ from funnelvalue.errors import ConfigError, SourceError
 from funnelvalue.leads import check_columns, normalise, rename_columns
 from funnelvalue.mapping import Mapping
 from funnelvalue.settings import Settings
-from funnelvalue.sources.base import Fetched
+from funnelvalue.sources.base import Reading
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class CsvSource:
+class CsvSource(Reading):
     path: Path
     mapping: Mapping
     incremental: ClassVar[bool] = False
-    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, mapping: Mapping) -> CsvSource:
@@ -49,13 +48,8 @@ class CsvSource:
     def name(self) -> str:
         return f"csv:{self.path}"
 
-    def fetch(self, since: datetime | None = None) -> Fetched:
-        """The whole export (a file has no "changed since"; ``since`` is ignored)."""
-        self._warnings = []
-        leads = self._leads(since)
-        return Fetched(leads, None, tuple(self._warnings))
-
     def _leads(self, since: datetime | None) -> pd.DataFrame:
+        """The whole export: a file has no "changed since", so ``since`` is ignored."""
         raw = self.read_raw()
         headers = [str(c) for c in raw.columns if c not in ("source_row", "row_error")]
         frame = rename_columns(raw, self.mapping.columns, used=self.mapping.value_columns)

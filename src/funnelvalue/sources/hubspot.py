@@ -31,7 +31,7 @@ from funnelvalue.leads import CANONICAL, canonical_header, normalise
 from funnelvalue.mapping import Mapping
 from funnelvalue.retrying import Retryable
 from funnelvalue.settings import HubSpotSettings, Settings
-from funnelvalue.sources.base import Fetched, with_retries
+from funnelvalue.sources.base import Reading, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +185,11 @@ CONTACTS = ObjectKind("contacts", "lifecyclestage", "lastmodifieddate", "created
 
 
 @dataclass
-class HubSpotSource:
+class HubSpotSource(Reading):
     client: HubSpotClient
     config: HubSpotSettings
     mapping: Mapping
     incremental: ClassVar[bool] = True
-    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
-    _high_water: pd.Timestamp | None = field(default=None, init=False, repr=False)
     pipeline_ids: list[str] = field(default_factory=list)
 
     @classmethod
@@ -214,11 +212,6 @@ class HubSpotSource:
     @property
     def name(self) -> str:
         return f"hubspot:{self.config.object}"
-
-    def fetch(self, since: datetime | None = None) -> Fetched:
-        self._warnings, self._high_water = [], None
-        leads = self._leads(since)
-        return Fetched(leads, self._high_water, tuple(self._warnings))
 
     def _leads(self, since: datetime | None) -> pd.DataFrame:
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -36,7 +36,7 @@ from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
 from funnelvalue.retrying import Retryable
 from funnelvalue.settings import SalesforceSettings, Settings
-from funnelvalue.sources.base import Fetched, with_retries
+from funnelvalue.sources.base import Reading, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,11 @@ class _TimeoutSession(requests.Session):
 
 
 @dataclass
-class SalesforceSource:
+class SalesforceSource(Reading):
     config: SalesforceSettings
     mapping: Mapping
     connect: Callable[[], Salesforce]
     incremental: ClassVar[bool] = True
-    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
-    _high_water: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, mapping: Mapping) -> SalesforceSource:
@@ -78,11 +76,6 @@ class SalesforceSource:
     def name(self) -> str:
         where = self.config.instance_url or self.config.username or self.config.domain
         return f"salesforce:{where}"
-
-    def fetch(self, since: datetime | None = None) -> Fetched:
-        self._warnings, self._high_water = [], None
-        leads = self._leads(since)
-        return Fetched(leads, self._high_water, tuple(self._warnings))
 
     def _leads(self, since: datetime | None) -> pd.DataFrame:
         sf = self._call("log in", self.connect)

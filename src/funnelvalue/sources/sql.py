@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
@@ -39,7 +39,7 @@ from funnelvalue.leads import (
 from funnelvalue.mapping import Mapping
 from funnelvalue.retrying import Retryable
 from funnelvalue.settings import Settings, SqlSourceSettings
-from funnelvalue.sources.base import Fetched, with_retries
+from funnelvalue.sources.base import Reading, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,13 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$
 
 
 @dataclass
-class SqlSource:
+class SqlSource(Reading):
     engine: Engine
     statement: Select[tuple[object]] | TextClause
     what: str  # the table or query file, for messages and the watermark's key
     config: SqlSourceSettings
     mapping: Mapping
     incremental: ClassVar[bool] = True
-    _warnings: list[str] = field(default_factory=list, init=False, repr=False)
-    _high_water: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, mapping: Mapping) -> SqlSource:
@@ -82,11 +80,6 @@ class SqlSource:
     def name(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
         return f"sql:{url}#{self.what}"
-
-    def fetch(self, since: datetime | None = None) -> Fetched:
-        self._warnings, self._high_water = [], None
-        leads = self._leads(since)
-        return Fetched(leads, self._high_water, tuple(self._warnings))
 
     def _leads(self, since: datetime | None) -> pd.DataFrame:
         params = {}
