@@ -75,50 +75,48 @@ def read_amounts(raw: pd.Series, amount_format: str | None = None) -> tuple[pd.S
         problem[present & ~fits] = Reason.VALUE_NOT_A_NUMBER
         return values, _out_of_range(values, problem)
     shapes = _shapes(text)
-    for shape, (thousands, decimal) in _READINGS.items():
+    for shape, _, reading in _SHAPES:
         rows = shapes == shape
-        if rows.any():
-            values[rows] = _plain(text[rows], thousands, decimal)
+        if reading is not None and rows.any():
+            values[rows] = _plain(text[rows], *reading)
     problem[present & (shapes == "ambiguous")] = Reason.VALUE_AMBIGUOUS
     problem[present & shapes.isna()] = Reason.VALUE_NOT_A_NUMBER
     return values, _out_of_range(values, problem)
 
 
-# How each unambiguous shape is read: (thousands separator, decimal separator).
-_READINGS: dict[str, tuple[str, str]] = {
-    "integer": ("", "."),
-    "decimal point": ("", "."),
-    "decimal comma": ("", ","),
-    "1,234.56": (",", "."),
-    "1.234,56": (".", ","),
-    "1,234,567": (",", "."),
-    "1.234.567": (".", ","),
-    "1 234": (" ", "."),
-    "1 234,56": (" ", ","),
-    "1 234.56": (" ", "."),
-    "1'234.56": ("'", "."),
-}
-_SHAPES: list[tuple[str, str]] = [
-    ("integer", rf"^{_SIGN}\d+$"),
+# One separator and exactly three digits: 1.500 / 1,500 / 3.254 could be either.
+AMBIGUOUS = rf"^{_SIGN}[1-9]\d{{0,2}}[.,]\d{{3}}$"
+# The shapes a value may have, tried in order, and how each is read: (thousands separator,
+# decimal separator); None for the one shape that cannot be read without a declared format.
+_SHAPES: list[tuple[str, str, tuple[str, str] | None]] = [
+    ("integer", rf"^{_SIGN}\d+$", ("", ".")),
     # one separator followed by 1-2 or 4+ digits, or after a leading 0: only a decimal point
-    ("decimal point", rf"^{_SIGN}(?:\d+\.(?:\d{{1,2}}|\d{{4,}})|0\.\d+|\d{{4,}}\.\d+)$"),
-    ("decimal comma", rf"^{_SIGN}(?:\d+,(?:\d{{1,2}}|\d{{4,}})|0,\d+|\d{{4,}},\d+)$"),
-    ("1,234.56", rf"^{_SIGN}\d{{1,3}}(?:,\d{{3}})+\.\d+$"),
-    ("1.234,56", rf"^{_SIGN}\d{{1,3}}(?:\.\d{{3}})+,\d+$"),
-    ("1,234,567", rf"^{_SIGN}\d{{1,3}}(?:,\d{{3}}){{2,}}$"),
-    ("1.234.567", rf"^{_SIGN}\d{{1,3}}(?:\.\d{{3}}){{2,}}$"),
-    ("1 234", rf"^{_SIGN}\d{{1,3}}(?: \d{{3}})+$"),
-    ("1 234,56", rf"^{_SIGN}\d{{1,3}}(?: \d{{3}})+,\d+$"),
-    ("1 234.56", rf"^{_SIGN}\d{{1,3}}(?: \d{{3}})+\.\d+$"),
-    ("1'234.56", rf"^{_SIGN}\d{{1,3}}(?:'\d{{3}})+(?:\.\d+)?$"),
-    # one separator and exactly three digits: 1.500 / 1,500 / 3.254 could be either
-    ("ambiguous", rf"^{_SIGN}[1-9]\d{{0,2}}[.,]\d{{3}}$"),
+    (
+        "decimal point",
+        rf"^{_SIGN}(?:\d+\.(?:\d{{1,2}}|\d{{4,}})|0\.\d+|\d{{4,}}\.\d+)$",
+        ("", "."),
+    ),
+    ("decimal comma", rf"^{_SIGN}(?:\d+,(?:\d{{1,2}}|\d{{4,}})|0,\d+|\d{{4,}},\d+)$", ("", ",")),
+    ("1,234.56", rf"^{_SIGN}\d{{1,3}}(?:,\d{{3}})+\.\d+$", (",", ".")),
+    ("1.234,56", rf"^{_SIGN}\d{{1,3}}(?:\.\d{{3}})+,\d+$", (".", ",")),
+    ("1,234,567", rf"^{_SIGN}\d{{1,3}}(?:,\d{{3}}){{2,}}$", (",", ".")),
+    ("1.234.567", rf"^{_SIGN}\d{{1,3}}(?:\.\d{{3}}){{2,}}$", (".", ",")),
+    ("1 234", rf"^{_SIGN}\d{{1,3}}(?: \d{{3}})+$", (" ", ".")),
+    ("1 234,56", rf"^{_SIGN}\d{{1,3}}(?: \d{{3}})+,\d+$", (" ", ",")),
+    ("1 234.56", rf"^{_SIGN}\d{{1,3}}(?: \d{{3}})+\.\d+$", (" ", ".")),
+    ("1'234.56", rf"^{_SIGN}\d{{1,3}}(?:'\d{{3}})+(?:\.\d+)?$", ("'", ".")),
+    ("ambiguous", AMBIGUOUS, None),
 ]
+
+
+def is_ambiguous(text: str) -> bool:
+    """Could ``text`` be read two ways (1.500: fifteen hundred, or one and a half)?"""
+    return re.fullmatch(AMBIGUOUS, text.strip()) is not None
 
 
 def _shapes(text: pd.Series) -> pd.Series:
     shape = pd.Series(pd.NA, index=text.index, dtype="string")
-    for name, pattern in _SHAPES:
+    for name, pattern, _ in _SHAPES:
         unmatched = shape.isna()
         hit = text[unmatched].str.fullmatch(pattern).fillna(False).astype(bool)
         shape[hit[hit].index] = name

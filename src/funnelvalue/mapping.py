@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from funnelvalue.amounts import AMOUNT_FORMATS, MAX_VALUE, read_amount
+from funnelvalue.amounts import AMOUNT_FORMATS, MAX_VALUE, is_ambiguous, read_amount
 from funnelvalue.errors import ConfigError
 from funnelvalue.leads import CANONICAL, canonical_header
 from funnelvalue.yamlfile import YamlDocument, load_yaml
@@ -394,9 +394,6 @@ def _consistency_problems(document: YamlDocument) -> list[str]:
     return problems
 
 
-_AMBIGUOUS_NUMBER = re.compile(r"^[1-9]\d{0,2}\.\d{3}$")
-
-
 def _ambiguous_numbers(document: YamlDocument, stages: list[Any]) -> list[str]:
     """`value: 1.500` is one and a half to YAML; a marketer may have meant fifteen hundred.
     Refuse to guess: the number must be written so it means one thing."""
@@ -408,7 +405,7 @@ def _ambiguous_numbers(document: YamlDocument, stages: list[Any]) -> list[str]:
             node = document.node_at(["stages", i, *loc])
             text = getattr(node, "value", None)
             is_float = str(getattr(node, "tag", "")).endswith(":float")
-            if isinstance(text, str) and is_float and _AMBIGUOUS_NUMBER.match(text):
+            if isinstance(text, str) and is_float and is_ambiguous(text):
                 whole, part = text.split(".")
                 problems.append(
                     f"{_where(document, ['stages', i, *loc])}: {text} reads as "
