@@ -100,9 +100,7 @@ def _ledger(settings: Settings, customer_id: str | None) -> Check:
         url = make_url(settings.ledger)
         if url.get_backend_name() == "sqlite" and url.database:
             path = Path(url.database)
-            target = path if path.exists() else path.parent
-            while not target.exists():
-                target = target.parent
+            target = _nearest_existing(path)
             if not os.access(target, os.W_OK):
                 raise FunnelvalueError(f"{target} is not writable by this user")
         if not exists:
@@ -114,9 +112,7 @@ def _ledger(settings: Settings, customer_id: str | None) -> Check:
 
 
 def _writable(name: str, folder: Path) -> Check:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         return Check(name, False, f"{folder} cannot be created or written", "fix its permissions")
     if folder.exists():
@@ -126,6 +122,13 @@ def _writable(name: str, folder: Path) -> Check:
         except OSError as exc:
             return Check(name, False, f"{folder}: {exc.strerror}", "fix its permissions")
     return Check(name, True, f"{folder} is writable")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest folder above it that exists: what a run would write into."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _source(settings: Settings, mapping: Mapping) -> Check:

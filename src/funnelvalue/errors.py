@@ -92,7 +92,6 @@ class DestinationError(FunnelvalueError):
 
     def __init__(self, message: str, *, transient: bool = True) -> None:
         super().__init__(message, transient=transient)
-        self.outcomes: Any = None
 
 
 class LedgerError(FunnelvalueError):
@@ -122,7 +121,6 @@ class Interrupted(FunnelvalueError):
         )
         self.signal_name = signal_name
         self._exit_code = exit_code
-        self.outcomes: Any = None
 
     @property
     def exit_code(self) -> int:

@@ -157,7 +157,7 @@ class _YamlWithoutSecrets(YamlConfigSettingsSource):
         return data
 
 
-_URL_PASSWORD = re.compile(r"://[^:/@\s]*:[^@/\s]+@")
+_URL_PASSWORD = re.compile(r"://[^:/@\s]*:([^@/\s]+)@")  # the password of user:password@
 
 
 def _has_password(url: Any) -> bool:
@@ -171,7 +171,7 @@ def _remember_secrets(settings: Settings) -> None:
     secrets = [hub.access_token, sf.password, sf.security_token, sf.access_token]
     remember(*(s.get_secret_value() for s in [*secrets, sf.consumer_secret] if s is not None))
     for url in (settings.sql.url, settings.ledger):
-        match = re.search(r"://[^:/@\s]*:([^@/\s]+)@", url or "")
+        match = _URL_PASSWORD.search(url or "")
         if match:
             remember(match.group(1))
 
