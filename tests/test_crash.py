@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -67,6 +68,13 @@ def run_cli(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess[str]
     )
 
 
+def wait_for(marker: Path, process: subprocess.Popen[Any], seconds: float = 60) -> None:
+    """Until a stalling destination writes ``marker`` (or the process ends, or time runs out)."""
+    deadline = time.monotonic() + seconds
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+
+
 def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
     done = run_cli(tmp_path, args)
     assert done.returncode == 0, done.stderr
@@ -93,9 +101,7 @@ def test_kill_during_upload_then_rerun_sends_the_pending_rows(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
+    wait_for(marker, process)
     assert marker.read_text() == str(expected)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from funnelvalue.pipeline import execute
 from funnelvalue.settings import DataManagerSettings, Settings, load_settings
 from tests.conftest import CUSTOMER, REPO, funnel_rows, gclid, write_export
 from tests.fakes.data_manager_server import FakeDataManager
+from tests.test_crash import wait_for
 
 STALL = ["--destination", "data-manager-stall"]
 ACTION_IDS = {"CRM lead": "101", "CRM qualified": "102", "CRM won": "103"}
@@ -318,9 +318,7 @@ def test_killed_after_submitting_then_rerun_ingests_each_once(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
+    wait_for(marker, process, seconds=120)
     assert marker.exists(), log.read_text()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from funnelvalue.mapping import STARTER
 from funnelvalue.settings import Settings, load_settings
 from tests.conftest import CUSTOMER, funnel_rows, gclid, write_export
 from tests.fakes.google_ads_server import ENABLED, UPLOAD_CLICKS, FakeGoogleAds
-from tests.test_crash import environment
+from tests.test_crash import environment, run_cli, wait_for
 
 runner = CliRunner()
 
@@ -223,31 +222,13 @@ def test_concurrent_runs_and_kill_9_while_holding_the_lock(tmp_path: Path) -> No
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    second = subprocess.run(
-        [sys.executable, "-m", "funnelvalue", *args],
-        cwd=tmp_path,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    wait_for(marker, first)
+    second = run_cli(tmp_path, args)
     assert second.returncode == 75, second.stderr
     assert "another run holds the lock for account 1234567890 (run #1" in second.stderr
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    third = subprocess.run(
-        [sys.executable, "-m", "funnelvalue", *args],
-        cwd=tmp_path,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    third = run_cli(tmp_path, args)
     assert third.returncode == 0, third.stderr  # the kernel dropped the dead run's lock
     assert '"sent": 48' in third.stdout
 
@@ -280,9 +261,7 @@ def test_sigterm_mid_upload_records_what_was_acknowledged(tmp_path: Path) -> Non
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
+    wait_for(marker, process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
