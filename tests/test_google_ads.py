@@ -378,16 +378,100 @@ def test_cli_exit_codes_against_the_fake(
     assert "Traceback" not in result.output
 
 
-def test_configuration_error_mid_run_records_what_went_through(
+def test_an_action_removed_mid_run_holds_its_rows_and_sends_the_rest(
     settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
 ) -> None:
-    rows = [row for row in funnel_rows(2500, now) if row["stage"] == "New"]
-    write_export(settings.input, rows)  # type: ignore[arg-type]
-    fake.row_errors = {gclid(100): UPLOAD.NO_CONVERSION_ACTION_FOUND}  # in the 2nd batch
+    """NO_CONVERSION_ACTION_FOUND arrives per row: the batch's other rows stand, later
+    batches hold that action's rows back, the run says what to fix (exit 2)."""
+    write_export(settings.input, funnel_rows(2500, now))  # type: ignore[arg-type]
+    fake.refused_actions = {101}  # listed by the lookup, gone when the upload arrives
+    report = execute(settings, dry_run=False)  # 4,000 conversions: 2,000 leads, then the rest
+    assert report.exit_code == 2
+    assert "2,500 conversions held: 'CRM lead': Google Ads no longer finds" in (report.error or "")
+    assert statuses(settings) == {"uploaded": 1500, "held": 2500}
+    refused = "customers/1234567890/conversionActions/101"
+    carrying = [
+        n
+        for n, r in enumerate(fake.upload_requests)
+        if any(c.conversion_action == refused for c in r.conversions)
+    ]
+    assert carrying == [0]  # learnt from the first batch; never sent again this run
+    assert len(fake.upload_requests[1].conversions) == 1500  # its 500 leads held back
+    with Ledger.open(settings.ledger) as ledger:
+        held = ledger.views.conversions_frame().query("status == 'held'")
+    assert set(held["error_code"]) == {"NO_CONVERSION_ACTION_FOUND"}
+    fake.refused_actions = set()
+    again = execute(settings, dry_run=False)  # fixed: the held rows go, nothing else
+    assert again.exit_code == EXIT_OK
+    assert again.summary()["sent"] == 2500
+    assert statuses(settings) == {"uploaded": 4000}
+
+
+def test_data_terms_not_accepted_hold_email_rows_and_send_click_ids(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    """CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS comes per e-mail/phone row: the click-id rows
+    of every batch still go, the e-mail rows wait for the terms, the run says where."""
+    clicks = [r for r in funnel_rows(3000, now) if r["stage"] == "New"]
+    mails = [
+        {
+            "lead_id": f"M{n}",
+            "stage": "New",
+            "stage_changed_at": ts(now - pd.Timedelta(days=2, minutes=n)),
+            "email": f"person{n}@example.com",
+        }
+        for n in range(1500)
+    ]
+    write_export(settings.input, clicks + mails)  # type: ignore[arg-type]
+    fake.data_terms_accepted = False
     report = execute(settings, dry_run=False)
     assert report.exit_code == 2
-    assert "NO_CONVERSION_ACTION_FOUND" in (report.error or "")
-    assert statuses(settings) == {"uploaded": 2000, "pending": 500}
+    assert "1,500 conversions held: the Google Ads account has not accepted the customer data" in (
+        report.error or ""
+    )
+    assert statuses(settings) == {"uploaded": 3000, "held": 1500}
+    sent_mail_rows = sum(1 for r in fake.upload_requests for c in r.conversions if not c.gclid)
+    assert 0 < sent_mail_rows <= 2000  # only the batch that taught us carried any
+    fake.data_terms_accepted = True
+    again = execute(settings, dry_run=False)
+    assert again.exit_code == EXIT_OK
+    assert statuses(settings) == {"uploaded": 4500}
+    assert len(fake.accepted) == 4500
+
+
+def test_a_replayed_order_id_is_a_duplicate_not_a_second_conversion(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    """A lost ledger: Google answers ORDER_ID_ALREADY_IN_USE and the run counts it as done."""
+    write_export(settings.input, funnel_rows(3, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    fresh = settings.model_copy(update={"ledger": f"sqlite:///{tmp_path / 'other.db'}"})
+    report = execute(fresh, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert statuses(fresh) == {"duplicate": 6}
+    assert len(fake.accepted) == 6
+    with Ledger.open(fresh.ledger) as ledger:
+        assert set(ledger.views.conversions_frame()["error_code"]) == {"ORDER_ID_ALREADY_IN_USE"}
+
+
+def test_aborted_calls_are_retried(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    fake.aborted_times = 2
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert statuses(settings) == {"uploaded": 4}
+
+
+def test_the_action_lookup_is_retried(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    fake.search_unavailable_times = 1
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == EXIT_OK
+    assert fake.search_calls >= 2
 
 
 def test_a_changed_value_is_restated_not_re_uploaded(
@@ -417,9 +501,10 @@ def test_a_changed_value_is_restated_not_re_uploaded(
     assert len(fake.adjustment_requests) == 1
 
 
-def test_values_too_young_to_restate_wait_for_a_later_run(
+def test_a_value_changed_right_after_the_upload_is_restated_at_once(
     settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
 ) -> None:
+    """No 24-hour wait since September 2024: the next run restates a two-hour-old conversion."""
     row = {
         "lead_id": "NEW",
         "stage": "Closed Won",
@@ -428,12 +513,37 @@ def test_values_too_young_to_restate_wait_for_a_later_run(
         "gclid": gclid(7),
     }
     write_export(settings.input, [row])  # type: ignore[arg-type]
-    execute(settings, dry_run=False)
+    execute(settings, dry_run=False, now=now)
     write_export(settings.input, [{**row, "amount": "150"}])  # type: ignore[arg-type]
+    report = execute(settings, dry_run=False, now=now + pd.Timedelta(minutes=5))
+    assert report.exit_code == EXIT_OK
+    assert report.summary()["restated"] == 1
+    [adjustments] = fake.adjustment_requests
+    assert [a.restatement_value.adjusted_value for a in adjustments.conversion_adjustments] == [150]
+
+
+def test_a_stop_during_restatements_keeps_what_was_uploaded(
+    settings: Settings, fake: FakeGoogleAds, now: pd.Timestamp
+) -> None:
+    """The uploads went through, the adjustments hit the quota: the uploads are recorded
+    (not pending, never sent again) and the value change waits for the next run."""
+    rows = funnel_rows(1, now)
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    won = next(r for r in rows if r["stage"] == "Closed Won")
+    won["amount"] = "4200"
+    write_export(settings.input, [*rows, *funnel_rows(2, now, start=1)])  # type: ignore[arg-type]
+    fake.adjustments_quota_exhausted = True
     report = execute(settings, dry_run=False)
-    assert report.summary()["restated"] == 0
-    assert fake.adjustment_requests == []
-    assert report.summary()["value_changed"] == 1
+    assert report.exit_code == EXIT_TRY_LATER
+    assert "quota" in (report.error or "")
+    assert statuses(settings) == {"uploaded": 6}  # L1 and L2 recorded, not pending
+    fake.adjustments_quota_exhausted = False
+    again = execute(settings, dry_run=False)
+    assert again.exit_code == EXIT_OK
+    assert again.summary()["restated"] == 1
+    assert again.summary()["sent"] == 0
+    assert len(fake.upload_requests) == 2
 
 
 def test_wbraid_conversions_are_never_restated(

@@ -112,7 +112,11 @@ class RunReport:
             return 0
         if self.outcomes is None:
             return len(self.to_send)
-        return len(self.to_send) - len(self.outcomes) + self.outcome_count(Outcome.FAILED)
+        return (
+            len(self.to_send)
+            - len(self.outcomes)
+            + self.outcome_count(Outcome.FAILED, Outcome.HELD)
+        )
 
     def summary(self) -> dict[str, Any]:
         """The counts an operator (or a monitoring system) needs, as plain JSON types."""
@@ -151,6 +155,7 @@ class RunReport:
             else 0,
             "rejected_by_destination": self.outcome_count(Outcome.REJECTED),
             "retry_after": self.outcome_count(Outcome.RETRY_AFTER),
+            "held": self.outcome_count(Outcome.HELD),
             "restated": 0
             if self.restatements is None
             else int((self.restatements["status"] == Restatement.RESTATED).sum()),
@@ -476,8 +481,14 @@ class Job:
                 if isinstance(destination, PublishesWindow):
                     self._publish(destination, report)
                 stopping.check()
-                report.restatements = self._restate(destination, report)
             except FunnelvalueError as exc:
+                if report.outcomes is None:  # stopped inside: what went through before it
+                    report.outcomes = exc.outcomes
+                return self._stopped(report, run_id, exc)
+            try:
+                report.restatements = self._restate(destination, report)
+            except FunnelvalueError as exc:  # every upload went through: keep its outcomes
+                report.restatements = self._with_values(report, exc.outcomes)
                 return self._stopped(report, run_id, exc)
             if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                 report.exit_code = EXIT_INVALID_ROWS
@@ -487,6 +498,9 @@ class Job:
                     "failed); they stay pending and go out with the next run"
                 )
                 report.exit_code = EXIT_TRY_LATER
+            if report.outcome_count(Outcome.HELD):  # someone must act: outranks "try later"
+                report.error = _held_message(report.outcomes, report.error)
+                report.exit_code = EXIT_CONFIG
             watermark = report.watermark
             try:
                 ledger.runs.finish(
@@ -531,7 +545,14 @@ class Job:
             return None
         # Sent before, so the ledger has the order id Google knows it by: the one to adjust.
         changed = changed.drop(columns="state").rename(columns={"ledger_order_id": "order_id"})
-        restated = destination.restate(changed)
+        return self._with_values(report, destination.restate(changed))
+
+    @staticmethod
+    def _with_values(report: RunReport, restated: pd.DataFrame | None) -> pd.DataFrame | None:
+        """Restatement outcomes with the new value and currency the ledger takes on."""
+        if restated is None:
+            return None
+        changed = report.conversions[report.conversions["state"] == State.CHANGED]
         return restated.merge(changed[["key", "value", "currency"]], on="key", how="left")
 
     def _stopped(self, report: RunReport, run_id: int, exc: FunnelvalueError) -> RunReport:
@@ -539,7 +560,6 @@ class Job:
         through, keep the rest pending, say so."""
         report.error = str(exc)
         report.exit_code = exc.exit_code
-        report.outcomes = exc.outcomes  # the batches that went through before the stop
         status = RunStatus.INTERRUPTED if isinstance(exc, Interrupted) else RunStatus.FAILED
         try:
             self.ledger.runs.fail(
@@ -550,11 +570,22 @@ class Job:
                 report.rejects,
                 report.outcomes,
                 status=status,
+                restatements=report.restatements,
             )
         except LedgerError as failure:
             return _not_recorded(report, failure)
         log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
         return report
+
+
+def _held_message(outcomes: pd.DataFrame, failed: str | None) -> str:
+    """What the account must change before the held conversions can go (the destination's
+    words, one per cause), and what happens to them meanwhile."""
+    held = outcomes[outcomes["status"] == Outcome.HELD]
+    causes = held.groupby(held["message"].fillna("refused"), sort=False).size()
+    parts = [f"{count:,} conversions held: {cause}" for cause, count in causes.items()]
+    parts.append("they stay pending and go out with the first run after that is fixed")
+    return "; ".join([*parts, failed] if failed else parts)
 
 
 def _input_exit_code(report: RunReport) -> int:

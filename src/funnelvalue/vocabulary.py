@@ -86,6 +86,7 @@ class Outcome(StrEnum):
     REJECTED = "rejected"  # Google refused it for a reason in the row: fix it in the CRM
     RETRY_AFTER = "retry_after"  # refused for now (e.g. a click too recent), with a time
     FAILED = "failed"  # not sent (the destination stopped first): sent again next run
+    HELD = "held"  # refused until the account changes (e.g. data terms): sent again next run
 
 
 # Went out: never sent again (a value change goes as a restatement).
@@ -95,7 +96,7 @@ DONE = frozenset(
 # Counted as "sent" in a run's summary (a submitted one is counted as submitted).
 DELIVERED = frozenset({Outcome.UPLOADED, Outcome.DUPLICATE, Outcome.WRITTEN})
 # Not out yet: the next run sends these again.
-UNSENT = frozenset({Outcome.PENDING, Outcome.FAILED})
+UNSENT = frozenset({Outcome.PENDING, Outcome.FAILED, Outcome.HELD})
 
 
 class Restatement(StrEnum):

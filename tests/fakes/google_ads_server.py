@@ -9,11 +9,14 @@ whole-request errors carry a serialised GoogleAdsFailure in the trailing metadat
 
 from __future__ import annotations
 
+import collections
+import re
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from google.ads.googleads.v26.errors.types.conversion_adjustment_upload_error im
 from google.ads.googleads.v26.errors.types.conversion_upload_error import (
     ConversionUploadErrorEnum,
 )
+from google.ads.googleads.v26.errors.types.date_error import DateErrorEnum
 from google.ads.googleads.v26.errors.types.errors import (
     ErrorCode,
     ErrorLocation,
@@ -45,6 +49,7 @@ from google.ads.googleads.v26.errors.types.errors import (
 )
 from google.ads.googleads.v26.errors.types.internal_error import InternalErrorEnum
 from google.ads.googleads.v26.errors.types.not_allowlisted_error import NotAllowlistedErrorEnum
+from google.ads.googleads.v26.errors.types.partial_failure_error import PartialFailureErrorEnum
 from google.ads.googleads.v26.errors.types.quota_error import QuotaErrorEnum
 from google.ads.googleads.v26.resources.types.conversion_action import ConversionAction
 from google.ads.googleads.v26.resources.types.offline_conversion_upload_client_summary import (
@@ -91,6 +96,11 @@ ADJUSTMENT_REQUEST_PB = UploadConversionAdjustmentsRequest.pb()
 ADJUSTMENT_RESPONSE_PB = UploadConversionAdjustmentsResponse.pb()
 ADJUSTMENT_RESULT_PB = ConversionAdjustmentResult.pb()
 ADJUST = ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError
+PARTIAL_REQUIRED = PartialFailureErrorEnum.PartialFailureError.PARTIAL_FAILURE_MODE_REQUIRED
+BAD_DATE_TIME = DateErrorEnum.DateError.INVALID_STRING_DATE_TIME_SECONDS_WITH_OFFSET
+# conversion_date_time and adjustment_date_time: "yyyy-mm-dd hh:mm:ss+|-hh:mm"
+DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -107,17 +117,29 @@ class FakeGoogleAds:
     )
     row_errors: dict[str, int] = field(default_factory=dict)  # gclid -> ConversionUploadError
     unavailable_times: int = 0  # the next N upload calls fail with UNAVAILABLE
+    aborted_times: int = 0  # the next N upload calls fail with ABORTED (a conflict, retryable)
+    search_unavailable_times: int = 0  # the next N GAQL searches fail with UNAVAILABLE
+    search_calls: int = 0
+    adjustments_quota_exhausted: bool = False
     outage_after: int | None = None  # after this many uploads, every call is UNAVAILABLE
     quota_exhausted: bool = False
     not_allowlisted: bool = False  # a developer token new since June 2026
     transient_errors: int = 0  # the next N calls fail with InternalError.TRANSIENT_ERROR
+    data_terms_accepted: bool = True  # False: every e-mail/phone conversion is refused
+    refused_actions: set[int] = field(default_factory=set)  # removed after the lookup
     upload_requests: list[UploadClickConversionsRequest] = field(default_factory=list)
-    accepted: dict[str, str] = field(default_factory=dict)  # order_id -> gclid
+    # (action resource name, order id) -> what Google keeps of the conversion
+    conversions: dict[tuple[str, str], Stored] = field(default_factory=dict)
     accepted_actions: dict[str, int] = field(default_factory=dict)  # resource name -> count
     failed_rows: int = 0
     restated: dict[str, float] = field(default_factory=dict)  # order_id -> restated value
     adjustment_requests: list[Any] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def accepted(self) -> dict[str, str]:
+        """order id -> click id of every conversion Google has."""
+        return {order_id: kept.click for (_, order_id), kept in self.conversions.items()}
 
     def reset(self) -> None:
         """Back to a fresh account (the server keeps serving the same object)."""
@@ -141,6 +163,9 @@ class FakeGoogleAds:
             if self.unavailable_times > 0:
                 self.unavailable_times -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "fake: try again")
+            if self.aborted_times > 0:
+                self.aborted_times -= 1
+                context.abort(grpc.StatusCode.ABORTED, "fake: concurrent modification")
             if self.not_allowlisted:
                 self._abort(
                     context,
@@ -169,21 +194,41 @@ class FakeGoogleAds:
                         message="fake: daily quota used up",
                     ),
                 )
+            if not request.partial_failure:
+                self._abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    _failure(partial_failure_error=PARTIAL_REQUIRED, message="fake: partial"),
+                )
+            if len(request.conversions) > 2000:
+                self._abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    _failure(
+                        conversion_upload_error=UPLOAD.TOO_MANY_CONVERSIONS_IN_REQUEST,
+                        message="fake: at most 2000 conversions",
+                    ),
+                )
             # Raw protobuf on the hot path: the fake must not be the benchmark's bottleneck.
             errors: list[GoogleAdsError] = []
             results = []
+            clicks = collections.Counter(_click_key(c) for c in request.conversions)
+            orders = collections.Counter(
+                (c.conversion_action, c.order_id) for c in request.conversions if c.order_id
+            )
+            known_clicks = {kept.click_key for kept in self.conversions.values()}
             for index, conversion in enumerate(request.conversions):
-                code = self.row_errors.get(conversion.gclid)
-                if code is None and conversion.order_id in self.accepted:
-                    code = UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS
-                if code is not None:
+                refusal = self._refusal(conversion, clicks, orders, known_clicks)
+                if refusal is not None:
                     self.failed_rows += not request.validate_only
-                    errors.append(_row_error(index, code))
+                    errors.append(_row_error(index, *refusal))
                     results.append(RESULT_PB())
                     continue
                 if not request.validate_only:
-                    self.accepted[conversion.order_id] = conversion.gclid
-                    action = conversion.conversion_action
+                    action, (kind, click) = conversion.conversion_action, _click(conversion)
+                    self.conversions[(action, conversion.order_id)] = Stored(
+                        action, kind, click, conversion.conversion_date_time
+                    )
                     self.accepted_actions[action] = self.accepted_actions.get(action, 0) + 1
                 results.append(
                     RESULT_PB(
@@ -197,22 +242,75 @@ class FakeGoogleAds:
             response.partial_failure_error.CopyFrom(_partial_failure(errors))
         return response
 
+    def _refusal(
+        self,
+        conversion: Any,
+        clicks: collections.Counter[tuple[str, str, str]],
+        orders: collections.Counter[tuple[str, str]],
+        known_clicks: set[tuple[str, str, str]],
+    ) -> tuple[int, str] | None:
+        """Google's per-row verdict, in the order its documentation gives the checks:
+        (error code, the ErrorCode field it belongs to), or None when accepted."""
+        kind, click = _click(conversion)
+        prefix, _, action_id = conversion.conversion_action.rpartition("/")
+        if conversion.gclid and conversion.gclid in self.row_errors:
+            return self.row_errors[conversion.gclid], "conversion_upload_error"
+        if (
+            prefix != f"customers/{self.customer_id}/conversionActions"
+            or not action_id.isdigit()
+            or int(action_id) not in self.actions
+            or int(action_id) in self.refused_actions
+        ):
+            return UPLOAD.NO_CONVERSION_ACTION_FOUND, "conversion_upload_error"
+        if not DATE_TIME.fullmatch(conversion.conversion_date_time):
+            return BAD_DATE_TIME, "date_error"
+        if conversion.gbraid and conversion.wbraid:
+            return UPLOAD.GBRAID_WBRAID_BOTH_SET, "conversion_upload_error"
+        if kind == "user_identifiers":
+            if not self.data_terms_accepted:
+                return UPLOAD.CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS, "conversion_upload_error"
+            hashes = [i.hashed_email or i.hashed_phone_number for i in conversion.user_identifiers]
+            if not hashes or not all(SHA256_HEX.fullmatch(h) for h in hashes):
+                return UPLOAD.INVALID_USER_IDENTIFIER, "conversion_upload_error"
+        if orders[(conversion.conversion_action, conversion.order_id)] > 1:
+            return UPLOAD.DUPLICATE_ORDER_ID, "conversion_upload_error"
+        if click and clicks[_click_key(conversion)] > 1:
+            return UPLOAD.DUPLICATE_CLICK_CONVERSION_IN_REQUEST, "conversion_upload_error"
+        if (conversion.conversion_action, conversion.order_id) in self.conversions:
+            return UPLOAD.ORDER_ID_ALREADY_IN_USE, "conversion_upload_error"
+        if click and _click_key(conversion) in known_clicks:
+            return UPLOAD.CLICK_CONVERSION_ALREADY_EXISTS, "conversion_upload_error"
+        return None
+
     def adjust(self, request: Any, context: grpc.ServicerContext) -> Any:
         """ConversionAdjustmentUploadService: restatements of conversions it has accepted."""
         with self._lock:
             self.adjustment_requests.append(request)
+            if self.adjustments_quota_exhausted:
+                self._abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    _failure(
+                        quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED,
+                        message="fake: daily quota used up",
+                    ),
+                )
             errors: list[GoogleAdsError] = []
             results = []
             for index, adjustment in enumerate(request.conversion_adjustments):
-                if adjustment.order_id not in self.accepted:
-                    errors.append(
-                        _row_error(
-                            index, ADJUST.CONVERSION_NOT_FOUND, "conversion_adjustment_upload_error"
-                        )
+                kept = self.conversions.get((adjustment.conversion_action, adjustment.order_id))
+                code = _adjustment_refusal(adjustment, kept)
+                if code is not None:
+                    kind = (
+                        "date_error"
+                        if isinstance(code, DateErrorEnum.DateError)
+                        else "conversion_adjustment_upload_error"
                     )
+                    errors.append(_row_error(index, code, kind, "conversion_adjustments"))
                     results.append(ADJUSTMENT_RESULT_PB())
                     continue
-                if not request.validate_only:
+                if not request.validate_only and kept is not None:
+                    kept.adjusted_at = adjustment.adjustment_date_time
                     self.restated[adjustment.order_id] = adjustment.restatement_value.adjusted_value
                 results.append(ADJUSTMENT_RESULT_PB(order_id=adjustment.order_id))
         response = ADJUSTMENT_RESPONSE_PB(results=results)
@@ -233,6 +331,11 @@ class FakeGoogleAds:
     def search(
         self, request: SearchGoogleAdsRequest, context: grpc.ServicerContext
     ) -> SearchGoogleAdsResponse:
+        with self._lock:
+            self.search_calls += 1
+            if self.search_unavailable_times > 0:
+                self.search_unavailable_times -= 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "fake: try again")
         rows = []
         if "FROM conversion_action" in request.query:
             for action_id, (name, kind, status) in self.actions.items():
@@ -293,6 +396,61 @@ class FakeGoogleAds:
         return SearchGoogleAdsResponse(results=rows, total_results_count=len(rows))
 
 
+@dataclass
+class Stored:
+    """What Google keeps of an accepted conversion (what its duplicate and adjustment checks
+    compare against)."""
+
+    action: str
+    kind: str  # gclid | gbraid | wbraid | user_identifiers
+    click: str
+    time: str  # conversion_date_time as sent
+    adjusted_at: str | None = None  # the latest accepted adjustment_date_time
+
+    @property
+    def click_key(self) -> tuple[str, str, str]:
+        return (self.action, self.click, self.time)
+
+
+def _click(conversion: Any) -> tuple[str, str]:
+    """(kind, click id) of a ClickConversion; e-mail/phone ones have no click id."""
+    for kind in ("gclid", "gbraid", "wbraid"):
+        if getattr(conversion, kind):
+            return kind, getattr(conversion, kind)
+    return "user_identifiers", ""
+
+
+def _click_key(conversion: Any) -> tuple[str, str, str]:
+    """What CLICK_CONVERSION_ALREADY_EXISTS compares: the click, the action, the time."""
+    return (conversion.conversion_action, _click(conversion)[1], conversion.conversion_date_time)
+
+
+def _adjustment_refusal(adjustment: Any, kept: Stored | None) -> Any:
+    """The adjustment rules (upload-adjustments guide, ConversionAdjustmentUploadError): by
+    order id, up to 54 days after the conversion, after it and after any earlier adjustment,
+    never a wbraid conversion. No 24-hour wait since September 2024."""
+    if not DATE_TIME.fullmatch(adjustment.adjustment_date_time):
+        return BAD_DATE_TIME
+    if kept is None or kept.kind == "wbraid":  # Google does not find wbraid ones to adjust
+        return ADJUST.CONVERSION_NOT_FOUND
+    when, converted = _parse(adjustment.adjustment_date_time), _parse(kept.time)
+    if when < converted:
+        return ADJUST.ADJUSTMENT_PRECEDES_CONVERSION
+    if when - converted > timedelta(days=54):
+        return ADJUST.CONVERSION_EXPIRED
+    if kept.adjusted_at is not None:
+        before = _parse(kept.adjusted_at)
+        if when == before:
+            return ADJUST.RESTATEMENT_ALREADY_EXISTS
+        if when < before:
+            return ADJUST.MORE_RECENT_RESTATEMENT_FOUND
+    return None
+
+
+def _parse(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S%z")
+
+
 def fake_client(endpoint: str) -> Any:
     """The real GoogleAdsClient, pointed at the fake, with a ready access token (no OAuth)."""
     from google.ads.googleads.client import GoogleAdsClient
@@ -307,8 +465,10 @@ def fake_client(endpoint: str) -> Any:
     )
 
 
-def _row_error(index: int, code: int, kind: str = "conversion_upload_error") -> GoogleAdsError:
-    element = ErrorLocation.FieldPathElement(field_name="conversions", index=index)
+def _row_error(
+    index: int, code: int, kind: str = "conversion_upload_error", list_field: str = "conversions"
+) -> GoogleAdsError:
+    element = ErrorLocation.FieldPathElement(field_name=list_field, index=index)
     return GoogleAdsError(
         error_code=ErrorCode(**{kind: code}),
         message=f"fake: {kind} {code}",

@@ -36,15 +36,34 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "v26"  # the one place to change before a version's sunset
 RETRY_AFTER = pd.Timedelta(hours=6)
-RESTATE_MIN_AGE = pd.Timedelta(hours=24)  # Google adjusts conversions 24 h to 54 days old
+# Adjustments are accepted from right after the upload (since 9 September 2024; the 24-hour
+# wait and its TOO_RECENT_* adjustment errors are gone) up to 54 days after the conversion.
 RESTATE_MAX_AGE = pd.Timedelta(days=54)
 
 DUPLICATE = {"CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE"}
 TOO_RECENT = {"TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION", "TOO_RECENT_CONVERSION"}
+# Per-row errors that are about the account, not the row: the row is held (kept to send
+# again), the rest of its batch stands, and later batches hold back the rows Google would
+# refuse the same way (``_Held``) instead of sending them to be refused.
+USER_DATA_REFUSALS = {
+    "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS": "the Google Ads account has not accepted the "
+    "customer data terms, so it takes no e-mail/phone conversions: accept them in Google Ads "
+    "(Goals → Conversions → Settings → Customer data terms)",
+    "CUSTOMER_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS": "enhanced conversions for leads are "
+    "off in the Google Ads account, so it takes no e-mail/phone conversions: turn them on "
+    "(Goals → Conversions → Settings → Enhanced conversions for leads)",
+    "CUSTOMER_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS": "Google's customer data policy does "
+    "not allow e-mail/phone conversions for this account (see the account's policy notice)",
+}
+ACTION_REFUSALS = {
+    "NO_CONVERSION_ACTION_FOUND": "Google Ads no longer finds this conversion action (removed "
+    "since the run started?): check the mapping against `funnelvalue mapping check --remote`",
+    "INVALID_CONVERSION_ACTION_TYPE": "this conversion action is not an import (UPLOAD_CLICKS) "
+    "action: point the stage at one in the mapping",
+}
 STOP_CONFIG = {
-    "NO_CONVERSION_ACTION_FOUND",
-    "INVALID_CONVERSION_ACTION_TYPE",
-    "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS",
+    *USER_DATA_REFUSALS,
+    *ACTION_REFUSALS,
     "TOO_MANY_CONVERSIONS_IN_REQUEST",
     "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
 }
@@ -299,51 +318,50 @@ class GoogleAdsUpload:
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         actions = self.resolve_actions(conversions["conversion_action"].unique())
-        return send_in_batches(
-            batches(conversions),
-            lambda batch: self._outcomes(batch, self._send(self._request(batch, actions))),
-        )
+        held = _Held()
+
+        def send(batch: pd.DataFrame) -> pd.DataFrame:
+            keep = held.holds(batch)
+            parts = [held.outcomes(batch[keep])]
+            if not keep.all():
+                out = batch[~keep]
+                parts.append(self._outcomes(out, self._send(self._request(out, actions)), held))
+            return pd.concat(parts, ignore_index=True)
+
+        return send_in_batches(batches(conversions), send)
 
     def restate(self, changed: pd.DataFrame) -> pd.DataFrame:
         """New values of conversions already in Google Ads, as RESTATEMENT adjustments.
 
-        Never re-uploads (Google would answer "already exists"). Google accepts adjustments for
-        conversions between 24 hours and 54 days old, and none for wbraid conversions: younger
-        ones wait for a later run, the others are reported and left as they are.
+        Never re-uploads (Google would answer "already exists"). Google accepts adjustments
+        from right after the upload until the conversion is 54 days old, and none for wbraid
+        conversions: those are reported and left as they are.
         """
         now = self.now
         age = now - changed["conversion_time"]
-        too_young = age < RESTATE_MIN_AGE
         too_old = (age > RESTATE_MAX_AGE) | (changed["click_id_kind"] == ClickIdKind.WBRAID)
-        eligible = changed[~too_young & ~too_old]
-        parts = [
-            outcomes(
-                changed.loc[too_young, "key"],
-                Outcome.RETRY_AFTER,
-                "restated once the conversion is 24 hours old",
-                "TOO_RECENT_CONVERSION",
-                now + RESTATE_MIN_AGE,
-            ),
-            outcomes(
-                changed.loc[too_old & ~too_young, "key"],
-                Outcome.REJECTED,
-                "Google only restates conversions 24 h to 54 days old, never wbraid ones: "
-                "the new value is not sent",
-                "NOT_ADJUSTABLE",
-            ),
-        ]
-        if len(eligible):
-            actions = self.resolve_actions(eligible["conversion_action"].unique())
-            stamp = format_conversion_time(pd.Series([now.floor("s")]), "UTC").iloc[0]
-            for batch in batches(eligible):
-                response = self._send(
-                    self._adjustments(batch, actions, stamp),
-                    "ConversionAdjustmentUploadService",
-                    "upload_conversion_adjustments",
-                )
-                parts.append(self._outcomes(batch, response, success=Restatement.RESTATED))
-        restated: pd.DataFrame = pd.concat(parts, ignore_index=True)
-        return restated
+        eligible = changed[~too_old]
+        refused = outcomes(
+            changed.loc[too_old, "key"],
+            Outcome.REJECTED,
+            "Google only restates conversions up to 54 days old, never wbraid ones: "
+            "the new value is not sent",
+            "NOT_ADJUSTABLE",
+        )
+        if eligible.empty:
+            return refused
+        actions = self.resolve_actions(eligible["conversion_action"].unique())
+        stamp = format_conversion_time(pd.Series([now.floor("s")]), "UTC").iloc[0]
+
+        def send(batch: pd.DataFrame) -> pd.DataFrame:
+            response = self._send(
+                self._adjustments(batch, actions, stamp),
+                "ConversionAdjustmentUploadService",
+                "upload_conversion_adjustments",
+            )
+            return self._outcomes(batch, response, success=Restatement.RESTATED)
+
+        return send_in_batches(batches(eligible), send, first=refused)
 
     def _adjustments(self, batch: pd.DataFrame, actions: dict[str, str], stamp: str) -> Any:
         types = _api_types()
@@ -432,7 +450,11 @@ class GoogleAdsUpload:
         )
 
     def _outcomes(
-        self, batch: pd.DataFrame, response: Any, success: str = Outcome.UPLOADED
+        self,
+        batch: pd.DataFrame,
+        response: Any,
+        held: _Held | None = None,
+        success: str = Outcome.UPLOADED,
     ) -> pd.DataFrame:
         count = len(batch)
         status = [success] * count
@@ -441,10 +463,12 @@ class GoogleAdsUpload:
         retry_at: list[pd.Timestamp | None] = [None] * count
         now = self.now
         for index, code, message in _row_errors(response.partial_failure_error):
-            if code in STOP_CONFIG:
-                raise DestinationError(_stop_message(code, message), transient=False)
             codes[index] = code
-            if code in DUPLICATE:
+            if held is not None and code in USER_DATA_REFUSALS.keys() | ACTION_REFUSALS.keys():
+                status[index], messages[index] = Outcome.HELD, held.learn(code, batch, index)
+            elif code in STOP_CONFIG:
+                raise DestinationError(_stop_message(code, message), transient=False)
+            elif code in DUPLICATE:
                 status[index], messages[index] = Outcome.DUPLICATE, "already in Google Ads"
             elif code in TOO_RECENT:
                 status[index], retry_at[index] = Outcome.RETRY_AFTER, now + RETRY_AFTER
@@ -460,6 +484,41 @@ class GoogleAdsUpload:
                 "message": pd.Series(messages, dtype="string"),
                 "retry_at": pd.to_datetime(pd.Series(retry_at, dtype=object), utc=True),
             }
+        )
+
+
+@dataclass
+class _Held:
+    """What this run learnt Google refuses until the account changes: e-mail/phone rows
+    (data terms, enhanced conversions for leads) or one conversion action's rows."""
+
+    user_data: tuple[str, str] | None = None  # (error code, words) for e-mail/phone rows
+    actions: dict[str, tuple[str, str]] = field(default_factory=dict)  # action -> (code, words)
+
+    def learn(self, code: str, batch: pd.DataFrame, index: int) -> str:
+        """Remember Google's refusal of row ``index``; returns the words for it."""
+        if code in USER_DATA_REFUSALS:
+            self.user_data = (code, USER_DATA_REFUSALS[code])
+            return self.user_data[1]
+        action = str(batch["conversion_action"].iloc[index])
+        self.actions[action] = (code, f"'{action}': {ACTION_REFUSALS[code]}")
+        return self.actions[action][1]
+
+    def holds(self, batch: pd.DataFrame) -> pd.Series:
+        """Rows of ``batch`` Google would refuse for what is already known: not sent."""
+        held = batch["conversion_action"].isin(list(self.actions))
+        if self.user_data is not None:
+            held |= batch["click_id_kind"] == ClickIdKind.USER
+        return held
+
+    def outcomes(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """HELD outcomes for rows held back, with the code and words of what they wait for."""
+        none = ("", "")  # (never: every held row has a cause)
+        cause = [self.actions.get(a) or self.user_data or none for a in rows["conversion_action"]]
+        frame = outcomes(rows["key"], Outcome.HELD)
+        return frame.assign(
+            error_code=pd.array([c[0] for c in cause], dtype="string"),
+            message=pd.array([c[1] for c in cause], dtype="string"),
         )
 
 

@@ -23,7 +23,9 @@ T = TypeVar("T")
 
 BATCH_SIZE = 2000  # UploadClickConversions and IngestEvents both cap a request here
 CALL_TIMEOUT = 120.0  # seconds; neither client sets one of its own
-TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"}
+# ABORTED (a concurrency conflict) is safe to retry too: order and transaction ids make a
+# replayed request a duplicate at Google, never a second conversion.
+TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "ABORTED"}
 
 
 def batches(conversions: pd.DataFrame, size: int = BATCH_SIZE) -> Iterator[pd.DataFrame]:
@@ -32,12 +34,14 @@ def batches(conversions: pd.DataFrame, size: int = BATCH_SIZE) -> Iterator[pd.Da
 
 
 def send_in_batches(
-    parts: Iterable[pd.DataFrame], send: Callable[[pd.DataFrame], pd.DataFrame]
+    parts: Iterable[pd.DataFrame],
+    send: Callable[[pd.DataFrame], pd.DataFrame],
+    first: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``send`` each batch (it returns the batch's outcomes); on a stop (an error, or a signal
     noticed between requests), what went through so far rides on the error and the rest stays
-    pending."""
-    done: list[pd.DataFrame] = []
+    pending. ``first``: outcomes decided without sending (they ride along too)."""
+    done: list[pd.DataFrame] = [] if first is None or first.empty else [first]
     for batch in parts:
         try:
             stopping.check()  # a signal stops here, between requests, never inside one

@@ -152,6 +152,7 @@ class RunBook:
         rejects: pd.DataFrame | None = None,
         outcomes: pd.DataFrame | None = None,
         status: RunStatus = RunStatus.FAILED,
+        restatements: pd.DataFrame | None = None,
     ) -> None:
         """Close a run that stopped early (``failed``, or ``interrupted`` by a signal) with
         what went through before the stop; its unsent rows stay pending for the next run."""
@@ -161,6 +162,8 @@ class RunBook:
                 _record_rejects(conn, run_id, rejects)
             if outcomes is not None:
                 _record_outcomes(conn, run_id, outcomes, now)
+            if restatements is not None:
+                _record_restatements(conn, run_id, restatements, now)
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)

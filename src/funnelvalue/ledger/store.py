@@ -25,7 +25,7 @@ from funnelvalue.ledger.requests import RequestBook
 from funnelvalue.ledger.runs import RunBook
 from funnelvalue.ledger.schema import conversions
 from funnelvalue.ledger.views import LedgerViews
-from funnelvalue.vocabulary import DONE, PAYLOAD, Outcome
+from funnelvalue.vocabulary import DONE, PAYLOAD, UNSENT, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ class Ledger:
     ) -> pd.DataFrame:
         """Pending or due rows that today's input no longer has: sent from the ledger's copy."""
         query = select(conversions.c.key, *[conversions.c[c] for c in PAYLOAD]).where(
-            conversions.c.status.in_(
-                [Outcome.PENDING, Outcome.FAILED, Outcome.RETRY_AFTER]
-            ),  # the index
+            conversions.c.status.in_([*UNSENT, Outcome.RETRY_AFTER]),  # the index
             conversions.c.customer_id == customer_id,
             (conversions.c.status != Outcome.RETRY_AFTER)
             | (conversions.c.retry_at <= now.tz_convert(None).to_pydatetime()),
