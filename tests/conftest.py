@@ -222,6 +222,7 @@ def use_fake_data_manager(
             context.customer_id,
             config.login_customer_id,
             dict(config.action_ids),
+            event_source=config.event_source,
         )
 
     monkeypatch.setitem(destinations.DESTINATIONS, "data-manager", factory)

@@ -404,3 +404,173 @@ def test_a_request_google_does_not_know_is_sent_again_and_the_others_confirmed(
     assert execute(settings, dry_run=False).confirmed == {"duplicate": 1}  # Google had them
     assert statuses(settings) == {"uploaded": 2, "duplicate": 2}
     assert data_manager.accepted == 4  # the replay was recognised, nothing counted twice
+
+
+# -- what Google's fast-fail model, quotas and statuses really do ---------------------------
+
+
+def test_one_bad_event_is_set_aside_and_the_rest_of_its_request_goes(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    """Google refuses a whole request for one bad event and names it in a BadRequest: that
+    event is rejected with Google's words, the other events go in the same run."""
+    write_export(settings.input, funnel_rows(10, now))  # type: ignore[arg-type]
+    data_manager.bad_gclids = {gclid(3)}
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == 1  # sent; one row to fix in the CRM
+    assert statuses(settings) == {"submitted": 15, "rejected": 1}
+    with Ledger.open(settings.ledger) as ledger:
+        rejected = ledger.views.conversions_frame().query("status == 'rejected'").iloc[0]
+    assert rejected["lead_id"] == "L3"
+    assert rejected["error_code"] == "INVALID_FORMAT"
+    assert (
+        rejected["message"] == "Google refused this event: fake: bad gclid (ad_identifiers.gclid)"
+    )
+    again = execute(settings, dry_run=False)  # the same bad row is not sent every day
+    assert again.summary()["to_send"] == 0
+    assert data_manager.refused_calls == 1
+
+
+def test_a_refusal_that_names_no_event_is_narrowed_down_by_halves(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    rows = [r for r in funnel_rows(64, now) if r["stage"] == "New"]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    data_manager.refused_unnamed = {gclid(37)}
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == 1
+    assert statuses(settings) == {"submitted": 63, "rejected": 1}
+    with Ledger.open(settings.ledger) as ledger:
+        rejected = ledger.views.conversions_frame().query("status == 'rejected'")
+    assert rejected["lead_id"].tolist() == ["L37"]
+    assert data_manager.refused_calls <= 2 * 6 + 1  # about two requests per halving
+
+
+def test_a_refusal_of_the_request_itself_stops_with_rows_pending(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    """Both halves refused without a named event: the request is at fault, not an event."""
+    rows = [r for r in funnel_rows(8, now) if r["stage"] == "New"]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    data_manager.refused_unnamed = {gclid(n) for n in range(8)}
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == 2
+    assert "refused the request" in (report.error or "")
+    assert statuses(settings) == {"pending": 8}
+    assert data_manager.refused_calls == 3  # the request, then its two halves
+
+
+def test_unsigned_terms_hold_email_events_and_click_events_still_go(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    rows = [r for r in funnel_rows(3, now) if r["stage"] == "New"]
+    rows += [
+        {
+            "lead_id": f"M{n}",
+            "stage": "New",
+            "stage_changed_at": rows[0]["stage_changed_at"],
+            "email": f"p{n}@example.com",
+        }
+        for n in range(2)
+    ]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    data_manager.terms_signed = False
+    report = execute(settings, dry_run=False)
+    assert report.exit_code == 2
+    assert "2 conversions held: the Google Ads account has not accepted the enhanced" in (
+        report.error or ""
+    )
+    assert statuses(settings) == {"submitted": 3, "held": 2}
+    data_manager.terms_signed = True
+    assert execute(settings, dry_run=False).exit_code == EXIT_OK
+    assert statuses(settings) == {"uploaded": 3, "submitted": 2}
+
+
+def test_too_recent_clicks_in_a_partial_success_are_sent_again_later(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    """PARTIAL_SUCCESS with TOO_RECENT_CLICK: Google does not say which events; all of the
+    request's events go again after 6 hours and the ones it had come back as duplicates."""
+    rows = [r for r in funnel_rows(4, now) if r["stage"] == "New"]
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    data_manager.partial = {"TOO_RECENT_CLICK": 1}
+    execute(settings, dry_run=False)
+    confirming = execute(settings, dry_run=False)
+    assert confirming.confirmed == {"retry": 1}
+    assert confirming.summary()["to_send"] == 0  # not before the 6 hours
+    assert statuses(settings) == {"retry_after": 4}
+    later = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=7)
+    resent = execute(settings, dry_run=False, now=later)
+    assert resent.summary()["submitted"] == 4
+    done = execute(settings, dry_run=False, now=later)
+    assert done.confirmed == {"success": 1}  # 3 duplicates + the one now old enough
+    assert statuses(settings) == {"uploaded": 4}
+    assert data_manager.accepted == 4  # each conversion once at Google
+
+
+def test_a_status_google_never_knows_is_given_up_on_after_two_days(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(1, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    data_manager.unknown_polls = 100
+    assert execute(settings, dry_run=False).confirmed == {"unknown": 3}
+    assert statuses(settings) == {"submitted": 3}  # still waited on
+    with Ledger.open(settings.ledger) as ledger, ledger.db.tx() as conn:
+        conn.execute(text("UPDATE requests SET submitted_at = '2020-01-01 00:00:00'"))
+    gave_up = execute(settings, dry_run=False)
+    assert gave_up.confirmed == {"failed": 3}
+    assert gave_up.summary()["submitted"] == 3  # sent again: Google dedupes what it has
+    with Ledger.open(settings.ledger) as ledger:
+        assert len(ledger.requests.open("data-manager:" + CUSTOMER)) == 3
+
+
+def test_field_warnings_are_logged_and_kept_on_the_rows(
+    settings: Settings,
+    data_manager: FakeDataManager,
+    now: pd.Timestamp,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    data_manager.warn_gclids = {gclid(1)}
+    assert execute(settings, dry_run=False).exit_code == EXIT_OK
+    assert "Data Manager warned about 1 of 2 events: GENERIC 1" in caplog.text
+    with Ledger.open(settings.ledger) as ledger:
+        lead = ledger.views.conversions_frame().query("stage == 'lead'")
+    assert lead["message"].str.contains("Google warned: GENERIC 1").all()
+
+
+def test_event_source_is_unset_unless_configured(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp
+) -> None:
+    write_export(settings.input, funnel_rows(1, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    sent = [e for r in data_manager.requests.values() for e in r.events]
+    assert all(e.event_source == 0 for e in sent)
+    data_manager.reset()
+    other = settings.model_copy(
+        update={"data_manager": DataManagerSettings(action_ids=ACTION_IDS, event_source="OTHER")}
+    )
+    write_export(settings.input, funnel_rows(2, now, start=5))  # type: ignore[arg-type]
+    execute(other, dry_run=False)
+    sent = [e for r in data_manager.requests.values() for e in r.events]
+    assert len(sent) == 3 + 3  # L5, L6, and L0's again (the reset fake forgot its requests)
+    assert all(e.event_source.name == "OTHER" for e in sent)
+
+
+def test_the_per_minute_quota_is_waited_out_the_daily_one_stops(
+    settings: Settings, data_manager: FakeDataManager, now: pd.Timestamp, waits: list[float]
+) -> None:
+    write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
+    data_manager.quota_limit = "IngestionMutateRequestsPerMinutePerProject"
+    data_manager.exhausted_times = 2
+    assert execute(settings, dry_run=False).exit_code == EXIT_OK
+    assert len(waits) == 2
+    assert statuses(settings) == {"submitted": 4}
+    data_manager.quota_limit = "IngestionMutateRequestsPerDayPerProject"
+    data_manager.exhausted_times = 1
+    write_export(settings.input, funnel_rows(3, now))  # type: ignore[arg-type]
+    stopped = execute(settings, dry_run=False)
+    assert stopped.exit_code == EXIT_TRY_LATER
+    assert "daily request quota" in (stopped.error or "")
+    assert len(waits) == 2  # never hot-retried

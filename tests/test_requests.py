@@ -175,3 +175,43 @@ def test_only_submitted_outcomes_with_a_request_id_become_requests(
     }
     with ledger.db.engine.connect() as conn:
         assert conn.execute(text("SELECT run_id FROM requests")).scalar() == run_id
+
+
+def test_a_retry_verdict_makes_its_rows_due_in_six_hours_and_is_bounded(
+    ledger: Ledger, conversions: pd.DataFrame
+) -> None:
+    for attempt in range(1, MAX_SUBMISSIONS + 1):
+        submit(ledger, conversions, [f"r{attempt}"])
+        before = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        ledger.requests.record(
+            pd.DataFrame([verdict(f"r{attempt}", "retry", {"TOO_RECENT_CLICK": 1})])
+        )
+        rows = ledger.views.conversions_frame()
+        if attempt < MAX_SUBMISSIONS:
+            assert set(rows["status"]) == {"retry_after"}
+            due = pd.to_datetime(rows["retry_at"]).dt.tz_localize(None)
+            assert ((due - before) > pd.Timedelta(hours=5, minutes=59)).all()
+            assert ((due - before) < pd.Timedelta(hours=6, minutes=1)).all()
+    assert set(rows["status"]) == {"partial"}  # Google took some; never sent a 4th time
+    assert set(rows["message"]) == {f"too recent {MAX_SUBMISSIONS} times: m"}
+
+
+def test_an_unknown_status_is_waited_on_then_given_up_on(
+    ledger: Ledger, conversions: pd.DataFrame
+) -> None:
+    submit(ledger, conversions, ["young", "old"])
+    with ledger.db.tx() as conn:
+        conn.execute(
+            text("UPDATE requests SET submitted_at = '2020-01-01' WHERE request_id = 'old'")
+        )
+    counts = ledger.requests.record(
+        pd.DataFrame([verdict("young", "unknown"), verdict("old", "unknown")])
+    )
+    assert counts == {"unknown": 1, "failed": 1}
+    assert statuses(ledger) == {
+        "young": ("submitted", None),
+        "old": ("pending", "REQUEST_FAILED"),
+    }
+    assert ledger.requests.open(DESTINATION) == ["young"]
+    message = ledger.views.conversions_frame().query("status == 'pending'")["message"].iloc[0]
+    assert "REQUEST_STATUS_UNKNOWN" in message

@@ -105,6 +105,7 @@ def summary_table(report: RunReport) -> Table:
             ],
             ("rejected by the destination", s["rejected_by_destination"], "red"),
             ("retry after (too recent)", s["retry_after"], "yellow"),
+            ("held until the account is fixed (see below)", s["held"], "red"),
             ("pending for the next run", s["pending"], "yellow"),
         ]
     always = ("conversions built", "would be sent") + (() if s["submitted"] else ("sent",))

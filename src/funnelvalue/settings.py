@@ -122,6 +122,11 @@ class DataManagerSettings(_Section):
         description="conversion action name -> numeric id, for names used in the mapping",
     )
     endpoint: str | None = Field(default=None, description="API host (default Google's)")
+    event_source: Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"] | None = Field(
+        default=None,
+        description="where the conversions happen (Event.event_source); unset by default: "
+        "a CRM stage is rarely a web event",
+    )
 
 
 # Paths (section, key) that hold secrets: accepted from the environment and .env only.

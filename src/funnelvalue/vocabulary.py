@@ -134,9 +134,11 @@ class RequestState(StrEnum):
 
     SUBMITTED = "submitted"  # not confirmed yet
     PROCESSING = "processing"  # asked; Google is not done
+    UNKNOWN = "unknown"  # asked; Google does not know yet (given up on after a bound)
     SUCCESS = "success"
     PARTIAL = "partial"  # some events failed; Google does not say which
     DUPLICATE = "duplicate"  # failed only because Google already had every event: done
+    RETRY = "retry"  # some events were too recent (TOO_RECENT_CLICK): all sent again later
     FAILED = "failed"  # failed as a whole: its rows go out again
 
 

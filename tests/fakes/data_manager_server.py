@@ -10,6 +10,7 @@ DUPLICATE_TRANSACTION_ID error, which is how replays are recognised.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,11 +21,16 @@ from typing import Any
 
 import grpc
 from google.ads import datamanager_v1 as dm
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 SERVICE = "google.ads.datamanager.v1.IngestionService"
 Status = dm.RequestStatusPerDestination.RequestStatus
 Reason = dm.ProcessingErrorReason
 MAX_EVENTS = 2000
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -43,7 +49,14 @@ class FakeDataManager:
     fail_requests: set[int] = field(default_factory=set)  # request numbers that fail whole
     unavailable_times: int = 0
     exhausted_times: int = 0  # the next N ingest calls fail with RESOURCE_EXHAUSTED (quota)
+    quota_limit: str = "IngestionMutateRequestsPerDayPerProject"  # named in the ErrorInfo
     retrieve_unavailable: bool = False  # RetrieveRequestStatus fails with UNAVAILABLE
+    bad_gclids: set[str] = field(default_factory=set)  # refused whole, the event named
+    refused_unnamed: set[str] = field(default_factory=set)  # refused whole, nothing named
+    terms_signed: bool = True  # False: e-mail/phone events refuse their request
+    unknown_polls: int = 0  # REQUEST_STATUS_UNKNOWN answers before the real status
+    warn_gclids: set[str] = field(default_factory=set)  # accepted with a field warning
+    refused_calls: int = 0
     ingested: dict[str, dict[str, Any]] = field(default_factory=dict)  # action -> txn -> event
     requests: dict[str, Submitted] = field(default_factory=dict)
     ingest_calls: int = 0
@@ -64,13 +77,38 @@ class FakeDataManager:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "fake: the service is unavailable")
             if self.exhausted_times:
                 self.exhausted_times -= 1
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "fake: quota exceeded")
+                _abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "fake: quota exceeded",
+                    reason="RESOURCE_EXHAUSTED",
+                    metadata={"quota_limit": self.quota_limit},
+                )
             problem = _invalid(request)
             if problem:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"fake: {problem}")
+                self.refused_calls += 1
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"fake: {problem[1]}", [problem])
+            violations = self._event_violations(request)
+            if violations:
+                self.refused_calls += 1
+                _abort(
+                    context, grpc.StatusCode.INVALID_ARGUMENT, "fake: invalid events", violations
+                )
+            if any(e.ad_identifiers.gclid in self.refused_unnamed for e in request.events):
+                self.refused_calls += 1
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "fake: request is invalid")
+            warnings = [
+                dm.FieldWarning(
+                    reason=dm.WarningReason.WARNING_REASON_GENERIC,
+                    description="fake: looks odd",
+                    field=f"events[{n}].ad_identifiers.gclid",
+                )
+                for n, event in enumerate(request.events)
+                if event.ad_identifiers.gclid in self.warn_gclids
+            ]
             if request.validate_only:
                 self.validate_calls += 1
-                return dm.IngestEventsResponse()
+                return dm.IngestEventsResponse(field_warnings=warnings)
             self.ingest_calls += 1
             destination = request.destinations[0]
             action = destination.product_destination_id
@@ -102,7 +140,40 @@ class FakeDataManager:
             )
             request_id = str(uuid.uuid4())
             self.requests[request_id] = Submitted(destination, list(request.events), status, errors)
-            return dm.IngestEventsResponse(request_id=request_id)
+            return dm.IngestEventsResponse(request_id=request_id, field_warnings=warnings)
+
+    def _event_violations(self, request: Any) -> list[tuple[str, str, str]]:
+        """(field, reason, description) for each event that fails validation: the fast-fail
+        model refuses the whole request and names them in a google.rpc.BadRequest."""
+        found = []
+        for n, event in enumerate(request.events):
+            people = event.user_data.user_identifiers
+            if event.ad_identifiers.gclid in self.bad_gclids:
+                found.append(
+                    (f"events[{n}].ad_identifiers.gclid", "INVALID_FORMAT", "fake: bad gclid")
+                )
+            elif not _CURRENCY.fullmatch(event.currency):
+                found.append((f"events[{n}].currency", "INVALID_CURRENCY_CODE", "fake: currency"))
+            elif people and not self.terms_signed:
+                found.append(
+                    (
+                        f"events[{n}].user_data",
+                        "DESTINATION_ACCOUNT_ENHANCED_CONVERSIONS_TERMS_NOT_SIGNED",
+                        "fake: terms not signed",
+                    )
+                )
+            else:
+                for m, person in enumerate(people):
+                    value = person.email_address or person.phone_number
+                    if not _SHA256_HEX.fullmatch(value):
+                        found.append(
+                            (
+                                f"events[{n}].user_data.user_identifiers[{m}]",
+                                "INVALID_SHA256_FORMAT",
+                                "fake: not a hex SHA-256 (encoding HEX)",
+                            )
+                        )
+        return found
 
     def retrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self._lock:
@@ -113,7 +184,10 @@ class FakeDataManager:
                 context.abort(grpc.StatusCode.NOT_FOUND, "fake: no such request")
             assert submitted is not None
             submitted.polls += 1
-            if submitted.polls <= self.polls_until_done:
+            if self.unknown_polls:
+                self.unknown_polls -= 1
+                status, errors = Status.REQUEST_STATUS_UNKNOWN, {}
+            elif submitted.polls <= self.polls_until_done:
                 status, errors = Status.PROCESSING, {}
             else:
                 status, errors = submitted.status, submitted.errors
@@ -132,25 +206,67 @@ class FakeDataManager:
             )
 
 
-def _invalid(request: Any) -> str | None:
-    """The fast-fail checks Google makes before accepting a request."""
+def _invalid(request: Any) -> tuple[str, str, str] | None:
+    """The fast-fail checks of the request's own fields: (field, reason, description)."""
     if len(request.destinations) != 1:
-        return "one destination per request here"
+        return ("destinations", "TOO_MANY_DESTINATIONS", "one destination per request here")
     destination = request.destinations[0]
     account = destination.operating_account
     if account.account_type != dm.ProductAccount.AccountType.GOOGLE_ADS:
-        return "operating_account must be a Google Ads account"
+        return ("destinations[0].operating_account", "INVALID_DESTINATION", "not Google Ads")
     if not account.account_id.isdigit() or not destination.product_destination_id.isdigit():
-        return "INVALID_CONVERSION_ACTION_ID"
+        return (
+            "destinations[0].product_destination_id",
+            "INVALID_CONVERSION_ACTION_ID",
+            "not a conversion action id",
+        )
     if not request.events or len(request.events) > MAX_EVENTS:
-        return f"TOO_MANY_EVENTS ({len(request.events)})"
-    for event in request.events:
-        has_click = any(getattr(event.ad_identifiers, n) for n in ("gclid", "gbraid", "wbraid"))
+        return ("events", "TOO_MANY_EVENTS", f"{len(request.events)} events")
+    hashed = any(e.user_data.user_identifiers for e in request.events)
+    if hashed and request.encoding != dm.Encoding.HEX:
+        return ("encoding", "INVALID_ENUM_VALUE", "hashed identifiers need an encoding (HEX)")
+    for n, event in enumerate(request.events):
+        has_click = any(getattr(event.ad_identifiers, k) for k in ("gclid", "gbraid", "wbraid"))
         if not event.transaction_id or not event.currency or not event.event_timestamp:
-            return "REQUIRED_FIELD_MISSING"
+            return (f"events[{n}]", "REQUIRED_FIELD_MISSING", "transaction id, currency, time")
         if not has_click and not event.user_data.user_identifiers:
-            return "NO_IDENTIFIERS_PROVIDED"
+            return (f"events[{n}]", "NO_IDENTIFIERS_PROVIDED", "no click id, no user data")
     return None
+
+
+def _abort(
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    violations: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+    *,
+    reason: str = "INVALID_ARGUMENT",
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """An error the way Google's APIs send one (AIP-193): a google.rpc.Status whose details
+    carry an ErrorInfo (reason, domain, metadata) and a BadRequest naming each field."""
+    info = error_details_pb2.ErrorInfo(
+        reason=reason, domain="datamanager.googleapis.com", metadata=metadata or {}
+    )
+    details = [info]
+    if violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=name, reason=why, description=words
+                    )
+                    for name, why, words in violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    status = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    context.abort_with_status(rpc_status.to_status(status))
 
 
 def _handler(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:

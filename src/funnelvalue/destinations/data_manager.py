@@ -39,6 +39,7 @@ from funnelvalue.vocabulary import ClickIdKind, Outcome, RequestState
 log = logging.getLogger(__name__)
 
 SCOPE = "https://www.googleapis.com/auth/datamanager"
+TOO_RECENT = {"TOO_RECENT_CLICK"}  # safe to send again: transaction ids deduplicate
 _RESOURCE_ID = re.compile(r"^customers/\d+/conversionActions/(\d+)$")
 PLAIN_WORDS = {
     "DUPLICATE_TRANSACTION_ID": "already in Google Ads",
@@ -97,6 +98,7 @@ class DataManagerUpload:
     login_customer_id: str | None = None
     action_ids: dict[str, str] = field(default_factory=dict)
     validate_only: bool = False
+    event_source: str | None = None  # EventSource name; unset unless configured
 
     @classmethod
     def from_settings(cls, config: DataManagerSettings, customer_id: str) -> DataManagerUpload:
@@ -105,7 +107,9 @@ class DataManagerUpload:
             credentials=_credentials(config), client_options=options
         )
         login = config.login_customer_id.replace("-", "") if config.login_customer_id else None
-        return cls(client, customer_id, login, dict(config.action_ids))
+        return cls(
+            client, customer_id, login, dict(config.action_ids), event_source=config.event_source
+        )
 
     @property
     def name(self) -> str:
@@ -159,22 +163,70 @@ class DataManagerUpload:
             yield from batches(group)
 
     def _submit(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """One request. Google refuses a request as a whole for one bad event (the fast-fail
+        model): the events its error names are set aside with Google's words and the rest is
+        sent again; when it names none, halves are tried to find them. One bad event never
+        blocks the other 1,999 run after run."""
+        try:
+            return self._submit_named(batch)
+        except _RefusedWithoutDetails as refusal:
+            return self._bisect(batch, refusal, top=True)
+
+    def _submit_named(self, batch: pd.DataFrame) -> pd.DataFrame:
+        refused: list[pd.DataFrame] = []
+        for _ in range(MAX_RESUBMISSIONS):
+            try:
+                return pd.concat([*refused, self._ingest(batch)], ignore_index=True)
+            except _EventsRefused as refusal:
+                refused.append(_refusal_outcomes(batch, refusal.events))
+                batch = batch.drop(batch.index[sorted(refusal.events)])
+                if batch.empty:
+                    return pd.concat(refused, ignore_index=True)
+        raise DestinationError(
+            f"the Data Manager API refused {MAX_RESUBMISSIONS} requests in a row, each for "
+            "other events; nothing more was sent",
+            transient=False,
+        )
+
+    def _bisect(
+        self, batch: pd.DataFrame, refusal: _RefusedWithoutDetails, *, top: bool
+    ) -> pd.DataFrame:
+        """Each half on its own. A fault of the request itself (not of an event) fails both
+        halves of the first split: stop. Below that, a failing half is halved again down to
+        the one event, which is rejected with Google's words."""
+        if len(batch) == 1:
+            return outcomes(batch["key"], Outcome.REJECTED, refusal.words, refusal.reason)
+        middle = len(batch) // 2
+        done: list[pd.DataFrame] = []
+        failing: list[tuple[pd.DataFrame, _RefusedWithoutDetails]] = []
+        for half in (batch.iloc[:middle], batch.iloc[middle:]):
+            try:
+                done.append(self._submit_named(half))
+            except _RefusedWithoutDetails as again:
+                failing.append((half, again))
+        if top and len(failing) == 2:
+            raise refusal.as_stop()
+        done += [self._bisect(half, again, top=False) for half, again in failing]
+        return pd.concat(done, ignore_index=True)
+
+    def _ingest(self, batch: pd.DataFrame) -> pd.DataFrame:
         request = self._request(batch)
         response = call_rpc(
             "Data Manager IngestEvents",
             # retry=None: the shared policy retries, not the client's own (hidden, real sleeps)
             lambda: self.client.ingest_events(request=request, retry=None, timeout=CALL_TIMEOUT),
             _is_transient,
-            _translate,
+            _refusal_or_translate,
         )
+        warning = _warnings(response, batch)
         if self.validate_only:
             return outcomes(
-                batch["key"], Outcome.UPLOADED, "valid (validate_only: nothing recorded)"
+                batch["key"], Outcome.UPLOADED, f"valid (validate_only: nothing recorded){warning}"
             )
         request_id = str(response.request_id)
         log.info("Data Manager accepted %d events as request %s", len(batch), request_id)
         submitted = outcomes(
-            batch["key"], Outcome.SUBMITTED, f"waiting for Google (request {request_id})"
+            batch["key"], Outcome.SUBMITTED, f"waiting for Google (request {request_id}){warning}"
         )
         return submitted.assign(request_id=request_id)
 
@@ -194,7 +246,7 @@ class DataManagerUpload:
             )
         request = dm.IngestEventsRequest.pb()(
             destinations=[dm.Destination.pb()(**destination)],
-            events=list(_events(batch)),
+            events=list(_events(batch, self.event_source)),
             encoding=dm.Encoding.HEX,
             validate_only=self.validate_only,
         )
@@ -222,7 +274,7 @@ class DataManagerUpload:
         return pd.DataFrame(rows, columns=["request_id", "state", "error_counts", "message"])
 
 
-def _events(batch: pd.DataFrame) -> Iterator[Any]:
+def _events(batch: pd.DataFrame, event_source: str | None) -> Iterator[Any]:
     dm = _types()
     event_type, identifiers_type = dm.Event.pb(), dm.AdIdentifiers.pb()
     user_data_type, user_identifier = dm.UserData.pb(), dm.UserIdentifier.pb()
@@ -231,15 +283,16 @@ def _events(batch: pd.DataFrame) -> Iterator[Any]:
         "GRANTED": dm.ConsentStatus.CONSENT_GRANTED,
         "DENIED": dm.ConsentStatus.CONSENT_DENIED,
     }
-    web = dm.EventSource.WEB
+    source = None if event_source is None else dm.EventSource[event_source]
     seconds = batch["conversion_time"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
     for row, second in zip(batch.to_dict("records"), seconds, strict=True):
         fields: dict[str, Any] = {
             "transaction_id": row["order_id"],
             "conversion_value": float(row["value"]),
             "currency": row["currency"],
-            "event_source": web,
         }
+        if source is not None:
+            fields["event_source"] = source
         fields["event_timestamp"] = {"seconds": int(second)}
         if row["click_id_kind"] == ClickIdKind.USER:
             people = [
@@ -268,11 +321,12 @@ def _request_outcome(response: Any) -> dict[str, Any]:
         status_type.SUCCESS: RequestState.SUCCESS,
         status_type.PARTIAL_SUCCESS: RequestState.PARTIAL,
         status_type.FAILED: RequestState.FAILED,
+        status_type.PROCESSING: RequestState.PROCESSING,
     }
     errors: dict[str, int] = {}
-    state = RequestState.PROCESSING
+    state = RequestState.UNKNOWN
     for per_destination in response.request_status_per_destination:
-        state = states.get(per_destination.request_status, RequestState.PROCESSING)
+        state = states.get(per_destination.request_status, RequestState.UNKNOWN)
         for count in per_destination.error_info.error_counts:
             reason = count.reason.name.removeprefix("PROCESSING_ERROR_REASON_")
             errors[reason] = errors.get(reason, 0) + int(count.record_count)
@@ -281,13 +335,114 @@ def _request_outcome(response: Any) -> dict[str, Any]:
         state = RequestState.SUCCESS  # the only "failures" were events Google already had
     elif state == RequestState.FAILED and only_duplicates:
         state = RequestState.DUPLICATE
+    elif state in (RequestState.PARTIAL, RequestState.FAILED) and set(errors) & TOO_RECENT:
+        # Google does not say which events were too recent: send them all again later; the
+        # ones it has come back as DUPLICATE_TRANSACTION_ID, never as a second conversion.
+        state = RequestState.RETRY
     message = ", ".join(
         f"{reason} {n}" + (f" ({PLAIN_WORDS[reason]})" if reason in PLAIN_WORDS else "")
         for reason, n in sorted(errors.items(), key=lambda item: -item[1])
     )
     if state == RequestState.PARTIAL:
         message = f"Google counted failures in this request, not which rows: {message}"
+    if state == RequestState.RETRY:
+        message = f"sent again in 6 hours: {message}"
     return {"state": str(state), "error_counts": errors, "message": message or None}
+
+
+MAX_RESUBMISSIONS = 5  # requests refused for named events before the run stops
+
+# Refusals of e-mail/phone events the account must fix, not the event: held, sent again once
+# fixed (the Google Ads destination holds its CUSTOMER_NOT_ACCEPTED_* rows the same way).
+ACCOUNT_REASONS = {
+    "TERMS_AND_CONDITIONS_NOT_SIGNED": "the Google Ads account has not accepted the customer "
+    "data terms: accept them in Google Ads (Goals → Conversions → Settings)",
+    "DESTINATION_ACCOUNT_ENHANCED_CONVERSIONS_TERMS_NOT_SIGNED": "the Google Ads account has "
+    "not accepted the enhanced conversions terms (Goals → Conversions → Settings)",
+    "DESTINATION_ACCOUNT_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS": "enhanced conversions "
+    "for leads are off in the Google Ads account: turn them on (Goals → Conversions → Settings)",
+    "DESTINATION_ACCOUNT_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS": "Google's customer data "
+    "policy does not allow e-mail/phone conversions for this account",
+}
+_EVENT_FIELD = re.compile(r"^events\[(\d+)\]")
+
+
+class _EventsRefused(Exception):
+    """Google refused a request for some of its events: position -> (reason, words)."""
+
+    def __init__(self, events: dict[int, tuple[str, str]]) -> None:
+        super().__init__(f"{len(events)} events refused")
+        self.events = events
+
+
+class _RefusedWithoutDetails(Exception):
+    """INVALID_ARGUMENT that names no field: an event, or the request itself."""
+
+    def __init__(self, reason: str, words: str, stop: DestinationError) -> None:
+        super().__init__(words)
+        self.reason, self.words, self._stop = reason, words, stop
+
+    def as_stop(self) -> DestinationError:
+        return self._stop
+
+
+def _refusal_or_translate(exc: BaseException) -> Exception:
+    """A fast-fail refusal, located (events) or not, for _submit to split; else _translate.
+
+    Google puts a google.rpc.BadRequest in the error details: each field violation names its
+    field (``events[3].ad_identifiers.gclid``; ``events[3].adIdentifiers.gclid`` over REST)
+    and the ErrorReason; an ErrorInfo carries the reason of the whole request."""
+    translated = _translate(exc)
+    if grpc_code(exc) != "INVALID_ARGUMENT":
+        return translated
+    violations = [
+        violation
+        for detail in getattr(exc, "details", None) or []
+        for violation in getattr(detail, "field_violations", [])
+    ]
+    events: dict[int, tuple[str, str]] = {}
+    for violation in violations:
+        if match := _EVENT_FIELD.match(violation.field):
+            reason = violation.reason or getattr(exc, "reason", None) or "INVALID_EVENT"
+            where = violation.field[match.end() :].lstrip(".") or "the event"
+            words = ACCOUNT_REASONS.get(
+                reason, f"Google refused this event: {violation.description} ({where})"
+            )
+            events.setdefault(int(match[1]), (reason, words))
+    if events:
+        return _EventsRefused(events)
+    if violations:  # the request's own fields (destination, encoding): no event to blame
+        return translated
+    reason = getattr(exc, "reason", None) or "INVALID_ARGUMENT"
+    words = str(getattr(exc, "message", "") or exc).splitlines()[0][:300]
+    assert isinstance(translated, DestinationError)
+    return _RefusedWithoutDetails(reason, f"Google refused this event: {words}", translated)
+
+
+def _refusal_outcomes(batch: pd.DataFrame, events: dict[int, tuple[str, str]]) -> pd.DataFrame:
+    """REJECTED (fix it in the CRM) or HELD (fix the account) for each event Google named."""
+    positions = sorted(events)
+    reasons = [events[p][0] for p in positions]
+    frame = outcomes(batch["key"].iloc[positions], Outcome.REJECTED)
+    return frame.assign(
+        status=[Outcome.HELD if r in ACCOUNT_REASONS else Outcome.REJECTED for r in reasons],
+        error_code=pd.array(reasons, dtype="string"),
+        message=pd.array([events[p][1] for p in positions], dtype="string"),
+    )
+
+
+def _warnings(response: Any, batch: pd.DataFrame) -> str:
+    """Google's non-blocking field warnings: logged, and noted on the rows' message."""
+    warnings = list(getattr(response, "field_warnings", []) or [])
+    if not warnings:
+        return ""
+    reasons: dict[str, int] = {}
+    for warning in warnings:
+        name = warning.reason.name.removeprefix("WARNING_REASON_")
+        reasons[name] = reasons.get(name, 0) + 1
+    text = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
+    log.warning("Data Manager warned about %d of %d events: %s", len(warnings), len(batch), text)
+    return f"; Google warned: {text}"
 
 
 class _UnknownRequest(Exception):
@@ -309,7 +464,18 @@ def _unknown_request_or_translate(exc: BaseException) -> Exception:
     return _translate(exc)
 
 
+def _quota_limit(exc: BaseException) -> str:
+    """The quota a RESOURCE_EXHAUSTED names (ErrorInfo metadata.quota_limit), e.g.
+    IngestionMutateRequestsPerMinutePerProject (300) or ...PerDayPerProject (100,000)."""
+    metadata = getattr(exc, "metadata", None) or {}
+    return str(metadata.get("quota_limit", "")) if hasattr(metadata, "get") else ""
+
+
 def _is_transient(exc: BaseException) -> bool:
+    """UNAVAILABLE and the like, and the per-minute quota (back off, it refills within the
+    run); never the daily quota, which only the next day resets."""
+    if grpc_code(exc) == "RESOURCE_EXHAUSTED":
+        return "PerMinute" in _quota_limit(exc)
     return grpc_code(exc) in TRANSIENT_GRPC  # api_core exceptions carry their gRPC status
 
 
@@ -332,8 +498,16 @@ def _translate(exc: BaseException) -> Exception:
             transient=False,
         )
     if status in {"RESOURCE_EXHAUSTED", "TooManyRequests"}:  # the latter: HTTP 429, no gRPC code
+        limit = _quota_limit(exc)
+        which = (
+            "daily request quota (100,000 a project) is used up; it resets at midnight Pacific time"
+            if "PerDay" in limit
+            else "per-minute request quota (300 a project) stayed exhausted after backing off"
+            if "PerMinute" in limit
+            else "quota is used up for now"
+        )
         return DestinationError(
-            "the Data Manager API quota is used up for now; the rest stays pending",
+            f"the Data Manager API {which}; the rest stays pending for the next run",
             transient=True,
         )
     return DestinationError(

@@ -17,6 +17,10 @@ from funnelvalue.ledger.schema import conversions, requests
 from funnelvalue.vocabulary import Outcome, RequestState
 
 MAX_SUBMISSIONS = 3  # a request that fails as a whole is sent again at most this often
+RETRY_AFTER = pd.Timedelta(hours=6)  # a click too recent for Google is old enough by then
+# Google keeps answering REQUEST_STATUS_UNKNOWN: after this long its events are sent again
+# (those Google has come back as duplicates) rather than waited on forever.
+UNKNOWN_GIVE_UP = pd.Timedelta(days=2)
 
 # Verdict -> what its conversions become (FAILED: sent again, until MAX_SUBMISSIONS).
 CONVERSION_STATUS = {
@@ -24,6 +28,7 @@ CONVERSION_STATUS = {
     RequestState.PARTIAL: (Outcome.PARTIAL, "PARTIAL_SUCCESS"),
     RequestState.DUPLICATE: (Outcome.DUPLICATE, None),
     RequestState.FAILED: (Outcome.PENDING, "REQUEST_FAILED"),
+    RequestState.RETRY: (Outcome.RETRY_AFTER, "TOO_RECENT_CLICK"),
 }
 
 
@@ -78,9 +83,16 @@ class RequestBook:
         with self._db.tx() as conn:
             for row in verdicts.to_dict("records"):
                 state = RequestState(row["state"])
-                counts[state] = counts.get(state, 0) + 1
                 request = requests.c.request_id == row["request_id"]
-                if state == RequestState.PROCESSING:
+                if state == RequestState.UNKNOWN and self._unknown_too_long(conn, request, now):
+                    state = RequestState.FAILED
+                    row["message"] = (
+                        f"Google could not say what became of this request for "
+                        f"{UNKNOWN_GIVE_UP.days} days (REQUEST_STATUS_UNKNOWN); its events "
+                        "are sent again and Google recognises the ones it has"
+                    )
+                counts[state] = counts.get(state, 0) + 1
+                if state in (RequestState.PROCESSING, RequestState.UNKNOWN):
                     conn.execute(update(requests).where(request).values(checked_at=now))
                     continue
                 errors = {str(k): int(v) for k, v in (row.get("error_counts") or {}).items()}
@@ -96,23 +108,42 @@ class RequestBook:
                 status, code = CONVERSION_STATUS[state]
                 if state == RequestState.DUPLICATE:
                     message = "already in Google Ads"
-                if state == RequestState.FAILED:
+                if state in (RequestState.FAILED, RequestState.RETRY):
+                    # bounded: a request Google fails (or finds too recent) every time
+                    failed = state == RequestState.FAILED
+                    final = Outcome.REJECTED if failed else Outcome.PARTIAL
                     conn.execute(
                         update(conversions)
                         .where(mine, conversions.c.attempts >= MAX_SUBMISSIONS)
                         .values(
-                            status=Outcome.REJECTED,
+                            status=final,
                             error_code=code,
-                            message=f"failed {MAX_SUBMISSIONS} times: {message}",
+                            message=f"{'failed' if failed else 'too recent'} "
+                            f"{MAX_SUBMISSIONS} times: {message}",
                             updated_at=now,
                         )
                     )
+                retry_at = (now + RETRY_AFTER) if state == RequestState.RETRY else None
                 conn.execute(
                     update(conversions)
                     .where(mine)
-                    .values(status=status, error_code=code, message=message, updated_at=now)
+                    .values(
+                        status=status,
+                        error_code=code,
+                        message=message,
+                        retry_at=retry_at,
+                        updated_at=now,
+                    )
                 )
         return {str(k): v for k, v in counts.items()}
+
+    @staticmethod
+    def _unknown_too_long(conn: Connection, request: Any, now: datetime) -> bool:
+        submitted = conn.scalar(select(requests.c.submitted_at).where(request))
+        if submitted is None:
+            return False
+        age = pd.Timestamp(now).tz_localize(None) - pd.Timestamp(submitted).tz_localize(None)
+        return bool(age > UNKNOWN_GIVE_UP)
 
     def summary(self) -> dict[str, Any]:
         """Requests per status, the unconfirmed events, the oldest open one, and the failure
