@@ -10,7 +10,7 @@ import pytest
 
 from funnelvalue.conversions import build, order_ids
 from funnelvalue.destinations.csv_import import ImportFile
-from funnelvalue.errors import DestinationError
+from funnelvalue.errors import ConfigError, DestinationError
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
 from tests.conftest import CUSTOMER, HEADER, gclid
@@ -75,7 +75,9 @@ def test_import_file_follows_googles_template(tmp_path: Path, mapping: Mapping) 
         for r in rows
     }
     lead_a = by_name[("CRM lead", gclid(1))]
-    assert lead_a["Conversion Time"] == "2026-11-02 14:30:00+01:00"
+    # the template's form: the clock of the Parameters zone, no offset on the row
+    assert lead_a["Conversion Time"] == "2026-11-02 14:30:00"
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r["Conversion Time"]) for r in rows)
     assert lead_a["Conversion Value"] == "10.00"
     assert lead_a["Ad User Data Consent"] == "Granted"
     won_b = next(r for r in rows if r["Conversion Name"] == "CRM won")
@@ -144,7 +146,7 @@ def test_formula_cells_are_neutralised_but_click_ids_are_not(
     batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
     batch = batch[batch["click_id_kind"] == "gclid"].head(1)
     batch = pd.concat([batch] * 3, ignore_index=True)
-    batch["conversion_action"] = pd.array(
+    batch["conversion_action"] = batch["action_identity"] = pd.array(
         ['=HYPERLINK("http://x")', "@SUM(A1)", "+1"], dtype="string"
     )
     batch.loc[batch.index[0], "click_id"] = "-Cj0KCQiAstartswithdash"
@@ -155,3 +157,34 @@ def test_formula_cells_are_neutralised_but_click_ids_are_not(
     assert names == ["'+1", '\'=HYPERLINK("http://x")', "'@SUM(A1)"]
     assert rows[0]["Google Click ID"] == "-Cj0KCQiAstartswithdash"
     assert [r["Google Click ID"] for r in rows[1:]] == [gclid(1)] * 2
+
+
+def test_a_mapping_that_names_actions_by_id_gets_their_names_or_a_clear_stop(
+    tmp_path: Path, mapping: Mapping
+) -> None:
+    """Google matches the file's Conversion Name against the action's name, never its id."""
+    target = ImportFile(
+        tmp_path / "f.csv", tmp_path / "run.csv", "UTC", action_names={"103": "CRM won"}
+    )
+    found = target.action_identities(
+        ["CRM lead", "103", "customers/1/conversionActions/103"], strict=True
+    )
+    assert found == {
+        "CRM lead": "CRM lead",
+        "103": "CRM won",
+        "customers/1/conversionActions/103": "CRM won",
+    }
+    with pytest.raises(ConfigError, match="names each conversion action by its name") as caught:
+        target.action_identities(["CRM lead", "555"], strict=True)
+    assert "'555' is an id, not a name" in str(caught.value)
+    assert target.action_identities(["555"], strict=False) == {}
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    won = batch["stage"] == "won"
+    batch = batch.assign(
+        conversion_action=batch["conversion_action"].mask(won, "103"),
+        action_identity=batch["action_identity"].mask(won, "CRM won"),
+    )
+    target.upload(batch)
+    _, rows = read(target.run_path)
+    assert "103" not in {r["Conversion Name"] for r in rows}
+    assert "CRM won" in {r["Conversion Name"] for r in rows}

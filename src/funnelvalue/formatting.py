@@ -24,3 +24,11 @@ def format_conversion_time(times: pd.Series, timezone: str) -> pd.Series:
     text = wall.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
     formatted: pd.Series = text + pd.Series(suffix[codes], index=times.index, dtype="string")
     return formatted
+
+
+def format_wall_time(times: pd.Series, timezone: str) -> pd.Series:
+    """'2026-11-02 14:30:00': the clock in ``timezone``, no offset (the import file, whose
+    ``Parameters:TimeZone`` line says which zone)."""
+    wall = times.dt.tz_convert(timezone).dt.tz_localize(None)
+    formatted: pd.Series = wall.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
+    return formatted

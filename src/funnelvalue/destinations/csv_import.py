@@ -2,6 +2,8 @@
 
 The layout is Google's click-conversion template (a ``Parameters:TimeZone=`` line, then
 ``Google Click ID, Conversion Name, Conversion Time, Conversion Value, Conversion Currency``),
+times written ``yyyy-MM-dd HH:mm:ss`` in that zone, without a per-row offset (the template's
+form; rows with ``+01:00`` offsets beside the parameter line are reported rejected),
 plus ``Order ID`` so that a row imported twice is deduplicated by Google, and the enhanced
 conversions for leads columns (hashed ``Email`` / ``Phone Number``) when some rows have no click
 id.
@@ -18,20 +20,22 @@ regular file; text cells that a spreadsheet would run as a formula are neutralis
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import ConfigError, DestinationError
-from funnelvalue.formatting import format_conversion_time
+from funnelvalue.formatting import format_wall_time
 from funnelvalue.vocabulary import BRAIDS, ClickIdKind, Outcome
 
 CLICK_ID_COLUMNS = ("Google Click ID", "GBRAID", "WBRAID")
+_ACTION_ID = re.compile(r"^(?:customers/\d+/conversionActions/)?(\d+)$")
 FILE_MODE = 0o644  # Google's fetcher and colleagues read it; nothing in it is secret (hashes)
 
 
@@ -41,6 +45,7 @@ class ImportFile:
     run_path: Path  # this run's own file
     timezone: str
     window_days: int = 7
+    action_names: dict[str, str] = field(default_factory=dict)  # action id -> its name
 
     @classmethod
     def for_run(
@@ -50,6 +55,7 @@ class ImportFile:
         run_id: int,
         window_days: int = 7,
         now: pd.Timestamp | None = None,
+        action_names: dict[str, str] | None = None,
     ) -> ImportFile:
         if "{" in str(output) or "}" in str(output):
             raise ConfigError(
@@ -59,15 +65,31 @@ class ImportFile:
             )
         date = (now or pd.Timestamp.now(tz="UTC")).strftime("%Y-%m-%d")
         run_path = output.parent / "runs" / f"{output.stem}-{date}-run{run_id}{output.suffix}"
-        return cls(output, run_path, timezone, window_days)
+        return cls(output, run_path, timezone, window_days, dict(action_names or {}))
 
     @property
     def name(self) -> str:
         return f"csv:{self.path}"
 
     def action_identities(self, labels: Iterable[str], *, strict: bool) -> dict[str, str]:
-        """The file names each action by the name Google matches: that is its identity."""
-        return {str(label): str(label) for label in labels}
+        """The file names each action by the name Google matches: that is its identity. A
+        label that is an id (or a resource name) needs its name from ``action_names``."""
+        found: dict[str, str] = {}
+        for label in sorted({str(label) for label in labels}):
+            action_id = _action_id(label)
+            name = label if action_id is None else self.action_names.get(action_id)
+            if name is not None:
+                found[label] = name
+        missing = sorted(set(map(str, labels)) - set(found))
+        if strict and missing:
+            raise ConfigError(
+                "the import file names each conversion action by its name, as Google Ads shows "
+                "it (Goals -> Conversions); the mapping gives ids: write the names in the "
+                "mapping's conversion_action, or list them under data_manager.action_ids "
+                "(name: id) in config/funnelvalue.yaml",
+                [f"'{label}' is an id, not a name" for label in missing],
+            )
+        return found
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         if conversions.empty:
@@ -127,8 +149,8 @@ def import_table(conversions: pd.DataFrame, timezone: str) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "Google Click ID": conversions["click_id"].where(kind == ClickIdKind.GCLID),
-            "Conversion Name": conversions["conversion_action"],
-            "Conversion Time": format_conversion_time(conversions["conversion_time"], timezone),
+            "Conversion Name": _action_names(conversions),
+            "Conversion Time": format_wall_time(conversions["conversion_time"], timezone),
             "Conversion Value": conversions["value"],
             "Conversion Currency": conversions["currency"],
             "Order ID": conversions["order_id"],
@@ -143,6 +165,20 @@ def import_table(conversions: pd.DataFrame, timezone: str) -> pd.DataFrame:
     if conversions["consent"].notna().any():
         table["Ad User Data Consent"] = conversions["consent"].str.title()
     return neutralise_formulas(table)
+
+
+def _action_id(label: str) -> str | None:
+    """The numeric id in an action label (``123`` or ``customers/1/conversionActions/123``)."""
+    match = _ACTION_ID.match(label)
+    return match[1] if match else None
+
+
+def _action_names(conversions: pd.DataFrame) -> pd.Series:
+    """What the file's Conversion Name says: the action's identity, which for this
+    destination is the name (the label when an older ledger row has none)."""
+    if "action_identity" not in conversions.columns:
+        return conversions["conversion_action"]
+    return conversions["action_identity"].fillna(conversions["conversion_action"])
 
 
 def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:

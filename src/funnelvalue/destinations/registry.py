@@ -37,6 +37,8 @@ def _csv(context: Context) -> Destination:
         context.run_id,
         settings.import_window_days,
         now=context.now,
+        # the Data Manager's name -> id list, read backwards: a mapping that gives ids
+        action_names={ident: name for name, ident in settings.data_manager.action_ids.items()},
     )
 
 
