@@ -18,7 +18,7 @@ from funnelvalue.ledger import Ledger
 from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.pipeline import execute
 from funnelvalue.settings import load_settings
-from funnelvalue.sources.hubspot import HubSpotSource
+from funnelvalue.sources.hubspot import SCOPES, HubSpotSource
 from tests.conftest import gclid
 from tests.fakes.google_ads_server import FakeGoogleAds
 from tests.fakes.hubspot import TOKEN, FakeHubSpot, iso
@@ -192,8 +192,9 @@ def test_missing_token_stops_before_any_request(
     portal: FakeHubSpot, hubspot_mapping: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FUNNELVALUE_HUBSPOT__ACCESS_TOKEN")
-    with pytest.raises(ConfigError, match="private app token"):
+    with pytest.raises(ConfigError, match="create a Service Key in HubSpot") as caught:
         source(hubspot_mapping)
+    assert "crm.objects.deals.read, crm.schemas.deals.read" in str(caught.value)
     assert portal.requests == []
 
 
@@ -441,3 +442,51 @@ def test_the_client_keeps_under_hubspots_limits(
     portal.burst_remaining = 1  # the burst window is nearly used up: wait it out (10 s)
     source(hubspot_mapping).fetch(None)
     assert 10.0 in waits
+
+
+def test_the_documented_scopes_are_enough_for_each_mode(
+    portal: FakeHubSpot, hubspot_mapping: Path, mapping_file: Callable[..., Path], now: pd.Timestamp
+) -> None:
+    """A Service Key with exactly the scopes the README lists reads every endpoint used."""
+    portal.scopes = set(SCOPES["deals"])
+    won_deal(portal, now, 1)
+    assert len(source(hubspot_mapping).fetch(None).leads) == 3
+    since = portal.tick().to_pydatetime()
+    won_deal(portal, now, 2)
+    assert len(source(hubspot_mapping).fetch(since).leads) == 3  # search and associations too
+    portal.scopes = set(SCOPES["contacts"])  # contacts mode needs no deal scope
+    lifecycle = mapping_file(
+        timezone="UTC",
+        stages=[{"name": "lead", "crm_values": ["Lead"], "conversion_action": "L", "value": 1}],
+    )
+    portal.add_contact(gclid=gclid(3), lifecyclestage="lead")
+    assert len(source(lifecycle, object="contacts").fetch(None).leads) >= 1
+
+
+def test_a_missing_scope_is_named_in_the_error(
+    portal: FakeHubSpot, mapping_file: Callable[..., Path]
+) -> None:
+    """Contacts mode reads the lifecycle property's options: crm.schemas.contacts.read."""
+    portal.scopes = {"crm.objects.contacts.read"}
+    lifecycle = mapping_file(
+        timezone="UTC",
+        stages=[{"name": "lead", "crm_values": ["Lead"], "conversion_action": "L", "value": 1}],
+    )
+    with pytest.raises(ConfigError, match="it lacks crm.schemas.contacts.read") as caught:
+        source(lifecycle, object="contacts").fetch(None)
+    assert caught.value.exit_code == EXIT_CONFIG
+
+
+def test_a_deal_with_more_contacts_than_a_page_is_read_to_the_end(
+    portal: FakeHubSpot, hubspot_mapping: Path, now: pd.Timestamp
+) -> None:
+    """The batch associations read pages per deal (paging.next.after on that result)."""
+    portal.association_page = 3
+    people = [portal.add_contact(gclid=None, email=f"p{n}@example.com") for n in range(6)]
+    buyer = portal.add_contact(gclid=gclid(9), email="buyer@example.com")
+    deal = portal.add_deal([("appointmentscheduled", day(now, 2))])
+    portal.links[deal] = [*people, buyer]  # the one with the click id is on the third page
+    leads = source(hubspot_mapping).fetch(None).leads
+    assert leads["gclid"].tolist() == [gclid(9)]
+    reads = [p for m, p in portal.requests if p.endswith("/associations/deals/contacts/batch/read")]
+    assert len(reads) == 3

@@ -82,6 +82,8 @@ class FakeHubSpot:
     requests: list[tuple[str, str]] = field(default_factory=list)
     pipeline_filter_used: bool = False
     max_searches: int | None = None  # more searches than this: a 400 (a client stuck in a loop)
+    scopes: set[str] | None = None  # what the token was granted (None: every scope)
+    association_page: int = 500  # contacts per deal in one batch-read result, then paging
     _next_id: int = 1000
 
     # -- building the portal ---------------------------------------------------------
@@ -151,25 +153,51 @@ class FakeHubSpot:
     # -- the API ---------------------------------------------------------------------
 
     def install(self, rsps: responses.RequestsMock) -> None:
-        routes: list[tuple[str, str, Callable[[PreparedRequest], Reply]]] = [
+        # Each endpoint with the scope HubSpot's reference lists for it.
+        routes: list[tuple[str, str, str, Callable[[PreparedRequest], Reply]]] = [
             (
                 "GET",
                 r"/crm/v3/pipelines/deals$",
+                "crm.schemas.deals.read",
                 lambda r: (200, {}, json.dumps({"results": [PIPELINE]})),
             ),
-            ("GET", r"/crm/v3/properties/contacts/lifecyclestage$", self._lifecycle),
-            ("GET", r"/crm/v3/objects/(deals|contacts)(\?.*)?$", self._list),
-            ("POST", r"/crm/v3/objects/(deals|contacts)/search$", self._search),
-            ("POST", r"/crm/v4/associations/deals/contacts/batch/read$", self._associations),
-            ("POST", r"/crm/v3/objects/contacts/batch/read$", self._batch_read),
+            (
+                "GET",
+                r"/crm/v3/properties/contacts/lifecyclestage$",
+                "crm.schemas.contacts.read",
+                self._lifecycle,
+            ),
+            ("GET", r"/crm/v3/objects/deals(\?.*)?$", "crm.objects.deals.read", self._list),
+            ("GET", r"/crm/v3/objects/contacts(\?.*)?$", "crm.objects.contacts.read", self._list),
+            ("POST", r"/crm/v3/objects/deals/search$", "crm.objects.deals.read", self._search),
+            (
+                "POST",
+                r"/crm/v3/objects/contacts/search$",
+                "crm.objects.contacts.read",
+                self._search,
+            ),
+            (
+                "POST",
+                r"/crm/v4/associations/deals/contacts/batch/read$",
+                "crm.objects.contacts.read",
+                self._associations,
+            ),
+            (
+                "POST",
+                r"/crm/v3/objects/contacts/batch/read$",
+                "crm.objects.contacts.read",
+                self._batch_read,
+            ),
         ]
-        for method, pattern, handler in routes:
+        for method, pattern, scope, handler in routes:
             rsps.add_callback(
-                method, re.compile(re.escape(BASE) + pattern), callback=self._guarded(handler)
+                method,
+                re.compile(re.escape(BASE) + pattern),
+                callback=self._guarded(handler, scope),
             )
 
     def _guarded(
-        self, handler: Callable[[PreparedRequest], Reply]
+        self, handler: Callable[[PreparedRequest], Reply], scope: str
     ) -> Callable[[PreparedRequest], Reply]:
         def serve(request: PreparedRequest) -> Reply:
             self.requests.append((str(request.method), urlparse(str(request.url)).path))
@@ -180,6 +208,20 @@ class FakeHubSpot:
                     "authentication and you can find more details at "
                     "https://developers.hubspot.com/docs/methods/auth/oauth-overview",
                     "INVALID_AUTHENTICATION",
+                )
+            if self.scopes is not None and scope not in self.scopes:
+                return _error(
+                    403,
+                    "This app hasn't been granted all required scopes to make this call. "
+                    "Read more about required scopes here: https://developers.hubspot.com/scopes.",
+                    "MISSING_SCOPES",
+                    errors=[
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": [scope]},
+                        }
+                    ],
+                    links={"scopes": "https://developers.hubspot.com/scopes"},
                 )
             if self.failures:
                 return self.failures.pop(0)
@@ -296,21 +338,25 @@ class FakeHubSpot:
         results, errors = [], []
         for item in inputs:
             linked = self.links.get(item["id"], [])
-            if linked:
-                results.append(
-                    {
-                        "from": {"id": item["id"]},
-                        "to": [
-                            {
-                                "toObjectId": int(c),
-                                "associationTypes": [
-                                    {"category": "HUBSPOT_DEFINED", "typeId": 3, "label": None}
-                                ],
-                            }
-                            for c in linked
-                        ],
-                    }
-                )
+            start = int(item.get("after") or 0)  # the cursor this fake hands out: an offset
+            page = linked[start : start + self.association_page]
+            if page:
+                result: dict[str, Any] = {
+                    "from": {"id": item["id"]},
+                    "to": [
+                        {
+                            "toObjectId": int(c),
+                            "associationTypes": [
+                                {"category": "HUBSPOT_DEFINED", "typeId": 3, "label": None}
+                            ],
+                        }
+                        for c in page
+                    ],
+                }
+                if start + self.association_page < len(linked):  # present only when more
+                    cursor = str(start + self.association_page)
+                    result["paging"] = {"next": {"after": cursor, "link": None}}
+                results.append(result)
             else:
                 errors.append(
                     {

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ from funnelvalue.settings import HubSpotSettings, Settings
 from funnelvalue.sources.base import Reading, with_retries
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SEARCH_WINDOW = 10_000  # HubSpot's search API never pages past this many results
 SEARCH_PAGE = 200
@@ -42,7 +43,30 @@ ASSOCIATION_BATCH = 1_000
 READ_BATCH = 100
 SEARCH_INTERVAL = 0.22  # seconds between search requests: HubSpot allows 5 a second per token
 BURST_RESERVE = 2  # calls left in HubSpot's burst window at which the client waits it out
-SCOPES = "crm.objects.deals.read, crm.objects.contacts.read, crm.schemas.deals.read"
+
+# The API version of each endpoint family, in one place: HubSpot supports /crm/v4
+# associations until March 2027 and /crm/v3 until September 2027; their date-versioned
+# successors (first version 2026-03, e.g. /crm/associations/2026-03/...) are a one-line move.
+OBJECTS = "/crm/v3/objects"
+PIPELINES = "/crm/v3/pipelines"
+PROPERTIES = "/crm/v3/properties"
+ASSOCIATIONS = "/crm/v4/associations"
+
+# What a Service Key (or a legacy private app, or an OAuth token) needs, per mode.
+SCOPES = {
+    "deals": ("crm.objects.deals.read", "crm.schemas.deals.read", "crm.objects.contacts.read"),
+    "contacts": ("crm.objects.contacts.read", "crm.schemas.contacts.read"),
+}
+TOKEN_HELP = (
+    "create a Service Key in HubSpot (Development -> Keys -> Service keys; older menus: "
+    "Settings -> Integrations -> Service Keys) with the scopes {scopes}, and put it in "
+    "FUNNELVALUE_HUBSPOT__ACCESS_TOKEN (.env); a legacy private app token or an OAuth access "
+    "token works the same way"
+)
+
+
+def scopes_for(mode: str) -> str:
+    return ", ".join(SCOPES[mode])
 
 
 class HubSpotClient:
@@ -54,9 +78,10 @@ class HubSpotClient:
     waits for the window to pass.
     """
 
-    def __init__(self, token: str, base_url: str, timeout: float) -> None:
+    def __init__(self, token: str, base_url: str, timeout: float, mode: str = "deals") -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.mode = mode  # deals | contacts: which scopes the errors ask for
         self._last_search = 0.0
         self._pause = 0.0  # seconds to wait before the next call (burst window nearly used up)
         self.session = requests.Session()
@@ -113,22 +138,24 @@ class HubSpotClient:
             self._pause = int(interval) / 1000
             log.info("HubSpot burst allowance nearly used; waiting %.1f s", self._pause)
 
-    @staticmethod
-    def _checked(response: requests.Response) -> dict[str, Any]:
+    def _checked(self, response: requests.Response) -> dict[str, Any]:
         status = response.status_code
+        scopes = scopes_for(self.mode)
         if status == 429 or status >= 500:
             raise Retryable(
                 f"HTTP {status} {_message(response)}", retry_after=_retry_after(response)
             )
         if status == 401:
             raise ConfigError(
-                "HubSpot refused the access token (HTTP 401): set a private app token in "
-                f"FUNNELVALUE_HUBSPOT__ACCESS_TOKEN (.env); the app needs the scopes {SCOPES}"
+                "HubSpot refused the access token (HTTP 401; expired or revoked?); "
+                + TOKEN_HELP.format(scopes=scopes)
             )
         if status == 403:
+            missing = _missing_scopes(response)
+            needs = f"it lacks {', '.join(missing)}" if missing else f"it needs {scopes}"
             raise ConfigError(
-                f"HubSpot denied access (HTTP 403: {_message(response)}); give the private app "
-                f"the scopes {SCOPES}"
+                f"HubSpot denied access (HTTP 403: {_message(response)}): {needs}; add the "
+                "scopes to the Service Key (or app) and keep the same token"
             )
         if status >= 400:
             raise SourceError(f"HubSpot answered HTTP {status}: {_message(response)}")
@@ -147,6 +174,22 @@ def _message(response: requests.Response) -> str:
     message = body.get("message", "") if isinstance(body, dict) else ""
     category = body.get("category", "") if isinstance(body, dict) else ""
     return f"{category}: {message}".strip(": ")
+
+
+def _missing_scopes(response: requests.Response) -> list[str]:
+    """The scopes a MISSING_SCOPES answer names (errors[].context.requiredGranularScopes)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    errors = body.get("errors", []) if isinstance(body, dict) else []
+    found = [
+        scope
+        for error in errors
+        if isinstance(error, dict)
+        for scope in (error.get("context") or {}).get("requiredGranularScopes", [])
+    ]
+    return list(dict.fromkeys(found))
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -197,11 +240,14 @@ class HubSpotSource(Reading):
         config = settings.hubspot
         if config.access_token is None or not config.access_token.get_secret_value():
             raise ConfigError(
-                "source hubspot needs a private app token: set FUNNELVALUE_HUBSPOT__ACCESS_TOKEN "
-                f"in .env or the environment (scopes: {SCOPES})"
+                "source hubspot has no access token yet; "
+                + TOKEN_HELP.format(scopes=scopes_for(config.object))
             )
         client = HubSpotClient(
-            config.access_token.get_secret_value(), config.base_url, config.timeout_seconds
+            config.access_token.get_secret_value(),
+            config.base_url,
+            config.timeout_seconds,
+            config.object,
         )
         return cls(client, config, mapping)
 
@@ -228,7 +274,7 @@ class HubSpotSource(Reading):
 
     def _stages(self) -> list[Stage]:
         if self.kind is CONTACTS:
-            options = self.client.get("/crm/v3/properties/contacts/lifecyclestage")["options"]
+            options = self.client.get(f"{PROPERTIES}/contacts/lifecyclestage")["options"]
             return [
                 Stage(
                     o["value"],
@@ -240,7 +286,7 @@ class HubSpotSource(Reading):
                 )
                 for o in options
             ]
-        pipelines = self.client.get("/crm/v3/pipelines/deals")["results"]
+        pipelines = self.client.get(f"{PIPELINES}/deals")["results"]
         wanted = set(self.config.pipelines)
         if wanted:
             known = {p["id"] for p in pipelines} | {p["label"] for p in pipelines}
@@ -299,7 +345,7 @@ class HubSpotSource(Reading):
         """Every record, through the list API (no 10,000 cap)."""
         params: dict[str, Any] = {"limit": LIST_PAGE, "properties": ",".join(properties)}
         while True:
-            page = self.client.get(f"/crm/v3/objects/{self.kind.name}", params)
+            page = self.client.get(f"{OBJECTS}/{self.kind.name}", params)
             yield from page.get("results", [])
             after = page.get("paging", {}).get("next", {}).get("after")
             if not after:
@@ -328,7 +374,7 @@ class HubSpotSource(Reading):
             }
             last: pd.Timestamp | None = None
             while True:
-                page = self.client.post(f"/crm/v3/objects/{self.kind.name}/search", body)
+                page = self.client.post(f"{OBJECTS}/{self.kind.name}/search", body)
                 for record in page.get("results", []):
                     last = pd.Timestamp(record["properties"].get(modified) or record["updatedAt"])
                     if record["id"] not in seen:
@@ -349,20 +395,12 @@ class HubSpotSource(Reading):
 
     def _deal_contacts(self, deals: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Deal id -> the properties of its contact (the first one with a click id)."""
-        links: dict[str, list[str]] = {}
-        ids = [d["id"] for d in deals]
-        for chunk in _chunks(ids, ASSOCIATION_BATCH):
-            page = self.client.post(
-                "/crm/v4/associations/deals/contacts/batch/read",
-                {"inputs": [{"id": i} for i in chunk]},
-            )
-            for result in page.get("results", []):
-                links[str(result["from"]["id"])] = [str(t["toObjectId"]) for t in result["to"]]
+        links = self._associations([d["id"] for d in deals])
         contact_ids = sorted({c for cs in links.values() for c in cs}, key=_numeric)
         contacts: dict[str, dict[str, Any]] = {}
         for chunk in _chunks(contact_ids, READ_BATCH):
             page = self.client.post(
-                "/crm/v3/objects/contacts/batch/read",
+                f"{OBJECTS}/contacts/batch/read",
                 {"properties": self._contact_properties(), "inputs": [{"id": i} for i in chunk]},
             )
             for result in page.get("results", []):
@@ -375,6 +413,27 @@ class HubSpotSource(Reading):
             if with_click or found:
                 chosen[deal] = (with_click or found)[0]
         return chosen
+
+    def _associations(self, deal_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Deal id -> its contact ids. A deal with more contacts than one page holds comes
+        back with its own ``paging.next.after``: that deal is asked again with the cursor
+        until its list is complete (the batch endpoint pages per record, not per request)."""
+        links: dict[str, list[str]] = {}
+        inputs: list[dict[str, str]] = [{"id": str(i)} for i in deal_ids]
+        while inputs:
+            more: list[dict[str, str]] = []
+            for chunk in _chunks(inputs, ASSOCIATION_BATCH):
+                page = self.client.post(
+                    f"{ASSOCIATIONS}/deals/contacts/batch/read", {"inputs": list(chunk)}
+                )
+                for result in page.get("results", []):
+                    deal = str(result["from"]["id"])
+                    links.setdefault(deal, []).extend(str(t["toObjectId"]) for t in result["to"])
+                    after = (result.get("paging") or {}).get("next", {}).get("after")
+                    if after:
+                        more.append({"id": deal, "after": str(after)})
+            inputs = more
+        return links
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -474,6 +533,6 @@ def _numeric(value: str) -> tuple[int, str]:
     return (int(value), value) if value.isdigit() else (0, value)
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
