@@ -472,7 +472,7 @@ def test_a_missing_scope_is_named_in_the_error(
         timezone="UTC",
         stages=[{"name": "lead", "crm_values": ["Lead"], "conversion_action": "L", "value": 1}],
     )
-    with pytest.raises(ConfigError, match="it lacks crm.schemas.contacts.read") as caught:
+    with pytest.raises(ConfigError, match=r"it lacks crm\.schemas\.contacts\.read") as caught:
         source(lifecycle, object="contacts").fetch(None)
     assert caught.value.exit_code == EXIT_CONFIG
 

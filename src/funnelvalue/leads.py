@@ -167,6 +167,10 @@ def normalise(
     for column in (*CANONICAL, "row_error"):
         if column not in out.columns:
             out[column] = pd.Series(pd.NA, index=out.index, dtype="string")
+    # The row's number in its source, for reasons; int64 even in an empty read (the contract).
+    if "source_row" not in out.columns:
+        out["source_row"] = np.arange(1, len(out) + 1)
+    out["source_row"] = out["source_row"].astype("int64")
     for column in out.columns:
         if column in TIMESTAMPS or column in ("source_row", "row_error"):
             continue

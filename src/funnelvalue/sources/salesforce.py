@@ -164,7 +164,7 @@ class SalesforceSource(Reading):
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise Retryable(f"cannot reach Salesforce ({type(exc).__name__})") from exc
             except SalesforceGeneralError as exc:
-                if exc.status >= 500:
+                if exc.status >= 500 or exc.status == 429:  # 429: any API's "slow down"
                     raise Retryable(f"HTTP {exc.status} {_content(exc)}") from exc
                 raise
 
