@@ -12,7 +12,7 @@ from funnelvalue.conversions import build, order_ids
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import LedgerError
 from funnelvalue.leads import normalise
-from funnelvalue.ledger import Ledger, schema_migrations
+from funnelvalue.ledger import Ledger, dedupe, schema_migrations
 from funnelvalue.mapping import Mapping
 from funnelvalue.vocabulary import RunStatus
 from funnelvalue.vocabulary import State as states
@@ -39,6 +39,7 @@ def test_migrations_are_recorded_and_applied_once(
             "0001_initial",
             "0002_async_requests",
             "0003_stable_identity",
+            "0004_written_window",
         ]
     assert {"runs", "conversions", "rejected_rows", "watermarks", "requests"} <= set(
         inspect(engine).get_table_names()
@@ -129,6 +130,43 @@ def test_classify_pending_send_record_and_states(
     assert rows.loc[keys.iloc[2], "attempts"] == 1
     assert rows.loc[keys.iloc[2], "sent_at"] is not None
     assert ledger.views.last_runs()[0].status == "finished"
+    ledger.close()
+
+
+def test_a_run_reads_the_ledger_rows_of_its_own_keys_only(
+    open_ledger: Callable[..., Ledger],
+    ledger_url: str,
+    conversions: pd.DataFrame,
+    now: pd.Timestamp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """History that today's input does not touch is never read: today's keys go into a
+    temporary table joined in the database (the cost follows today, not the account's age)."""
+    ledger = open_ledger(ledger_url)
+    history, today = conversions.iloc[:12], conversions.iloc[12:]
+    run_id, _ = ledger.runs.start("run", "src", "dst", CUSTOMER)
+    ledger.runs.mark_pending(run_id, conversions, "dst")
+    ledger.runs.finish(
+        run_id,
+        outcomes=outcomes(conversions["key"], "uploaded"),
+        rejects=pd.DataFrame(),
+        watermark=None,
+        summary={},
+        exit_code=0,
+    )
+    read: list[int] = []
+    original = dedupe.classify
+
+    def spy(built: pd.DataFrame, known: pd.DataFrame, *args: object, **kw: object) -> pd.DataFrame:
+        read.append(len(known))
+        return original(built, known, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("funnelvalue.ledger.store.dedupe.classify", spy)
+    fresh = today.assign(key=today["key"].where(today.index % 2 == 0, "new-" + today["key"]))
+    states_now = ledger.classify(fresh, now)["state"]
+    assert read == [int((fresh.index % 2 == 0).sum())]  # only today's keys, none of history
+    assert len(history) > 0
+    assert list(states_now) == [states.SENT if n % 2 == 0 else states.NEW for n in fresh.index]
     ledger.close()
 
 

@@ -91,6 +91,8 @@ conversions = Table(
     Index("ix_conversions_customer", "customer_id"),
     Index("ix_conversions_last_run", "last_run_id"),
     Index("ix_conversions_legacy", "customer_id", "action_identity"),
+    # the import file's window (written since a date): a range, not every row ever written
+    Index("ix_conversions_written", "customer_id", "status", "sent_at"),
 )
 rejected_rows = Table(
     "rejected_rows",
@@ -179,9 +181,17 @@ def _stable_identity(conn: Connection) -> None:
     index.create(conn, checkfirst=True)
 
 
+def _written_window(conn: Connection) -> None:
+    """The rolling import file reads the rows written in its window: an index for that range
+    (without it the read grew with every row the account ever wrote)."""
+    index = next(i for i in conversions.indexes if i.name == "ix_conversions_written")
+    index.create(conn, checkfirst=True)
+
+
 # Named, ordered, each applied once in its own transaction and recorded in schema_migrations.
 MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("0001_initial", _initial),
     ("0002_async_requests", _async_requests),
     ("0003_stable_identity", _stable_identity),
+    ("0004_written_window", _written_window),
 )

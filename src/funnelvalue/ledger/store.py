@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from funnelvalue.ledger import dedupe
 from funnelvalue.ledger.database import Database
-from funnelvalue.ledger.driver import CHUNK, read_sqlite_arrow
+from funnelvalue.ledger.driver import CHUNK, TODAY, load_keys, read_frame, read_sqlite_arrow
 from funnelvalue.ledger.locking import RunLock, acquire
 from funnelvalue.ledger.requests import RequestBook
 from funnelvalue.ledger.runs import RunBook
@@ -79,7 +79,7 @@ class Ledger:
         """Each built conversion's ledger ``state`` and ``ledger_order_id`` (dedupe.classify)."""
         if built.empty:
             return dedupe.classify(built, pd.DataFrame(columns=dedupe.KNOWN_COLUMNS), now)
-        known = self._known(str(built["customer_id"].iloc[0]))
+        known = self._known(str(built["customer_id"].iloc[0]), built["key"])
         refused_keys = known.loc[known["status"] == Outcome.REJECTED, "key"]
         refused = None
         if len(refused_keys):
@@ -87,18 +87,25 @@ class Ledger:
             refused = self._refused_payload(mine) if mine else None
         return dedupe.classify(built, known, now, refused, estimated)
 
-    def _known(self, customer_id: str) -> pd.DataFrame:
-        """dedupe.KNOWN_COLUMNS of every conversion the ledger holds for the customer (plus,
-        in a preview, the legacy rows re-keyed in memory)."""
+    def _known(self, customer_id: str, keys: pd.Series) -> pd.DataFrame:
+        """dedupe.KNOWN_COLUMNS of the ledger's rows for today's ``keys`` (plus, in a preview,
+        the legacy rows re-keyed in memory). The keys go into a temporary table joined in the
+        database: the cost follows today's input, not the account's history."""
         columns = [conversions.c[c] for c in ("key", "status", "value", "currency", "order_id")]
         mine = conversions.c.customer_id == customer_id
+        joined = conversions.join(TODAY, TODAY.c.key == conversions.c.key)
         frame = None
         if (database := self.db.sqlite_file) is not None:
             never_null = func.coalesce(conversions.c.retry_at, "").label("retry_at")
-            query = select(*columns, never_null).where(mine)
-            frame = read_sqlite_arrow(database, query, self.db.engine.dialect)
+            query = select(*columns, never_null).select_from(joined).where(mine)
+            frame = read_sqlite_arrow(database, query, self.db.engine.dialect, keys)
         if frame is None:
-            frame = self.db.read(select(*columns, conversions.c.retry_at).where(mine))
+            query = select(*columns, conversions.c.retry_at).select_from(joined).where(mine)
+            with self.db.engine.connect() as conn:
+                load_keys(conn, keys)
+                frame = read_frame(conn, query)
+                TODAY.drop(conn)
+                conn.commit()
         retry = frame["retry_at"].replace("", None)
         frame["retry_at"] = pd.to_datetime(retry, format="ISO8601")
         if self._adopted is not None and not self._adopted.empty:
