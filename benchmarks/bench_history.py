@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import MAPPING, generate  # noqa: E402
+from bench_pipeline import MAPPING, generate
 
 
 def rerun(work: Path, ledger: str) -> dict[str, float]:
@@ -105,12 +105,12 @@ def main() -> None:
         large = pad(work / "small.db", work / "large.db", args.times)
         results: dict[str, list[dict[str, Any]]] = {"small-copy.db": [], "large.db": []}
         for _ in range(args.repeats):
-            for ledger in results:
+            for ledger, measurements in results.items():
                 shutil.copy(work / ledger, work / f"run-{ledger}")
                 measured = phase(f"run-{ledger}")
                 if measured["to_send"]:
                     raise SystemExit("a rerun must send nothing")
-                results[ledger].append(measured)
+                measurements.append(measured)
         median = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
         peak = {k: max(r["peak_mb"] for r in v) for k, v in results.items()}
         print(f"export: {rows:,} CSV rows; first run {first['seconds']:.1f} s")

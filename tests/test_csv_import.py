@@ -188,3 +188,25 @@ def test_a_mapping_that_names_actions_by_id_gets_their_names_or_a_clear_stop(
     _, rows = read(target.run_path)
     assert "103" not in {r["Conversion Name"] for r in rows}
     assert "CRM won" in {r["Conversion Name"] for r in rows}
+
+
+def test_cells_are_quoted_as_csv_needs_and_the_header_is_googles(
+    tmp_path: Path, mapping: Mapping
+) -> None:
+    """Written by Arrow: the template's header line as is, cells quoted, a comma in a name
+    stays one cell, values with two decimals, a missing cell empty."""
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    batch = batch[batch["click_id_kind"] == "gclid"].head(1).assign(consent=pd.NA)
+    batch = pd.concat([batch, batch], ignore_index=True)
+    batch["action_identity"] = pd.array(["Lead, web form", "Won"], dtype="string")
+    target = ImportFile(tmp_path / "f.csv", tmp_path / "run.csv", "UTC")
+    target.upload(batch)
+    lines = target.run_path.read_text().splitlines()
+    assert lines[0] == "Parameters:TimeZone=UTC"
+    assert lines[1] == (
+        "Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency,"
+        "Order ID"
+    )
+    _, rows = read(target.run_path)
+    assert [r["Conversion Name"] for r in rows] == ["Lead, web form", "Won"]
+    assert all(re.fullmatch(r"\d+\.\d\d", r["Conversion Value"]) for r in rows)

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from funnelvalue import pipeline
@@ -370,6 +371,34 @@ def test_outcomes_that_cannot_be_recorded_are_exit_3_not_nothing_sent(
     monkeypatch.undo()
     again = pipeline.execute(settings, dry_run=False)  # pending: written again, same order ids
     assert again.summary()["sent"] == 5 + 3 + 1
+
+
+def test_an_import_file_run_writes_each_ledger_row_once(
+    tmp_path: Path, mapping_file: Callable[..., Path]
+) -> None:
+    """The import file's outcome is known before anything leaves: each row is inserted once
+    as written, never inserted as pending and then updated (issue #15: 17% of a big run)."""
+    write_export(tmp_path / "export.csv", funnel_rows(5, pd.Timestamp.now(tz="UTC")))
+    settings = csv_settings(tmp_path, mapping_file, f"sqlite:///{tmp_path / 'l.db'}")
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        statements.append(sql.split(None, 3)[0].upper() + " " + sql)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        report = pipeline.execute(settings, dry_run=False)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert report.summary()["written"] == 9
+    writes = [s for s in statements if " conversions" in s.lower()]
+    assert [s.split()[0] for s in writes if s.startswith(("INSERT", "UPDATE"))] == ["INSERT"]
+    with Ledger.open(settings.ledger) as ledger:
+        rows = ledger.views.conversions_frame()
+    assert set(rows["status"]) == {"written"}
+    assert rows["sent_at"].notna().all()
+    assert set(rows["attempts"]) == {1}
+    assert rows["message"].str.startswith("written to ").all()
 
 
 # -- skipped is not invalid ----------------------------------------------------------------

@@ -19,6 +19,7 @@ from funnelvalue.conversions import Built, build, order_ids
 from funnelvalue.destinations.base import (
     Asynchronous,
     Destination,
+    KnowsOutcomeFirst,
     PublishesWindow,
     Restates,
     Validates,
@@ -468,8 +469,10 @@ class Job:
         report.confirmed = confirmed
         report.warnings += confirm_warnings + identity_warnings
         report.run_id, report.interrupted_runs = run_id, interrupted
+        direct = isinstance(destination, KnowsOutcomeFirst)
         with stopping.deferred():  # from here a signal waits for the request in flight
-            ledger.runs.mark_pending(run_id, report.to_send, destination.name)
+            if not direct:
+                ledger.runs.mark_pending(run_id, report.to_send, destination.name)
             log.info(
                 "run %d: %d conversions to send to %s",
                 run_id,
@@ -502,10 +505,17 @@ class Job:
                 report.error = _held_message(report.outcomes, report.error)
                 report.exit_code = EXIT_CONFIG
             watermark = report.watermark
+            outcomes, written = report.outcomes, None
+            if direct:  # written here: each row recorded once, with its outcome
+                done = outcomes["status"] == Outcome.WRITTEN
+                message = str(outcomes["message"].iloc[0]) if done.any() else ""
+                rows = report.to_send[report.to_send["key"].isin(outcomes.loc[done, "key"])]
+                outcomes, written = outcomes[~done], (rows, destination.name, message)
             try:
                 ledger.runs.finish(
                     run_id,
-                    outcomes=report.outcomes,
+                    outcomes=outcomes,
+                    written=written,
                     restatements=report.restatements,
                     rejects=report.rejects,
                     watermark=None if watermark is None else (self.source.name, watermark),
@@ -624,8 +634,8 @@ def _moved_warnings(moved: pd.DataFrame, fresh: pd.DataFrame) -> list[str]:
 def _not_recorded(report: RunReport, exc: LedgerError) -> RunReport:
     """Google has the rows, the ledger could not say so: never "nothing was sent"."""
     report.error = (
-        f"sent, but the outcomes could not be recorded ({exc}); the rows stay pending in the "
-        "ledger and the next run finds them as duplicates (the order ids are the same)"
+        f"sent, but the outcomes could not be recorded ({exc}); the next run sends them "
+        "again with the same order ids, which Google recognises as duplicates"
     )
     report.exit_code = EXIT_TRY_LATER
     log.error(report.error)

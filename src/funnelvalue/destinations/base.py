@@ -67,6 +67,16 @@ class PublishesWindow(Protocol):
 
 
 @runtime_checkable
+class KnowsOutcomeFirst(Protocol):
+    """Its outcome is known before anything leaves the machine (a file written here, not a
+    request that may or may not arrive): the ledger writes each row once, with its outcome,
+    instead of pending first and updated after. A crash between writing and recording leaves
+    the rows unrecorded: the next run writes them again (harmless: Google dedupes by Order ID)."""
+
+    outcome_known_first: bool
+
+
+@runtime_checkable
 class ChecksActions(Protocol):
     """Can say, before any run, whether the mapping's conversion actions are usable:
     (one row per action for a table, the problems)."""

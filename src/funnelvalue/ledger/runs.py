@@ -89,31 +89,58 @@ class RunBook:
         if batch.empty:
             return
         with self._db.tx() as conn:
-            stmt = self._db.insert(conn)(conversions)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[conversions.c.key],
-                set_={
-                    c: stmt.excluded[c]
-                    for c in [*PAYLOAD, "status", "destination", "last_run_id", "updated_at"]
-                },
-            )
-            now = utcnow()
-            bulk_write(
-                conn,
-                stmt,
-                batch[["key", *PAYLOAD]],
-                status=Outcome.PENDING.value,
-                destination=destination,
-                first_run_id=run_id,
-                last_run_id=run_id,
-                attempts=0,
-                updated_at=now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now,
-            )
+            self._write_rows(conn, run_id, batch, destination, Outcome.PENDING, None)
             conn.execute(  # the destination's own name (e.g. with its account), for later polls
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(summary={"pending": len(batch)}, destination=destination)
             )
+
+    def _write_rows(
+        self,
+        conn: Connection,
+        run_id: int,
+        batch: pd.DataFrame,
+        destination: str,
+        status: Outcome,
+        message: str | None,
+    ) -> None:
+        """Each row of ``batch`` with its payload and ``status`` (inserted, or over an older
+        row of the same key), in one executemany."""
+        stmt = self._db.insert(conn)(conversions)
+        done = status in DONE
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[conversions.c.key],
+            set_={
+                c: stmt.excluded[c]
+                for c in [
+                    *PAYLOAD,
+                    "status",
+                    "destination",
+                    "last_run_id",
+                    "updated_at",
+                    *(["message", "error_code", "retry_at", "sent_at"] if done else []),
+                ]
+            },
+        )
+        now = utcnow()
+        stamp = now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now
+        bulk_write(
+            conn,
+            stmt,
+            batch[["key", *PAYLOAD]],
+            status=status.value,
+            destination=destination,
+            first_run_id=run_id,
+            last_run_id=run_id,
+            attempts=1 if done else 0,
+            updated_at=stamp,
+            **(
+                {"message": message, "error_code": None, "retry_at": None, "sent_at": stamp}
+                if done
+                else {}
+            ),
+        )
 
     def finish(
         self,
@@ -125,10 +152,22 @@ class RunBook:
         summary: dict[str, Any],
         exit_code: int,
         restatements: pd.DataFrame | None = None,
+        written: tuple[pd.DataFrame, str, str] | None = None,
     ) -> None:
-        """Record every outcome, the rejected rows, the watermark and the run, atomically."""
+        """Record every outcome, the rejected rows, the watermark and the run, atomically.
+
+        ``written``: (rows, destination, message) a destination wrote with the outcome known
+        before anything left (the import file): each row is written once, as ``written``,
+        instead of pending first and updated after (``outcomes`` then says nothing of them).
+        """
         now = utcnow()
         with self._db.tx() as conn:
+            if written is not None and not written[0].empty:
+                rows, destination, message = written
+                self._write_rows(conn, run_id, rows, destination, Outcome.WRITTEN, message)
+                conn.execute(
+                    update(runs).where(runs.c.id == run_id).values(destination=destination)
+                )
             _record_outcomes(conn, run_id, outcomes, now)
             if restatements is not None:
                 _record_restatements(conn, run_id, restatements, now)
