@@ -6,7 +6,10 @@ the request messages, serialisation, gRPC and handling every outcome. The fake r
 process, as Google does: it must not share this process's GIL.
 
 Usage: python benchmarks/bench_upload.py [--conversions 100000] [--destination data-manager]
-Target (issue #4): >= 10,000 conversions/s end to end on a 2-core machine.
+       python benchmarks/bench_upload.py --latencies 0 100   (Google Ads, the same run with a
+       network latency added by the fake to every upload, and the ratio; issue #15 b)
+Targets: >= 10,000 conversions/s end to end on a 2-core machine (issue #4); at 100 ms latency
+<= 1.3x the 0 ms run (issue #15: requests overlap, settings.requests_in_flight).
 """
 
 from __future__ import annotations
@@ -35,12 +38,29 @@ def main() -> None:
     parser.add_argument(
         "--destination", choices=["google-ads", "data-manager"], default="google-ads"
     )
+    parser.add_argument("--latencies", type=float, nargs="+", help="milliseconds, Google Ads")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--in-flight", type=int, default=None)
     args = parser.parse_args()
+    if args.latencies:  # each in its own process: gRPC reads the fake's CA once per process
+        totals = []
+        for latency in args.latencies:
+            command = [sys.executable, __file__, "--conversions", str(args.conversions)]
+            command += ["--latency-ms", str(latency)]
+            if args.in_flight:
+                command += ["--in-flight", str(args.in_flight)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            print(f"-- latency {latency:g} ms\n{out}", end="")
+            line = next(x for x in out.splitlines() if x.startswith("whole run"))
+            totals.append(float(line.split()[2]))
+        for latency, total in zip(args.latencies, totals, strict=True):
+            print(f"latency {latency:>6g} ms: {total:6.2f} s  ({total / totals[0]:.2f}x)")
+        return
     work = _project(args.conversions)
     if args.destination == "data-manager":
         data_manager(work)
     else:
-        google_ads(work)
+        google_ads(work, args.latency_ms, args.in_flight)
 
 
 def _project(conversions: int) -> Path:
@@ -54,11 +74,11 @@ def _project(conversions: int) -> Path:
 
 
 @contextmanager
-def _fake_server(module: str) -> Iterator[str]:
+def _fake_server(module: str, *options: str) -> Iterator[str]:
     """Start a fake from tests/fakes in its own process; yields the line it prints (where it
     listens), stops it by closing its stdin."""
     server = subprocess.Popen(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *options],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -96,7 +116,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def google_ads(work: Path) -> None:
+def google_ads(work: Path, latency_ms: float = 0.0, in_flight: int | None = None) -> float:
     from tests.fakes.google_ads_server import fake_client
 
     from funnelvalue.destinations import registry as destinations
@@ -117,11 +137,14 @@ def google_ads(work: Path) -> None:
             requests.append(len(request.conversions))
             return super()._send(request, *call)
 
-    with _fake_server("tests.fakes.google_ads_server") as listening:
+    with _fake_server("tests.fakes.google_ads_server", str(latency_ms)) as listening:
         endpoint, ca_file = listening.split()
         os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca_file
         destinations.DESTINATIONS["google-ads"] = lambda context: Timed(
-            fake_client(endpoint), context.customer_id, job_id=context.run_id
+            fake_client(endpoint),
+            context.customer_id,
+            job_id=context.run_id,
+            in_flight=in_flight or context.settings.requests_in_flight,
         )
         report, total = _timed_run(_settings(work, "google-ads"))
     sent = report.summary()["sent"]
@@ -133,6 +156,7 @@ def google_ads(work: Path) -> None:
     )
     print(f"whole run             {total:>10.2f} s  {sent / total:>10,.0f} conversions/s")
     print(f"peak memory           {_peak_mb():>10,.0f} MB")
+    return total
 
 
 def data_manager(work: Path) -> None:
@@ -145,7 +169,11 @@ def data_manager(work: Path) -> None:
     ids = {"CRM lead": "1", "CRM qualified": "2", "CRM won": "3"}
     with _fake_server("tests.fakes.data_manager_server") as address:
         destinations.DESTINATIONS["data-manager"] = lambda context: DataManagerUpload(
-            fake_client(address), context.customer_id, None, ids
+            fake_client(address),
+            context.customer_id,
+            None,
+            ids,
+            in_flight=context.settings.requests_in_flight,
         )
         settings = _settings(work, "data-manager")
         report, total = _timed_run(settings)

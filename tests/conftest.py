@@ -186,7 +186,13 @@ def use_fake_client(
 
     def factory(context: Context) -> Any:
         client = fake_client(google_ads_endpoint)
-        return GoogleAdsUpload(client, context.customer_id, job_id=context.run_id, now=context.now)
+        return GoogleAdsUpload(
+            client,
+            context.customer_id,
+            job_id=context.run_id,
+            now=context.now,
+            in_flight=context.settings.requests_in_flight,
+        )
 
     monkeypatch.setitem(destinations.DESTINATIONS, "google-ads", factory)
     return lambda: None
@@ -223,6 +229,7 @@ def use_fake_data_manager(
             config.login_customer_id,
             dict(config.action_ids),
             event_source=config.event_source,
+            in_flight=context.settings.requests_in_flight,
         )
 
     monkeypatch.setitem(destinations.DESTINATIONS, "data-manager", factory)

@@ -331,7 +331,7 @@ def test_a_destination_that_fails_is_closed_and_keeps_the_rows_pending(
         fake.unavailable_times = 10 if failure == "outage" else 0
         fake.not_allowlisted = failure == "refusal"
     else:
-        data_manager.unavailable_times = 10 if failure == "outage" else 0
+        data_manager.unavailable_times = 100 if failure == "outage" else 0
         if failure == "refusal":  # refused as a whole, naming no event: the request's fault
             data_manager.refused_unnamed = {gclid(n) for n in range(3)}
     report = execute(destination_settings, dry_run=False)

@@ -226,6 +226,13 @@ class Settings(BaseSettings):
         description="google-ads.yaml for --destination google-ads (else GOOGLE_ADS_* env)",
     )
     customer_id: str | None = None
+    requests_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Google API requests sent at once (both Google destinations): the network "
+        "wait overlaps; 1 sends one batch after another",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -121,6 +122,10 @@ class FakeGoogleAds:
     search_unavailable_times: int = 0  # the next N GAQL searches fail with UNAVAILABLE
     search_calls: int = 0
     adjustments_quota_exhausted: bool = False
+    latency: float = 0.0  # seconds each upload takes on the way (outside the lock: overlaps)
+    quota_after: int | None = None  # uploads after this many answer RESOURCE_EXHAUSTED
+    in_flight: int = 0
+    most_in_flight: int = 0
     outage_after: int | None = None  # after this many uploads, every call is UNAVAILABLE
     quota_exhausted: bool = False
     not_allowlisted: bool = False  # a developer token new since June 2026
@@ -157,7 +162,21 @@ class FakeGoogleAds:
     def upload(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Requests and responses are raw protobuf messages here (see ``upload_requests``)."""
         with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            return self._upload(request, context)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _upload(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._lock:
             self.upload_requests.append(request)
+            if self.quota_after is not None and len(self.upload_requests) > self.quota_after:
+                self.quota_exhausted = True
             if self.outage_after is not None and len(self.upload_requests) > self.outage_after:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "fake: connection lost")
             if self.unavailable_times > 0:
@@ -551,12 +570,16 @@ def serve(fake: FakeGoogleAds, workdir: Path) -> Iterator[tuple[str, Path]]:
 def main() -> None:
     """Serve the fake in its own process (benchmarks: Google is not in our process either).
 
-    Prints "<endpoint> <CA file>" on one line, then serves until stdin closes.
+    Prints "<endpoint> <CA file>" on one line, then serves until stdin closes. An argument
+    is a network latency in milliseconds, added to every upload.
     """
     import sys
     import tempfile
 
-    with serve(FakeGoogleAds(), Path(tempfile.mkdtemp(prefix="fake-google-ads-"))) as (
+    latency = float(sys.argv[1]) / 1000 if len(sys.argv) > 1 else 0.0  # milliseconds
+    with serve(
+        FakeGoogleAds(latency=latency), Path(tempfile.mkdtemp(prefix="fake-google-ads-"))
+    ) as (
         endpoint,
         ca_file,
     ):

@@ -99,16 +99,24 @@ class DataManagerUpload:
     action_ids: dict[str, str] = field(default_factory=dict)
     validate_only: bool = False
     event_source: str | None = None  # EventSource name; unset unless configured
+    in_flight: int = 1  # requests sent at once (settings.requests_in_flight)
 
     @classmethod
-    def from_settings(cls, config: DataManagerSettings, customer_id: str) -> DataManagerUpload:
+    def from_settings(
+        cls, config: DataManagerSettings, customer_id: str, in_flight: int = 1
+    ) -> DataManagerUpload:
         options = {"api_endpoint": config.endpoint} if config.endpoint else None
         client = _types().IngestionServiceClient(
             credentials=_credentials(config), client_options=options
         )
         login = config.login_customer_id.replace("-", "") if config.login_customer_id else None
         return cls(
-            client, customer_id, login, dict(config.action_ids), event_source=config.event_source
+            client,
+            customer_id,
+            login,
+            dict(config.action_ids),
+            event_source=config.event_source,
+            in_flight=in_flight,
         )
 
     @property
@@ -154,7 +162,7 @@ class DataManagerUpload:
 
     def upload(self, conversions: pd.DataFrame) -> pd.DataFrame:
         self.action_identities(conversions["conversion_action"].unique(), strict=True)
-        return send_in_batches(self._by_action(conversions), self._submit)
+        return send_in_batches(self._by_action(conversions), self._submit, in_flight=self.in_flight)
 
     @staticmethod
     def _by_action(conversions: pd.DataFrame) -> Iterator[pd.DataFrame]:
@@ -194,7 +202,9 @@ class DataManagerUpload:
         """Each half on its own. A fault of the request itself (not of an event) fails both
         halves of the first split: stop. Below that, a failing half is halved again down to
         the one event, which is rejected with Google's words."""
-        if len(batch) == 1:
+        if len(batch) == 1:  # alone from the start: the event or the request? keep it
+            if top:
+                raise refusal.as_stop()
             return outcomes(batch["key"], Outcome.REJECTED, refusal.words, refusal.reason)
         middle = len(batch) // 2
         done: list[pd.DataFrame] = []

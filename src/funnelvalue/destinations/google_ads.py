@@ -161,6 +161,7 @@ class GoogleAdsUpload:
     validate_only: bool = False
     # The run's one clock (pipeline.execute's ``now``): conversion ages and retry times.
     now: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+    in_flight: int = 1  # requests sent at once (settings.requests_in_flight)
     _actions: dict[str, str] = field(default_factory=dict)
     _account_actions: list[Any] | None = None
 
@@ -171,8 +172,14 @@ class GoogleAdsUpload:
         customer_id: str,
         run_id: int,
         now: pd.Timestamp | None = None,
+        in_flight: int = 1,
     ) -> GoogleAdsUpload:
-        upload = cls(_client_from(config_path), customer_id, job_id=run_id % (2**31 - 1))
+        upload = cls(
+            _client_from(config_path),
+            customer_id,
+            job_id=run_id % (2**31 - 1),
+            in_flight=in_flight,
+        )
         return upload if now is None else replace(upload, now=now)
 
     @property
@@ -328,7 +335,7 @@ class GoogleAdsUpload:
                 parts.append(self._outcomes(out, self._send(self._request(out, actions)), held))
             return pd.concat(parts, ignore_index=True)
 
-        return send_in_batches(batches(conversions), send)
+        return send_in_batches(batches(conversions), send, in_flight=self.in_flight)
 
     def restate(self, changed: pd.DataFrame) -> pd.DataFrame:
         """New values of conversions already in Google Ads, as RESTATEMENT adjustments.
@@ -361,7 +368,7 @@ class GoogleAdsUpload:
             )
             return self._outcomes(batch, response, success=Restatement.RESTATED)
 
-        return send_in_batches(batches(eligible), send, first=refused)
+        return send_in_batches(batches(eligible), send, first=refused, in_flight=self.in_flight)
 
     def _adjustments(self, batch: pd.DataFrame, actions: dict[str, str], stamp: str) -> Any:
         types = _api_types()

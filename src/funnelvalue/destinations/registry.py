@@ -45,15 +45,23 @@ def _csv(context: Context) -> Destination:
 def _google_ads(context: Context) -> Destination:
     from funnelvalue.destinations.google_ads import GoogleAdsUpload
 
+    settings = context.settings
     return GoogleAdsUpload.from_settings(
-        context.settings.google_ads_config, context.customer_id, context.run_id, context.now
+        settings.google_ads_config,
+        context.customer_id,
+        context.run_id,
+        context.now,
+        in_flight=settings.requests_in_flight,
     )
 
 
 def _data_manager(context: Context) -> Destination:
     from funnelvalue.destinations.data_manager import DataManagerUpload
 
-    return DataManagerUpload.from_settings(context.settings.data_manager, context.customer_id)
+    settings = context.settings
+    return DataManagerUpload.from_settings(
+        settings.data_manager, context.customer_id, in_flight=settings.requests_in_flight
+    )
 
 
 DESTINATIONS: dict[str, DestinationFactory] = {

@@ -10,6 +10,7 @@ records them instead of sending them again. Identifiers arrive already normalise
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -37,18 +38,42 @@ def send_in_batches(
     parts: Iterable[pd.DataFrame],
     send: Callable[[pd.DataFrame], pd.DataFrame],
     first: pd.DataFrame | None = None,
+    in_flight: int = 1,
 ) -> pd.DataFrame:
-    """``send`` each batch (it returns the batch's outcomes); on a stop (an error, or a signal
-    noticed between requests), what went through so far rides on the error and the rest stays
-    pending. ``first``: outcomes decided without sending (they ride along too)."""
+    """``send`` each batch (it returns the batch's outcomes), up to ``in_flight`` at once, so
+    network waits overlap. Outcomes are kept per batch as each returns: their order does not
+    matter (the ledger records by key). On a stop (an error, or a signal noticed before a
+    request starts) no new request starts, the ones in flight are waited for and kept, and
+    what went through rides on the error; the rest stays pending. ``first``: outcomes decided
+    without sending (they ride along too)."""
     done: list[pd.DataFrame] = [] if first is None or first.empty else [first]
-    for batch in parts:
-        try:
-            stopping.check()  # a signal stops here, between requests, never inside one
-            done.append(send(batch))
-        except (DestinationError, Interrupted) as exc:
-            exc.outcomes = pd.concat(done, ignore_index=True) if done else None
-            raise
+    stop: BaseException | None = None
+    batches_left = iter(parts)
+    with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="upload") as pool:
+        flying: set[Future[pd.DataFrame]] = set()
+        while True:
+            while stop is None and len(flying) < max(1, in_flight):
+                try:
+                    stopping.check()  # a signal stops here, between requests, never inside one
+                except Interrupted as exc:
+                    stop = exc
+                    break
+                batch = next(batches_left, None)
+                if batch is None:
+                    break
+                flying.add(pool.submit(send, batch))
+            if not flying:
+                break
+            finished, flying = wait(flying, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    done.append(future.result())
+                except BaseException as exc:  # the first is raised, once nothing is in flight
+                    stop = stop or exc
+    if stop is not None:
+        if isinstance(stop, DestinationError | Interrupted):
+            stop.outcomes = pd.concat(done, ignore_index=True) if done else None
+        raise stop
     if not done:
         return pd.DataFrame(columns=OUTCOME_COLUMNS)
     return pd.concat(done, ignore_index=True)
