@@ -104,6 +104,7 @@ def test_the_cli_only_parses_calls_and_renders() -> None:
         "funnelvalue.inspection",
         "funnelvalue.mapping",
         "funnelvalue.pipeline",
+        "funnelvalue.progress",
         "funnelvalue.redact",
         "funnelvalue.report",
         "funnelvalue.settings",

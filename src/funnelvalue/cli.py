@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from funnelvalue import __version__, inspection, report, stopping
+from funnelvalue import __version__, inspection, progress, report, stopping
 from funnelvalue.doctor import doctor as run_doctor
 from funnelvalue.errors import EXIT_INTERNAL, FunnelvalueError
 from funnelvalue.mapping import STARTER, load_mapping
@@ -229,14 +229,17 @@ def _job(
     with _user_errors(as_json):
         settings = _settings(config, verbose, **options)
         loaded = load_mapping(settings.mapping)
-        result = execute(
-            settings,
-            dry_run=dry_run,
-            mapping=loaded,
-            validate_only=validate_only,
-            since=since,
-            full_refresh=full_refresh,
-        )
+        # A bar for a person at a terminal only: never in --json, a pipe or a cron mail.
+        listener = progress.Bar(err) if err.is_terminal and not as_json else progress.Nobody()
+        with progress.listening(listener):
+            result = execute(
+                settings,
+                dry_run=dry_run,
+                mapping=loaded,
+                validate_only=validate_only,
+                since=since,
+                full_refresh=full_refresh,
+            )
         if as_json:
             print(json.dumps(result.summary()))
         else:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
-from funnelvalue import advice, stopping
+from funnelvalue import advice, progress, stopping
 from funnelvalue.conversions import Built, build, order_ids
 from funnelvalue.destinations.base import (
     Asynchronous,
@@ -336,8 +336,10 @@ class Job:
             "reading %s %s", self.source.name, f"since {since}" if since is not None else "in full"
         )
         needs_funnel = bool(mapping.expected_stages)
+        progress.phase(f"reading {self.source.name}")
         # No name for the lead frame: build() may let it go as soon as it has taken what it needs.
         fetched = self.source.fetch(since)
+        progress.phase(f"building conversions from {len(fetched.leads):,} rows")
         built = build(
             fetched.leads,
             mapping,
@@ -354,6 +356,7 @@ class Job:
         expected = self._expected_values(built) if needs_funnel else {}
         # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
         estimated = built.conversions["stage_position"].isin(list(expected))
+        progress.phase(f"checking {len(built.conversions):,} conversions against the ledger")
         classified = ledger.classify(built.conversions, now, estimated=estimated)
         conversions = built.conversions.assign(
             state=classified["state"], ledger_order_id=classified["ledger_order_id"]
@@ -480,6 +483,7 @@ class Job:
                 destination.name,
             )
             try:
+                progress.phase(f"sending to {destination.name}", total=len(report.to_send))
                 report.outcomes = destination.upload(report.to_send)
                 if isinstance(destination, PublishesWindow):
                     self._publish(destination, report)

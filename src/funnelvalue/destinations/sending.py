@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from funnelvalue import stopping
+from funnelvalue import progress, stopping
 from funnelvalue.errors import DestinationError, Interrupted
 from funnelvalue.retrying import call_with_retries
 from funnelvalue.vocabulary import OUTCOME_COLUMNS
@@ -68,6 +68,7 @@ def send_in_batches(
             for future in finished:
                 try:
                     done.append(future.result())
+                    progress.advance(len(done[-1]))
                 except BaseException as exc:  # the first is raised, once nothing is in flight
                     stop = stop or exc
     if stop is not None:
