@@ -44,6 +44,8 @@ mapping_app = typer.Typer(
     help="Check or create the stage-to-value mapping file.", no_args_is_help=True
 )
 app.add_typer(mapping_app, name="mapping")
+ledger_app = typer.Typer(help="Look after the ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 # Cron mails and log files are not terminals: give tables room instead of 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -425,6 +427,51 @@ def status(
         print(json.dumps(report.status_json(found)))
     else:
         report.render_status(out, found)
+
+
+@ledger_app.command("prune")
+def ledger_prune(
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than",
+            help="Days (more than 90): finished conversions that happened before are "
+            "forgotten; Google takes none that old, so none can be sent twice.",
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")
+    ] = False,
+    config: ConfigOpt = None,
+    project_dir: ProjectOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forget finished conversions too old to matter, and old runs' rejected-row reports.
+
+    Rows not finished (pending, held, retry, submitted) and the runs are always kept.
+
+    Example: funnelvalue ledger prune --older-than 180 --dry-run
+    """
+    with _user_errors(as_json):
+        settings = _settings(config, False, project_dir, ledger=ledger)
+        pruned = inspection.prune_ledger(settings, older_than, dry_run=dry_run)
+    data = {
+        "cutoff": pruned.cutoff.isoformat(),
+        "conversions": pruned.conversions,
+        "rejected_rows": pruned.rejected_rows,
+        "dry_run": pruned.dry_run,
+    }
+    if as_json:
+        print(json.dumps(data))
+        return
+    verb = "would forget" if dry_run else "forgot"
+    out.print(
+        f"{verb} {pruned.conversions:,} finished conversions from before "
+        f"{pruned.cutoff:%Y-%m-%d} and {pruned.rejected_rows:,} rejected-row reports of runs "
+        "that old",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -19,6 +19,7 @@ from funnelvalue.destinations.base import Asynchronous, ChecksActions, Diagnoses
 from funnelvalue.destinations.registry import Context, make_destination
 from funnelvalue.errors import ConfigError, FunnelvalueError
 from funnelvalue.ledger import Ledger, RunSummary
+from funnelvalue.ledger.prune import Pruned, prune
 from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.pipeline import confirm_requests, customer_id_for
 from funnelvalue.settings import Settings
@@ -256,3 +257,16 @@ def export_written(settings: Settings, mapping: Mapping, since: pd.Timestamp, ou
         rows = ledger.written_since(customer_id, since)
     write_import_file(output, rows, mapping.timezone)
     return len(rows)
+
+
+def prune_ledger(
+    settings: Settings, older_than_days: int, *, dry_run: bool, now: pd.Timestamp | None = None
+) -> Pruned:
+    """``funnelvalue ledger prune``: forget finished conversions too old for Google to take
+    again (ledger/prune.py). Safe beside a run: a run never looks such rows up (it rejects
+    anything older than the lookback before asking the ledger)."""
+    now = now or pd.Timestamp.now(tz="UTC")
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        if not ledger.exists:
+            raise ConfigError(f"there is no ledger at {ledger.where}: nothing to prune")
+        return prune(ledger.db, older_than_days, now, dry_run=dry_run)

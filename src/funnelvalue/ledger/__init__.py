@@ -4,7 +4,8 @@
 (pure, over frames); ``runs`` a run's life and every write; ``requests`` the asynchronous
 requests; ``views`` what status and the report read; ``database`` opening and migrating;
 ``schema`` the tables and migrations; ``driver`` the bulk reads and writes that keep a
-million-row run fast; ``locking`` one run per account at a time.
+million-row run fast; ``locking`` one run per account at a time; ``prune`` forgetting what
+Google can no longer take.
 """
 
 from funnelvalue.ledger.schema import metadata, schema_migrations
