@@ -24,6 +24,7 @@ COMMANDS = [
     "report",
     "mapping check",
     "mapping init",
+    "mapping schema",
     "ledger prune",
 ]
 

@@ -28,7 +28,7 @@ from rich.markup import escape
 from funnelvalue import __version__, inspection, progress, report, stopping
 from funnelvalue.doctor import doctor as run_doctor
 from funnelvalue.errors import EXIT_INTERNAL, FunnelvalueError
-from funnelvalue.mapping import STARTER, load_mapping
+from funnelvalue.mapping import STARTER, load_mapping, mapping_schema
 from funnelvalue.pipeline import execute
 from funnelvalue.redact import RedactingFilter, scrub
 from funnelvalue.settings import Settings, load_settings
@@ -40,6 +40,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+SCHEMA_FILE = "mapping.schema.json"  # written beside the mapping by `mapping init`
 mapping_app = typer.Typer(
     help="Check or create the stage-to-value mapping file.", no_args_is_help=True
 )
@@ -388,8 +389,25 @@ def mapping_init(
         err.print(f"[bold red]error:[/] {path} exists; pass --force to overwrite it")
         raise typer.Exit(2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(STARTER, encoding="utf-8")
-    out.print(f"wrote {path}; edit it, then run: funnelvalue mapping check --mapping {path}")
+    schema = path.parent / SCHEMA_FILE
+    schema.write_text(json.dumps(mapping_schema(), indent=2) + "\n", encoding="utf-8")
+    # Editors with the YAML language server (VS Code's YAML extension, ...) read this line and
+    # complete and check the file while it is typed.
+    line = f"# yaml-language-server: $schema=./{SCHEMA_FILE}\n"
+    path.write_text(line + STARTER, encoding="utf-8")
+    out.print(
+        f"wrote {path} (and {schema}, for editors); edit it, then run: "
+        f"funnelvalue mapping check --mapping {path}"
+    )
+
+
+@mapping_app.command("schema")
+def mapping_schema_command() -> None:
+    """Print the mapping file's JSON Schema (for editors and CI checks).
+
+    Example: funnelvalue mapping schema > config/mapping.schema.json
+    """
+    print(json.dumps(mapping_schema(), indent=2))
 
 
 @app.command()

@@ -93,11 +93,27 @@ class Stage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
-    crm_values: list[str] = Field(min_length=1)
-    conversion_action: str = Field(min_length=1)
-    value: float | FromColumn | Expected
-    multiply_by: MultiplyBy | None = None
+    name: str = Field(
+        min_length=1, description="your name for the stage", examples=["lead", "qualified", "won"]
+    )
+    crm_values: list[str] = Field(
+        min_length=1,
+        description="the CRM's stage names that mean this stage (ignoring case and spaces)",
+        examples=[["New", "Open"], ["Closed Won"]],
+    )
+    conversion_action: str = Field(
+        min_length=1,
+        description="the Google Ads conversion action: its name, numeric id or resource name",
+        examples=["CRM lead", "123456789"],
+    )
+    value: float | FromColumn | Expected = Field(
+        description="what the conversion is worth: a number, {from_column: amount, default: "
+        "1000}, or {expected: {default: 150}} (estimated from the funnel)",
+        examples=[150, {"from_column": "amount", "default": 1000}, {"expected": {"default": 150}}],
+    )
+    multiply_by: MultiplyBy | None = Field(
+        default=None, description="scale the value by a column's value (e.g. product line)"
+    )
 
     @field_validator("crm_values", mode="before")
     @classmethod
@@ -138,20 +154,66 @@ class Mapping(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    customer_id: str | None = None
-    currency: str
-    timezone: str = "UTC"
-    stages: list[Stage] = Field(min_length=1)
-    ignore: list[str] = Field(default_factory=list)
-    backfill_skipped_stages: bool = False
-    columns: dict[str, str] = Field(default_factory=dict)
-    timestamp_format: str | None = None
+    customer_id: str | None = Field(
+        default=None,
+        description="the Google Ads account, 10 digits (dashes optional)",
+        examples=["123-456-7890"],
+    )
+    currency: str = Field(
+        description="ISO 4217 code of the values; a currency column overrides it per row",
+        examples=["EUR", "USD"],
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of CRM times written without an offset",
+        examples=["Europe/Berlin", "America/New_York"],
+    )
+    stages: list[Stage] = Field(min_length=1, description="the funnel, top stage first")
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="CRM stage names that are not conversions (e.g. lost): not reported",
+        examples=[["Closed Lost"]],
+    )
+    backfill_skipped_stages: bool = Field(
+        default=False,
+        description="a lead that jumps to a later stage also gets the stages it skipped",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="the export's column names -> funnelvalue's (lead_id, stage, ...)",
+        examples=[{"Deal ID": "lead_id", "Deal Stage": "stage"}],
+    )
+    timestamp_format: str | None = Field(
+        default=None,
+        description="strftime format of the export's times when they are ambiguous",
+        examples=["%d/%m/%Y %H:%M"],
+    )
     # How the export writes money when it could be read two ways (1.500): e.g. "1.234,56".
-    amount_format: str | None = None
-    max_value: float = Field(default=MAX_VALUE, gt=0, allow_inf_nan=False)
-    lookback_days: int = Field(default=90, ge=1, le=90)
-    phone_country_code: str | None = None
-    consent_ad_user_data: Literal["GRANTED", "DENIED"] | None = None  # rows with no consent
+    amount_format: str | None = Field(
+        default=None,
+        description="how the export writes money when it could be read two ways (1.500)",
+        examples=list(AMOUNT_FORMATS)[:2],
+    )
+    max_value: float = Field(
+        default=MAX_VALUE,
+        gt=0,
+        allow_inf_nan=False,
+        description="a value above this is invalid (a typo, or cents read as units)",
+    )
+    lookback_days: int = Field(
+        default=90,
+        ge=1,
+        le=90,
+        description="your conversion actions' click-through window: older rows are skipped",
+    )
+    phone_country_code: str | None = Field(
+        default=None,
+        description="country calling code for phone numbers written without one",
+        examples=["49", "+1"],
+    )
+    consent_ad_user_data: Literal["GRANTED", "DENIED"] | None = Field(
+        default=None, description="ad_user_data consent for rows whose export has none"
+    )
 
     @field_validator("customer_id", mode="before")
     @classmethod
@@ -457,3 +519,50 @@ backfill_skipped_stages: true      # a lead that jumps lead -> won also counts a
 #   value: {expected: {default: 150, window_days: 90}}   # P(won | this stage) x average won
 #   multiply_by: {column: score_band, values: {high: 1.5, medium: 1.0, low: 0.5}}
 """
+
+
+def mapping_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of the mapping file, from the models above, for editors
+    (the yaml-language-server line `mapping init` writes). The models accept a few shorter
+    spellings before validating (one CRM value as a string, a value as an amount text, an
+    ``{expected: ...}`` wrapper); the schema says so, so a valid file is never flagged."""
+    schema = Mapping.model_json_schema()
+    stage = schema["$defs"]["Stage"]["properties"]
+    described = {k: stage["value"][k] for k in ("description", "examples") if k in stage["value"]}
+    expected = Expected.model_json_schema()
+    stage["value"] = {
+        **described,
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "description": 'an amount as written, e.g. "1.500,00"'},
+            FromColumn.model_json_schema(),
+            {
+                "type": "object",
+                "properties": {"expected": expected},
+                "required": ["expected"],
+                "additionalProperties": False,
+            },
+        ],
+    }
+    values = stage["crm_values"]
+    stage["crm_values"] = {
+        k: v for k, v in values.items() if k in ("description", "examples", "title")
+    } | {
+        "anyOf": [
+            {"type": "string"},
+            {k: v for k, v in values.items() if k not in ("title", "description", "examples")},
+        ]
+    }
+    root = schema["properties"]
+    root["customer_id"] = {k: v for k, v in root["customer_id"].items() if k != "anyOf"} | {
+        "anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]
+    }
+    root["phone_country_code"] = {
+        k: v for k, v in root["phone_country_code"].items() if k != "anyOf"
+    } | {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "funnelvalue mapping",
+        "description": "Which CRM stage becomes which Google Ads conversion, worth how much.",
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
