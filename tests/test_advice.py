@@ -351,3 +351,96 @@ def test_write_mapping_never_overwrites_the_mapping_in_use(
     assert result.exit_code == 2
     assert "would overwrite the mapping file in use" in result.output
     assert settings.mapping.read_text() == before
+
+
+# -- values that add up (issue #16) -----------------------------------------------------------
+
+
+def test_incremental_suggestions_add_up_to_the_deal(settings: Settings, now: pd.Timestamp) -> None:
+    """10% of leads and 25% of qualified leads win 1000: full expected values 100 / 250 /
+    1000; each stage's increase 100 / 150 / 750, whose sum is the deal."""
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    stages = by_name(advise(settings, now))
+    increments = [stages[n].suggested_incremental for n in ("lead", "qualified", "won")]
+    assert increments == [100, 150, 750]
+    assert sum(increments) == 1000  # type: ignore[arg-type]
+    # per deepest stage: what Google is credited is the expected value there
+    assert stages["lead"].suggested_incremental == stages["lead"].suggested
+    assert sum(increments[:2]) == stages["qualified"].suggested  # type: ignore[arg-type]
+
+
+def test_the_over_count_warning_fires_on_the_example_mapping_only(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    found = advise(settings, now)  # lead 10, qualified 150, won = the deal (1000)
+    assert found.credited_per_won_deal == 10 + 150 + 1000
+    assert found.average_last_value == 1000
+    warning = next(w for w in found.warnings if "adds their values up" in w)
+    assert "credited 1,160.00 EUR, 1.16x the average deal of 1,000.00" in warning
+    assert "lead 100.00, qualified 150.00, won 750.00" in warning
+    assert "keep only one conversion action primary" in warning
+    assert found.credited_per_lead == pytest.approx((100 * 10 + 40 * 150 + 10 * 1000) / 100)
+    assert found.revenue_per_lead == 100
+
+    # Only the deal counts (the earlier stages worth nothing in the goal): it adds up.
+    stages = [
+        {"name": "lead", "crm_values": ["New"], "conversion_action": "CRM lead", "value": 0},
+        {
+            "name": "qualified",
+            "crm_values": ["Sales Qualified Lead"],
+            "conversion_action": "CRM qualified",
+            "value": 0,
+        },
+        {
+            "name": "won",
+            "crm_values": ["Closed Won"],
+            "conversion_action": "CRM won",
+            "value": {"from_column": "amount", "default": 1000},
+        },
+    ]
+    adding_up = settings.model_copy(
+        update={"mapping": mapping_file("adds-up.yaml", timezone="UTC", stages=stages)}
+    )
+    fine = advise(adding_up, now)
+    assert fine.credited_per_won_deal == 1000
+    assert not any("adds their values up" in w for w in fine.warnings)
+    # ... and fixed values that overshoot the deal are flagged (100 + 150 + 1000 > 1000)
+    stages[0]["value"], stages[1]["value"] = 100, 150
+    over = settings.model_copy(
+        update={"mapping": mapping_file("over.yaml", timezone="UTC", stages=stages)}
+    )
+    assert any("adds their values up" in w for w in advise(over, now).warnings)
+
+
+def test_the_funnel_is_a_cohort_and_never_rises(settings: Settings, now: pd.Timestamp) -> None:
+    """Old leads qualifying inside the window make more 'qualified' events than 'lead' events
+    there; the cohort (leads first seen in the window) never rises down the funnel."""
+    old = funnel(now - pd.Timedelta(days=35), 40, 40, 0, qualify_after=30, spread_days=1)
+    young = funnel(now, 10, 3, 1, spread_days=5)
+    young = [{**r, "lead_id": "Y" + r["lead_id"]} for r in young]
+    write_export(settings.input, old + young)  # type: ignore[arg-type]
+    stages = advise(settings, now).stages
+    assert stages[1].conversions > stages[0].conversions  # events in the window can rise
+    reached = [s.reached for s in stages]
+    assert reached == sorted(reached, reverse=True)  # the cohort never does
+    assert reached == [10, 3, 1]
+
+
+def test_advise_json_has_the_documented_fields(settings: Settings, now: pd.Timestamp) -> None:
+    write_export(settings.input, funnel(now, 100, 40, 10))  # type: ignore[arg-type]
+    data = json.loads(cli(settings, "advise", "--json").stdout)
+    for stage in data["stages"]:
+        assert {
+            "name",
+            "reached",
+            "close_rate",
+            "median_lag_days",
+            "configured_value",
+            "suggested_value",
+            "suggested_incremental_value",
+        } <= set(stage)
+    assert data["credited_per_won_deal"] == 1160
+    assert data["average_deal_value"] == 1000
+    assert isinstance(data["warnings"], list)
+    assert [s["suggested_incremental_value"] for s in data["stages"]] == [100, 150, 750]

@@ -41,6 +41,9 @@ def settings(
         destination="data-manager",
         ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
         data_manager={"action_ids": ACTION_IDS},
+        # The fake's knobs name "the next request": one at a time keeps that meaning here;
+        # requests in flight at once are tested in test_sending, the contracts and below.
+        requests_in_flight=1,
     )
 
 
@@ -362,6 +365,7 @@ def test_quota_exhausted_is_try_later_and_the_rows_stay_pending(
     """RESOURCE_EXHAUSTED (HTTP 429): the project's per-minute or daily quota."""
     write_export(settings.input, funnel_rows(2, now))  # type: ignore[arg-type]
     data_manager.exhausted_times = 1
+    settings = settings.model_copy(update={"requests_in_flight": 4})  # three requests at once
     report = execute(settings, dry_run=False)
     assert report.exit_code == EXIT_TRY_LATER
     assert "quota" in (report.error or "")

@@ -26,13 +26,15 @@ LEARNING_DAYS = 30  # new values need about this much data before switching to v
 FAR_OFF = 2.0  # configured vs suggested ratio worth a warning
 LOW_MATCH = 0.5  # share of leads with a click id or email/phone
 MIN_SAMPLE = 20  # leads that reached a stage before a rate is trusted
+OVER_COUNT = 1.02  # credited per won deal above this many times the average deal: a warning
 Z90 = 1.645
 
 
 @dataclass
 class StageStats:
     name: str
-    reached: int  # in the window
+    reached: int  # leads of the window's cohort that got at least this far (never rises)
+    conversions: int  # stage conversions reached in the window (the rules of thumb count these)
     median_lag_days: float | None
     p90_lag_days: float | None
     leads: int  # in the history used for the rate
@@ -42,8 +44,17 @@ class StageStats:
     rate_high: float | None
     configured: str
     configured_value: float | None
-    suggested: float | None
+    suggested: float | None  # its full expected value: P(last | here) x the average deal
+    suggested_incremental: float | None = None  # what it adds to the stage before (>= 0)
     note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "close_rate": self.rate,
+            "suggested_value": self.suggested,
+            "suggested_incremental_value": self.suggested_incremental,
+        }
 
 
 @dataclass
@@ -55,6 +66,12 @@ class Advice:
     average_last_value: float | None
     leads: int
     match_rate: float | None
+    # What Google credits when every stage counts in one goal (it adds the values up): per
+    # lead that reached the last stage, and per lead; next to what they really brought.
+    credited_per_won_deal: float | None = None
+    credited_per_lead: float | None = None
+    revenue_per_lead: float | None = None
+    cohort_leads: int = 0  # leads first seen in the window, followed until now
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,9 +80,14 @@ class Advice:
             "history_days": self.history_days,
             "currency": self.currency,
             "average_last_value": self.average_last_value,
+            "average_deal_value": self.average_last_value,
+            "credited_per_won_deal": self.credited_per_won_deal,
+            "credited_per_lead": self.credited_per_lead,
+            "revenue_per_lead": self.revenue_per_lead,
             "leads": self.leads,
+            "cohort_leads": self.cohort_leads,
             "match_rate": self.match_rate,
-            "stages": [s.__dict__ for s in self.stages],
+            "stages": [s.as_dict() for s in self.stages],
             "warnings": self.warnings,
         }
 
@@ -120,6 +142,7 @@ def analyse(
     finishers = set(rows.loc[rows["stage_position"] == last, "lead_id"])
     last_values = history.loc[history["stage_position"] == last, "value"].dropna()
     average = float(last_values.mean()) if len(last_values) else None
+    deepest = _cohort_depth(rows, now - pd.Timedelta(days=window_days))
     stats = []
     for position, stage in enumerate(mapping.stages):
         reached = window[window["stage_position"] == position]
@@ -132,7 +155,8 @@ def analyse(
         stats.append(
             StageStats(
                 name=stage.name,
-                reached=len(reached),
+                reached=int((deepest >= position).sum()),
+                conversions=len(reached),
                 median_lag_days=_quantile(reached["lag_days"], 0.5),
                 p90_lag_days=_quantile(reached["lag_days"], 0.9),
                 leads=leads,
@@ -146,7 +170,9 @@ def analyse(
                 note=note,
             )
         )
+    _incremental(stats)
     by_lead = rows.groupby("lead_id")["identified"].any()
+    credited = _credited(history, stats, mapping, average)
     advice = Advice(
         window_days=window_days,
         history_days=history_days,
@@ -155,9 +181,68 @@ def analyse(
         average_last_value=None if average is None else round(average, 2),
         leads=len(by_lead),
         match_rate=float(by_lead.mean()) if len(by_lead) else None,
+        credited_per_won_deal=credited[0],
+        credited_per_lead=credited[1],
+        revenue_per_lead=credited[2],
+        cohort_leads=len(deepest),
     )
     advice.warnings = _warnings(advice, mapping, now, sent)
     return advice
+
+
+def _cohort_depth(rows: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
+    """The deepest stage each lead of the cohort reached: leads first seen (created, else
+    their first stage) since ``start``, followed until now. "At least stage k" never rises
+    down the funnel, unlike counts of events in a window."""
+    origin = rows["created_at"].where(rows["created_at"].notna(), rows["reached_at"])
+    first = origin.groupby(rows["lead_id"]).min()
+    cohort = first.index[first >= start]
+    mine = rows[rows["lead_id"].isin(cohort)]
+    deepest: pd.Series = mine.groupby("lead_id")["stage_position"].max()
+    return deepest
+
+
+def _incremental(stats: list[StageStats]) -> None:
+    """Each stage's increase in expected value over the stage before (floored at 0): sent
+    for every stage in one goal, Google's sum for a lead is its expected value at the
+    deepest stage it reached, and a won deal sums to the average deal."""
+    before = 0.0
+    for stage in stats:
+        if stage.suggested is None:
+            stage.suggested_incremental = None
+            continue
+        stage.suggested_incremental = round(max(0.0, stage.suggested - before), 2)
+        before = max(before, stage.suggested)
+
+
+def _credited(
+    history: pd.DataFrame, stats: list[StageStats], mapping: Mapping, average: float | None
+) -> tuple[float | None, float | None, float | None]:
+    """(per won deal, per lead, revenue per lead) when Google adds every stage's value up:
+    each lead is credited the configured value of every stage it reached (a deal amount for
+    a from_column stage, the estimate for an expected one)."""
+    if history.empty:
+        return None, None, None
+    last = len(mapping.stages) - 1
+    per_stage: dict[int, float] = {}
+    for position, (stage, stat) in enumerate(zip(mapping.stages, stats, strict=True)):
+        rule = stage.value
+        if isinstance(rule, Expected):
+            per_stage[position] = stat.suggested if stat.suggested is not None else rule.default
+        elif not isinstance(rule, FromColumn):
+            per_stage[position] = float(rule)
+    reached = history.drop_duplicates(["lead_id", "stage_position"])
+    fixed = reached["stage_position"].map(per_stage)
+    own = reached["value"].astype("float64")
+    if average is not None:
+        own = own.fillna(average)
+    value = fixed.where(fixed.notna(), own).fillna(0.0)
+    per_lead = value.groupby(reached["lead_id"]).sum()
+    won = reached.loc[reached["stage_position"] == last, "lead_id"]
+    revenue = own[reached["stage_position"] == last].sum()
+    leads = len(per_lead)
+    per_won = round(float(per_lead[per_lead.index.isin(won)].mean()), 2) if len(won) else None
+    return per_won, round(float(per_lead.mean()), 2), round(float(revenue) / leads, 2)
 
 
 def expected_values(
@@ -239,9 +324,10 @@ def _warnings(
             f"no lead has reached '{last.name}' yet: values cannot be suggested; keep the "
             "configured ones and bid on the earlier stages"
         )
-    if last.reached < FULL_FUNNEL_MIN:
+    out.extend(_over_count(advice))
+    if last.conversions < FULL_FUNNEL_MIN:
         out.append(
-            f"only {last.reached} '{last.name}' conversions in the last {advice.window_days} "
+            f"only {last.conversions} '{last.name}' conversions in the last {advice.window_days} "
             f"days (fewer than ~{FULL_FUNNEL_MIN}): too few for value-based bidding on "
             f"'{last.name}' alone. Bid on full-funnel values: give the earlier stages their "
             "expected values so every lead teaches the bidding"
@@ -266,7 +352,7 @@ def _warnings(
             f"(more than ~{MAX_LAG_DAYS:g}): bidding learns too late from it; {advice_text}"
         )
     for stage in stages:
-        if stage.reached == 0:
+        if stage.conversions == 0:
             out.append(
                 f"no conversions for stage '{stage.name}' in the last {advice.window_days} "
                 "days: check its crm_values match the CRM's stage names"
@@ -287,6 +373,28 @@ def _warnings(
         )
     out.extend(_recent_value_changes(mapping, now, sent))
     return out
+
+
+def _over_count(advice: Advice) -> list[str]:
+    """Google adds up the values of every stage a lead reaches in one bidding goal: a
+    mapping whose won deal is credited more than deals bring over-counts (tROAS overbids)."""
+    credited, deal = advice.credited_per_won_deal, advice.average_last_value
+    if credited is None or not deal or credited <= deal * OVER_COUNT:
+        return []
+    increments = ", ".join(
+        f"{s.name} {s.suggested_incremental:,.2f}"
+        for s in advice.stages
+        if s.suggested_incremental is not None
+    )
+    return [
+        f"when every stage counts in one bidding goal Google adds their values up: a won deal "
+        f"is credited {credited:,.2f} {advice.currency}, {credited / deal:.2f}x the average "
+        f"deal of {deal:,.2f}, so the mapping over-counts and value bidding overbids. Fix it "
+        "one of two ways: send incremental values, each stage worth what it adds over the one "
+        f"before ({increments or 'not enough data yet'}), or keep only one conversion action "
+        "primary in the goal and make the others secondary (Google Ads: Goals -> Conversions "
+        "-> the action -> 'Primary action')"
+    ]
 
 
 def _recent_value_changes(

@@ -118,7 +118,10 @@ def _funnel_chart(advice: Advice) -> Figure:
     top = max(counts) or 1
     for bar, count in zip(bars, counts, strict=True):
         axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {count:,}", va="center")
-    axes.set_xlabel(f"conversions in the last {advice.window_days} days")
+    axes.set_xlabel(
+        f"leads first seen in the last {advice.window_days} days that reached at least the "
+        "stage (followed until today)"
+    )
     axes.set_xlim(0, top * 1.35)
     return figure
 
@@ -127,7 +130,11 @@ def _funnel_caption(advice: Advice) -> str:
     rates = ", ".join(
         f"{s.name} → last stage {s.rate:.0%}" for s in advice.stages[:-1] if s.rate is not None
     )
-    return f"Leads reaching each stage. {rates}." if rates else "Leads reaching each stage."
+    cohort = (
+        f"The {advice.cohort_leads:,} leads first seen in the last {advice.window_days} days, "
+        "by the deepest stage they reached until today (the youngest may still progress)."
+    )
+    return f"{cohort} {rates}." if rates else cohort
 
 
 def _value_chart(sent: pd.DataFrame, names: list[str], now: pd.Timestamp) -> Figure:

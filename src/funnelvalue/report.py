@@ -524,18 +524,21 @@ def render_requests(console: Console, summary: dict[str, Any], note: str | None)
 def advice_table(advice: Advice) -> Table:
     """Per stage: volume, speed, how often it closes, and what it is worth on that evidence."""
     table = Table(
-        title=f"Funnel over the last {advice.window_days} days (rates over "
-        f"{advice.history_days} days)",
+        title=f"Funnel: the {advice.cohort_leads:,} leads first seen in the last "
+        f"{advice.window_days} days, followed until today (rates over {advice.history_days} "
+        "days)",
         title_justify="left",
     )
     for column in (
         "stage",
-        f"reached ({advice.window_days} d)",
+        "reached",
+        f"conversions ({advice.window_days} d)",
         "median lag",
         "p90 lag",
         "-> last stage",
         "configured",
         f"suggested ({advice.currency})",
+        "incremental",
     ):
         table.add_column(column, justify="left" if column in ("stage", "configured") else "right")
     for stage in advice.stages:
@@ -548,11 +551,13 @@ def advice_table(advice: Advice) -> Table:
         table.add_row(
             stage.name,
             f"{stage.reached:,}",
+            f"{stage.conversions:,}",
             _days(stage.median_lag_days),
             _days(stage.p90_lag_days),
             rate,
             stage.configured,
             _money(stage.suggested) if stage.suggested is not None else f"[dim]{stage.note}[/]",
+            "—" if stage.suggested_incremental is None else _money(stage.suggested_incremental),
         )
     return table
 
@@ -570,9 +575,20 @@ def render_advice(console: Console, advice: Advice) -> None:
         ),
         highlight=False,
     )
+    if advice.credited_per_won_deal is not None and advice.average_last_value:
+        console.print(
+            f"Google credits a won deal {_money(advice.credited_per_won_deal)} and a lead "
+            f"{_money(advice.credited_per_lead or 0)} {advice.currency} when every stage "
+            f"counts in one goal; a deal brings {_money(advice.average_last_value)}, a lead "
+            f"{_money(advice.revenue_per_lead or 0)}",
+            highlight=False,
+        )
     console.print(
-        "[dim]suggested = share of leads at the stage that reached the last stage x the "
-        "last stage's average value (90% interval in brackets)[/]"
+        "[dim]reached = leads of the cohort that got at least that far (the youngest may "
+        "still progress); suggested = share of leads at the stage that reached the last "
+        "stage x the last stage's average value (90% interval in brackets); incremental = "
+        "what the stage adds over the one before, so that the stages of one goal add up to "
+        "the deal[/]"
     )
     for warning in advice.warnings:
         console.print(f"[yellow]advice:[/] {warning}", highlight=False)
