@@ -444,3 +444,107 @@ def test_advise_json_has_the_documented_fields(settings: Settings, now: pd.Times
     assert data["average_deal_value"] == 1000
     assert isinstance(data["warnings"], list)
     assert [s["suggested_incremental_value"] for s in data["stages"]] == [100, 150, 750]
+
+
+# -- the incremental value strategy in the daily job (issue #16) ------------------------------
+
+
+def incremental_mapping(
+    mapping_file: Callable[..., Path], name: str = "inc.yaml", **more: Any
+) -> Path:
+    stages = [
+        {"name": "lead", "crm_values": ["New"], "conversion_action": "CRM lead", "value": 100},
+        {
+            "name": "qualified",
+            "crm_values": ["Sales Qualified Lead"],
+            "conversion_action": "CRM qualified",
+            "value": 250,
+        },
+        {
+            "name": "won",
+            "crm_values": ["Closed Won"],
+            "conversion_action": "CRM won",
+            "value": {"from_column": "amount", "default": 1000},
+        },
+    ]
+    return mapping_file(name, timezone="UTC", stages=stages, value_strategy="incremental", **more)
+
+
+def sent_values(settings: Settings) -> dict[tuple[str, str], float]:
+    with Ledger.open(settings.ledger) as ledger:
+        rows = ledger.views.conversions_frame()
+    return {(r.lead_id, r.stage): float(r.value) for r in rows.itertuples()}
+
+
+def test_incremental_values_sum_to_the_worth_of_the_deepest_stage(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    mapped = settings.model_copy(update={"mapping": incremental_mapping(mapping_file)})
+    rows = funnel(now, 3, 2, 1, amount=1000)  # L0 won, L1 qualified, L2 a lead
+    skipper = [r for r in funnel(now, 1, 1, 1, amount=600) if r["stage"] != "Sales Qualified Lead"]
+    rows += [{**r, "lead_id": "SKIP"} for r in skipper]  # lead -> won, no qualified stage
+    write_export(mapped.input, rows)  # type: ignore[arg-type]
+    assert execute(mapped, dry_run=False).exit_code == 0
+    sent = sent_values(mapped)
+    assert [sent[("L0", s)] for s in ("lead", "qualified", "won")] == [100, 150, 750]
+    assert sent[("L1", "lead")] + sent[("L1", "qualified")] == 250  # worth at its deepest
+    assert sent[("L2", "lead")] == 100
+    skipped = {stage: v for (lead, stage), v in sent.items() if lead == "SKIP"}
+    assert skipped == {"lead": 100, "qualified": 150, "won": 350}  # backfilled: still the deal
+    plain = settings.model_copy(
+        update={
+            "mapping": incremental_mapping(
+                mapping_file, "plain.yaml", backfill_skipped_stages=False
+            ),
+            "ledger": settings.ledger.replace("ledger.db", "plain.db"),
+        }
+    )
+    execute(plain, dry_run=False)
+    skipped = {stage: v for (lead, stage), v in sent_values(plain).items() if lead == "SKIP"}
+    assert skipped == {"lead": 100, "won": 500}  # not backfilled: the deal all the same
+    found = advise(mapped, now)
+    assert not any("adds their values up" in w for w in found.warnings)
+
+
+def test_a_deal_change_is_restated_as_a_new_increment_and_estimates_stay_frozen(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    mapped = settings.model_copy(update={"mapping": incremental_mapping(mapping_file)})
+    rows = funnel(now, 1, 1, 1, amount=1000)
+    write_export(mapped.input, rows)  # type: ignore[arg-type]
+    execute(mapped, dry_run=False)
+    # the deal grew, and the marketer raised the lead's worth: only the deal is a correction
+    grown = [{**r, "amount": 1200} if r["stage"] == "Closed Won" else r for r in rows]
+    write_export(mapped.input, grown)  # type: ignore[arg-type]
+    edited = settings.model_copy(update={"mapping": incremental_mapping(mapping_file, "inc2.yaml")})
+    text = Path(edited.mapping).read_text().replace("value: 100", "value: 120")
+    Path(edited.mapping).write_text(text)
+    preview = execute(edited, dry_run=True)
+    values = preview.conversions.set_index("stage")
+    assert values.loc["won", "value"] == 1200 - 250  # the deal minus what was credited
+    assert values.loc["won", "state"] == "value changed"
+    assert values.loc["lead", "value"] == 100  # what Google has; not re-estimated
+    assert values.loc["lead", "state"] == "already sent"
+    assert values.loc["qualified", "state"] == "already sent"
+
+
+def test_an_export_of_current_stages_only_still_subtracts_what_was_credited(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    mapped = settings.model_copy(update={"mapping": incremental_mapping(mapping_file)})
+    rows = funnel(now, 1, 1, 1, amount=1000)
+    write_export(mapped.input, [r for r in rows if r["stage"] != "Closed Won"])  # type: ignore[arg-type]
+    execute(mapped, dry_run=False)
+    write_export(mapped.input, [r for r in rows if r["stage"] == "Closed Won"])  # type: ignore[arg-type]
+    execute(mapped, dry_run=False)  # today's export has the won row only
+    assert sent_values(mapped)[("L0", "won")] == 1000 - 100 - 150
+
+
+def test_a_deal_smaller_than_what_was_credited_is_sent_at_zero_and_said(
+    settings: Settings, now: pd.Timestamp, mapping_file: Callable[..., Path]
+) -> None:
+    mapped = settings.model_copy(update={"mapping": incremental_mapping(mapping_file)})
+    write_export(mapped.input, funnel(now, 1, 1, 1, amount=200))  # type: ignore[arg-type]
+    report = execute(mapped, dry_run=False)
+    assert sent_values(mapped)[("L0", "won")] == 0
+    assert any("sent at 0, never negative" in w for w in report.warnings)

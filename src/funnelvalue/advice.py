@@ -237,7 +237,10 @@ def _credited(
     if average is not None:
         own = own.fillna(average)
     value = fixed.where(fixed.notna(), own).fillna(0.0)
-    per_lead = value.groupby(reached["lead_id"]).sum()
+    # incremental: each stage sends its worth minus what was credited, so the sum is the
+    # highest worth the lead reached; otherwise every stage's whole value is added
+    grouped = value.groupby(reached["lead_id"])
+    per_lead = grouped.max() if mapping.value_strategy == "incremental" else grouped.sum()
     won = reached.loc[reached["stage_position"] == last, "lead_id"]
     revenue = own[reached["stage_position"] == last].sum()
     leads = len(per_lead)

@@ -174,6 +174,12 @@ class Mapping(BaseModel):
         description="CRM stage names that are not conversions (e.g. lost): not reported",
         examples=[["Closed Lost"]],
     )
+    value_strategy: Literal["as_configured", "incremental"] = Field(
+        default="as_configured",
+        description="incremental: each stage sends its worth minus what the lead was already "
+        "credited, so that the stages of one bidding goal add up to the deal "
+        "(as_configured: each stage sends its value as it is)",
+    )
     backfill_skipped_stages: bool = Field(
         default=False,
         description="a lead that jumps to a later stage also gets the stages it skipped",

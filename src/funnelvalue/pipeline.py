@@ -37,6 +37,7 @@ from funnelvalue.errors import (
     LedgerError,
     SourceError,
 )
+from funnelvalue.increments import incremental
 from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
 from funnelvalue.mapping import Mapping, load_mapping
@@ -46,6 +47,7 @@ from funnelvalue.sources.base import Source
 from funnelvalue.sources.registry import make_source
 from funnelvalue.vocabulary import (
     DELIVERED,
+    DONE,
     TO_SEND,
     Outcome,
     Reason,
@@ -357,7 +359,10 @@ class Job:
         # An expected value is fixed when first sent: tomorrow's estimate is not a correction.
         estimated = built.conversions["stage_position"].isin(list(expected))
         progress.phase(f"checking {len(built.conversions):,} conversions against the ledger")
-        classified = ledger.classify(built.conversions, now, estimated=estimated)
+        known = ledger.known(built.conversions)
+        if mapping.value_strategy == "incremental":
+            self._increments(built, known)
+        classified = ledger.classify(built.conversions, now, estimated=estimated, known=known)
         conversions = built.conversions.assign(
             state=classified["state"], ledger_order_id=classified["ledger_order_id"]
         )
@@ -402,6 +407,34 @@ class Job:
         if report.exit_code == EXIT_CONFIG:
             report.error = _all_invalid_message(report.invalid)
         return report
+
+    def _increments(self, built: Built, known: pd.DataFrame) -> None:
+        """value_strategy incremental: each conversion's value becomes its stage's worth
+        minus what Google already credits the lead (increments.py), from what the ledger
+        says was sent for its earlier stages, in this input or not."""
+        frame = built.conversions
+        if frame.empty:
+            return
+        sent = known.loc[known["status"].isin(DONE)].set_index("key")["value"]
+        sent_value = frame["key"].map(sent.astype("float64")).astype("float64")
+        positions = {stage.name: n for n, stage in enumerate(self.mapping.stages)}
+        leads = frame["lead_id"].astype(str).unique().tolist()
+        others = self.ledger.sent_of_leads(self.customer_id, leads)
+        others = others.assign(stage_position=others["stage"].map(positions))
+        others = others[others["stage_position"].notna()].astype({"stage_position": "int64"})
+        # only stages this input does not carry: the others are in the frame already
+        carried = frame[["lead_id", "stage_position"]].astype({"lead_id": str})
+        others = others.astype({"lead_id": str}).merge(
+            carried, on=["lead_id", "stage_position"], how="left", indicator=True
+        )
+        others = others[others["_merge"] == "left_only"].drop(columns="_merge")
+        result = incremental(frame, sent_value, others, len(self.mapping.stages) - 1)
+        built.conversions = frame.assign(value=result.values)
+        if result.floored:
+            built.notes.append(
+                f"{result.floored:,} conversions are worth less than their lead was already "
+                "credited (value_strategy incremental): they are sent at 0, never negative"
+            )
 
     def _drop_aged_out(self, built: Built) -> int:
         """Rows now past the click lookback that were sent when they were young: already

@@ -73,13 +73,24 @@ class Ledger:
 
     # -- what a run does with each conversion -------------------------------------------------
 
+    def known(self, built: pd.DataFrame) -> pd.DataFrame:
+        """dedupe.KNOWN_COLUMNS of the ledger's rows for the built conversions' keys."""
+        if built.empty:
+            return pd.DataFrame(columns=dedupe.KNOWN_COLUMNS)
+        return self._known(str(built["customer_id"].iloc[0]), built["key"])
+
     def classify(
-        self, built: pd.DataFrame, now: pd.Timestamp, estimated: pd.Series | None = None
+        self,
+        built: pd.DataFrame,
+        now: pd.Timestamp,
+        estimated: pd.Series | None = None,
+        known: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
-        """Each built conversion's ledger ``state`` and ``ledger_order_id`` (dedupe.classify)."""
+        """Each built conversion's ledger ``state`` and ``ledger_order_id`` (dedupe.classify);
+        ``known``: what ``known(built)`` returned, when the caller read it already."""
         if built.empty:
             return dedupe.classify(built, pd.DataFrame(columns=dedupe.KNOWN_COLUMNS), now)
-        known = self._known(str(built["customer_id"].iloc[0]), built["key"])
+        known = self.known(built) if known is None else known
         refused_keys = known.loc[known["status"] == Outcome.REJECTED, "key"]
         refused = None
         if len(refused_keys):
@@ -137,6 +148,22 @@ class Ledger:
             adopted = self._adopted[self._adopted["status"].isin(DONE)]
             found.extend(adopted.loc[adopted["key"].isin(keys), "key"])
         return found
+
+    def sent_of_leads(self, customer_id: str, leads: list[str]) -> pd.DataFrame:
+        """lead_id, stage, value of every conversion sent (done) for these leads: what Google
+        credits them already (the incremental value strategy subtracts it)."""
+        found = self.db.in_chunks(
+            leads,
+            lambda chunk: select(
+                conversions.c.lead_id, conversions.c.stage, conversions.c.value
+            ).where(
+                conversions.c.customer_id == customer_id,
+                conversions.c.lead_id.in_(chunk),
+                conversions.c.status.in_(DONE),
+                conversions.c.action_identity != "",  # not a re-keyed duplicate kept as history
+            ),
+        )
+        return pd.DataFrame(found, columns=["lead_id", "stage", "value"])
 
     def sent_under_other_action(self, fresh: pd.DataFrame) -> pd.DataFrame:
         """Of conversions about to go out as new, those whose lead and stage the ledger holds
