@@ -401,6 +401,29 @@ def test_an_import_file_run_writes_each_ledger_row_once(
     assert rows["message"].str.startswith("written to ").all()
 
 
+def test_an_import_file_written_but_not_published_is_still_recorded(
+    tmp_path: Path, mapping_file: Callable[..., Path]
+) -> None:
+    """The run's own file went out; the fetched file could not be replaced (a symlink): the
+    written rows are in the ledger all the same (nothing was marked pending for them), so the
+    next run writes nothing twice and publishes them."""
+    write_export(tmp_path / "export.csv", funnel_rows(3, pd.Timestamp.now(tz="UTC")))
+    settings = csv_settings(tmp_path, mapping_file, f"sqlite:///{tmp_path / 'l.db'}")
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "elsewhere.csv").write_text("keep me")
+    settings.output.symlink_to(tmp_path / "elsewhere.csv")
+    report = pipeline.execute(settings, dry_run=False)
+    assert report.exit_code == 2
+    assert "symbolic link" in (report.error or "")
+    with Ledger.open(settings.ledger) as ledger:
+        assert ledger.views.status_counts() == {"written": 6}
+    settings.output.unlink()
+    again = pipeline.execute(settings, dry_run=False)
+    assert again.exit_code == 0
+    assert again.summary()["to_send"] == 0
+    assert len(settings.output.read_text().splitlines()) == 2 + 6  # parameters, header, rows
+
+
 # -- skipped is not invalid ----------------------------------------------------------------
 
 

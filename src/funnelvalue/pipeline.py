@@ -285,6 +285,9 @@ class Job:
                 report.outcomes = destination.validate(report.to_send)
                 if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                     report.exit_code = EXIT_INVALID_ROWS
+                if report.outcome_count(Outcome.HELD):  # the account must change first
+                    report.error = _held_message(report.outcomes, None)
+                    report.exit_code = EXIT_CONFIG
             return report
         finally:
             destination.close()
@@ -524,12 +527,12 @@ class Job:
             except FunnelvalueError as exc:
                 if report.outcomes is None:  # stopped inside: what went through before it
                     report.outcomes = exc.outcomes
-                return self._stopped(report, run_id, exc)
+                return self._stopped(report, run_id, exc, destination.name, direct)
             try:
                 report.restatements = self._restate(destination, report)
             except FunnelvalueError as exc:  # every upload went through: keep its outcomes
                 report.restatements = self._with_values(report, exc.outcomes)
-                return self._stopped(report, run_id, exc)
+                return self._stopped(report, run_id, exc, destination.name, direct)
             if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                 report.exit_code = EXIT_INVALID_ROWS
             if failed := report.outcome_count(Outcome.FAILED):
@@ -542,12 +545,8 @@ class Job:
                 report.error = _held_message(report.outcomes, report.error)
                 report.exit_code = EXIT_CONFIG
             watermark = report.watermark
-            outcomes, written = report.outcomes, None
-            if direct:  # written here: each row recorded once, with its outcome
-                done = outcomes["status"] == Outcome.WRITTEN
-                message = str(outcomes["message"].iloc[0]) if done.any() else ""
-                rows = report.to_send[report.to_send["key"].isin(outcomes.loc[done, "key"])]
-                outcomes, written = outcomes[~done], (rows, destination.name, message)
+            outcomes, written = _split_written(report, destination.name, direct)
+            assert outcomes is not None  # the upload returned
             try:
                 ledger.runs.finish(
                     run_id,
@@ -602,12 +601,20 @@ class Job:
         changed = report.conversions[report.conversions["state"] == State.CHANGED]
         return restated.merge(changed[["key", "value", "currency"]], on="key", how="left")
 
-    def _stopped(self, report: RunReport, run_id: int, exc: FunnelvalueError) -> RunReport:
+    def _stopped(
+        self,
+        report: RunReport,
+        run_id: int,
+        exc: FunnelvalueError,
+        destination: str,
+        direct: bool,
+    ) -> RunReport:
         """The destination stopped (outage, quota, refusal) or a signal did: record what went
-        through, keep the rest pending, say so."""
+        through (rows already written included), keep the rest pending, say so."""
         report.error = str(exc)
         report.exit_code = exc.exit_code
         status = RunStatus.INTERRUPTED if isinstance(exc, Interrupted) else RunStatus.FAILED
+        outcomes, written = _split_written(report, destination, direct)
         try:
             self.ledger.runs.fail(
                 run_id,
@@ -615,14 +622,30 @@ class Job:
                 str(exc),
                 report.summary(),
                 report.rejects,
-                report.outcomes,
+                outcomes,
                 status=status,
                 restatements=report.restatements,
+                written=written,
             )
         except LedgerError as failure:
             return _not_recorded(report, failure)
         log.error("run %d: %s; %d conversions stay pending", run_id, exc, report.pending)
         return report
+
+
+def _split_written(
+    report: RunReport, destination: str, direct: bool
+) -> tuple[pd.DataFrame | None, tuple[pd.DataFrame, str, str] | None]:
+    """(outcomes to record over pending rows, rows to write once as written): a destination
+    that knows its outcome first had nothing marked pending, so its written rows are
+    inserted with their outcome (ledger.runs._write_rows) rather than updated."""
+    outcomes = report.outcomes
+    if not direct or outcomes is None:
+        return outcomes, None
+    done = outcomes["status"] == Outcome.WRITTEN
+    message = str(outcomes["message"].iloc[0]) if done.any() else ""
+    rows = report.to_send[report.to_send["key"].isin(outcomes.loc[done, "key"])]
+    return outcomes[~done], (rows, destination, message)
 
 
 def _held_message(outcomes: pd.DataFrame, failed: str | None) -> str:

@@ -192,11 +192,16 @@ class RunBook:
         outcomes: pd.DataFrame | None = None,
         status: RunStatus = RunStatus.FAILED,
         restatements: pd.DataFrame | None = None,
+        written: tuple[pd.DataFrame, str, str] | None = None,
     ) -> None:
         """Close a run that stopped early (``failed``, or ``interrupted`` by a signal) with
-        what went through before the stop; its unsent rows stay pending for the next run."""
+        what went through before the stop; its unsent rows stay pending for the next run.
+        ``written``: as for ``finish`` (rows written with their outcome known first)."""
         now = utcnow()
         with self._db.tx() as conn:
+            if written is not None and not written[0].empty:
+                rows, destination, message = written
+                self._write_rows(conn, run_id, rows, destination, Outcome.WRITTEN, message)
             if rejects is not None:
                 _record_rejects(conn, run_id, rejects)
             if outcomes is not None:
