@@ -186,8 +186,11 @@ class DataManagerUpload:
             try:
                 return pd.concat([*refused, self._ingest(batch)], ignore_index=True)
             except _EventsRefused as refusal:
-                refused.append(_refusal_outcomes(batch, refusal.events))
-                batch = batch.drop(batch.index[sorted(refusal.events)])
+                named = {p: why for p, why in refusal.events.items() if p < len(batch)}
+                if not named:  # positions outside the request: nothing to set aside
+                    raise refusal.stop from None
+                refused.append(_refusal_outcomes(batch, named))
+                batch = batch.drop(batch.index[sorted(named)])
                 if batch.empty:
                     return pd.concat(refused, ignore_index=True)
         raise DestinationError(
@@ -378,11 +381,12 @@ _EVENT_FIELD = re.compile(r"^events\[(\d+)\]")
 
 
 class _EventsRefused(Exception):
-    """Google refused a request for some of its events: position -> (reason, words)."""
+    """Google refused a request for some of its events: position -> (reason, words);
+    ``stop``: the refusal as a whole, should the positions make no sense."""
 
-    def __init__(self, events: dict[int, tuple[str, str]]) -> None:
+    def __init__(self, events: dict[int, tuple[str, str]], stop: DestinationError) -> None:
         super().__init__(f"{len(events)} events refused")
-        self.events = events
+        self.events, self.stop = events, stop
 
 
 class _RefusedWithoutDetails(Exception):
@@ -419,13 +423,13 @@ def _refusal_or_translate(exc: BaseException) -> Exception:
                 reason, f"Google refused this event: {violation.description} ({where})"
             )
             events.setdefault(int(match[1]), (reason, words))
+    assert isinstance(translated, DestinationError)  # INVALID_ARGUMENT: a refusal
     if events:
-        return _EventsRefused(events)
+        return _EventsRefused(events, translated)
     if violations:  # the request's own fields (destination, encoding): no event to blame
         return translated
     reason = getattr(exc, "reason", None) or "INVALID_ARGUMENT"
     words = str(getattr(exc, "message", "") or exc).splitlines()[0][:300]
-    assert isinstance(translated, DestinationError)
     return _RefusedWithoutDetails(reason, f"Google refused this event: {words}", translated)
 
 
