@@ -31,6 +31,7 @@ Reason = dm.ProcessingErrorReason
 MAX_EVENTS = 2000
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_CONSENTS = {dm.ConsentStatus.CONSENT_GRANTED, dm.ConsentStatus.CONSENT_DENIED}
 
 
 @dataclass
@@ -154,6 +155,10 @@ class FakeDataManager:
                 )
             elif not _CURRENCY.fullmatch(event.currency):
                 found.append((f"events[{n}].currency", "INVALID_CURRENCY_CODE", "fake: currency"))
+            elif "consent" in event and event.consent.ad_user_data not in _CONSENTS:
+                found.append(  # a consent sent must say granted or denied
+                    (f"events[{n}].consent.ad_user_data", "INVALID_ENUM_VALUE", "fake: consent")
+                )
             elif people and not self.terms_signed:
                 found.append(
                     (
