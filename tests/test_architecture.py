@@ -57,7 +57,9 @@ def test_there_are_no_import_circles() -> None:
     assert circles == []
 
 
-@pytest.mark.parametrize("bottom", ["funnelvalue.vocabulary", "funnelvalue.redact"])
+@pytest.mark.parametrize(
+    "bottom", ["funnelvalue.vocabulary", "funnelvalue.redact", "funnelvalue.frames"]
+)
 def test_the_shared_words_depend_on_nothing(bottom: str) -> None:
     assert GRAPH[bottom] == set()
 

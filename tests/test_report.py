@@ -29,3 +29,14 @@ def test_the_shown_rows_are_the_first_of_the_full_order() -> None:
         assert shown["conversion_time"].tolist() == expected["conversion_time"].tolist()
     assert _first_rows(rows, None)["n"].tolist() == full["n"].tolist()
     assert _first_rows(rows.iloc[0:0], 20).empty
+
+
+def test_member_is_isin_for_keys_missing_values_included() -> None:
+    from funnelvalue.frames import member
+
+    values = pd.Series(["a", "b", None, "d"], dtype="string[pyarrow]", index=[5, 6, 7, 8])
+    assert member(values, ["b", "d", "z"]).tolist() == [False, True, False, True]
+    assert member(values, pd.Series([], dtype="string")).tolist() == [False] * 4
+    assert member(values, values).index.tolist() == [5, 6, 7, 8]
+    plain = pd.Series(["x", "y"])  # object dtype works too
+    assert member(plain, {"y"}).tolist() == [False, True]

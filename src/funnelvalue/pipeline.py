@@ -37,6 +37,7 @@ from funnelvalue.errors import (
     LedgerError,
     SourceError,
 )
+from funnelvalue.frames import member
 from funnelvalue.increments import incremental
 from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
@@ -446,7 +447,7 @@ class Job:
         old = rejects["key"].notna() & (rejects["reason_code"] == Reason.EXPIRED)
         if not old.any():
             return 0
-        sent = rejects["key"].isin(self.ledger.sent_keys(rejects.loc[old, "key"].tolist())) & old
+        sent = member(rejects["key"], self.ledger.sent_keys(rejects.loc[old, "key"].tolist())) & old
         built.rejects = rejects[~sent].reset_index(drop=True)
         return int(sent.sum())
 
@@ -579,8 +580,8 @@ class Job:
         since = self.now - pd.Timedelta(days=destination.window_days)
         earlier = self.ledger.written_since(self.customer_id, since, destination=report.destination)
         written = report.outcomes.loc[report.outcomes["status"] == Outcome.WRITTEN, "key"]
-        mine = report.to_send[report.to_send["key"].isin(written)]
-        recent = pd.concat([earlier[~earlier["key"].isin(mine["key"])], mine], ignore_index=True)
+        mine = report.to_send[member(report.to_send["key"], written)]
+        recent = pd.concat([earlier[~member(earlier["key"], mine["key"])], mine], ignore_index=True)
         destination.publish(recent)
 
     def _restate(self, destination: Destination, report: RunReport) -> pd.DataFrame | None:
@@ -644,7 +645,7 @@ def _split_written(
         return outcomes, None
     done = outcomes["status"] == Outcome.WRITTEN
     message = str(outcomes["message"].iloc[0]) if done.any() else ""
-    rows = report.to_send[report.to_send["key"].isin(outcomes.loc[done, "key"])]
+    rows = report.to_send[member(report.to_send["key"], outcomes.loc[done, "key"])]
     return outcomes[~done], (rows, destination, message)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import bindparam, func, select, update
 
+from funnelvalue.frames import member
 from funnelvalue.ledger import dedupe
 from funnelvalue.ledger.database import Database
 from funnelvalue.ledger.driver import CHUNK, TODAY, load_keys, read_frame, read_sqlite_arrow
@@ -94,7 +95,7 @@ class Ledger:
         refused_keys = known.loc[known["status"] == Outcome.REJECTED, "key"]
         refused = None
         if len(refused_keys):
-            mine = built["key"][built["key"].isin(refused_keys)].tolist()
+            mine = built["key"][member(built["key"], refused_keys)].tolist()
             refused = self._refused_payload(mine) if mine else None
         return dedupe.classify(built, known, now, refused, estimated)
 
@@ -212,7 +213,7 @@ class Ledger:
         frame = self._payload_frame(query)
         if frame.empty:  # the usual day: nothing left over (isin on a million keys costs)
             return frame
-        return frame[~frame["key"].isin(exclude)].reset_index(drop=True)
+        return frame[~member(frame["key"], exclude)].reset_index(drop=True)
 
     def written_since(
         self, customer_id: str, since: pd.Timestamp, destination: str | None = None

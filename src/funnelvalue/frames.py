@@ -1,0 +1,24 @@
+"""Frame operations the hot paths need faster than pandas gives them.
+
+At the bottom of the house with vocabulary: it imports nothing from funnelvalue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def member(values: pd.Series, of: pd.Series | Iterable[object]) -> pd.Series:
+    """``values.isin(of)`` for keys, in Arrow's C++: pandas' isin on Arrow-backed strings
+    first makes a Python object of every value of ``of`` (3 s for 320k keys, 0.1 s here)."""
+    wanted = pa.array(
+        pd.Series(list(of) if not isinstance(of, pd.Series) else of, dtype="string").array
+    )
+    found = pc.is_in(pa.array(values.astype("string").array), value_set=wanted)
+    flags = found.fill_null(False).to_numpy(zero_copy_only=False)
+    return pd.Series(np.asarray(flags, dtype=bool), index=values.index)
