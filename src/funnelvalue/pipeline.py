@@ -419,7 +419,9 @@ class Job:
         frame = built.conversions
         if frame.empty:
             return
-        sent = known.loc[known["status"].isin(DONE)].set_index("key")["value"]
+        sent = (
+            known.loc[known["status"].isin(DONE)].drop_duplicates("key").set_index("key")["value"]
+        )
         sent_value = frame["key"].map(sent.astype("float64")).astype("float64")
         positions = {stage.name: n for n, stage in enumerate(self.mapping.stages)}
         leads = frame["lead_id"].astype(str).unique().tolist()

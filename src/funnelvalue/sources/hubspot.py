@@ -420,6 +420,7 @@ class HubSpotSource(Reading):
         until its list is complete (the batch endpoint pages per record, not per request)."""
         links: dict[str, list[str]] = {}
         inputs: list[dict[str, str]] = [{"id": str(i)} for i in deal_ids]
+        asked: set[tuple[str, str]] = set()  # a cursor handed out twice would loop forever
         while inputs:
             more: list[dict[str, str]] = []
             for chunk in _chunks(inputs, ASSOCIATION_BATCH):
@@ -430,7 +431,8 @@ class HubSpotSource(Reading):
                     deal = str(result["from"]["id"])
                     links.setdefault(deal, []).extend(str(t["toObjectId"]) for t in result["to"])
                     after = (result.get("paging") or {}).get("next", {}).get("after")
-                    if after:
+                    if after and (deal, str(after)) not in asked:
+                        asked.add((deal, str(after)))
                         more.append({"id": deal, "after": str(after)})
             inputs = more
         return links
