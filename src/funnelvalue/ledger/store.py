@@ -76,8 +76,8 @@ class Ledger:
 
     def known(self, built: pd.DataFrame) -> pd.DataFrame:
         """dedupe.KNOWN_COLUMNS of the ledger's rows for the built conversions' keys."""
-        if built.empty:
-            return pd.DataFrame(columns=dedupe.KNOWN_COLUMNS)
+        if built.empty or (not self.db.exists and self._adopted is None):
+            return pd.DataFrame(columns=dedupe.KNOWN_COLUMNS)  # no ledger yet: nothing known
         return self._known(str(built["customer_id"].iloc[0]), built["key"])
 
     def classify(
@@ -171,7 +171,7 @@ class Ledger:
         as sent under another action: a mapping edit that really moves a stage (Google counts
         them again, as conversions of the new action). Columns: key, stage, previous_action."""
         empty = pd.DataFrame(columns=["key", "stage", "previous_action"])
-        if fresh.empty:
+        if fresh.empty or not self.db.exists:
             return empty
         customer_id = str(fresh["customer_id"].iloc[0])
         leads = fresh["lead_id"].astype(str).unique().tolist()
