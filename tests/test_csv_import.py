@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -210,3 +211,46 @@ def test_cells_are_quoted_as_csv_needs_and_the_header_is_googles(
     _, rows = read(target.run_path)
     assert [r["Conversion Name"] for r in rows] == ["Lead, web form", "Won"]
     assert all(re.fullmatch(r"\d+\.\d\d", r["Conversion Value"]) for r in rows)
+
+
+def test_the_fetched_file_rebuilt_from_the_ledger_matches_what_each_run_wrote(
+    tmp_path: Path, mapping_file: Callable[..., Path]
+) -> None:
+    """The rolling file is read back from the ledger (through Arrow on SQLite): missing
+    cells stay missing, hashes and values are what each run's own file said."""
+    from funnelvalue.pipeline import execute
+    from funnelvalue.settings import load_settings
+    from tests.conftest import funnel_rows, write_export
+
+    now = pd.Timestamp.now(tz="UTC")
+    rows = funnel_rows(3, now)
+    rows.append(
+        {
+            "lead_id": "MAIL",
+            "stage": "New",
+            "stage_changed_at": rows[0]["stage_changed_at"],
+            "email": "jane@example.com",
+        }
+    )
+    settings = load_settings(
+        mapping=mapping_file(timezone="UTC"),
+        input=tmp_path / "export.csv",
+        output=tmp_path / "out" / "import.csv",
+        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    write_export(settings.input, [*rows, *funnel_rows(1, now, start=7)])  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    written = [
+        row for path in sorted((tmp_path / "out" / "runs").iterdir()) for row in read(path)[1]
+    ]
+    _, fetched = read(settings.output)
+
+    def by_order(table: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {r["Order ID"]: {k: v for k, v in r.items() if v} for r in table}
+
+    assert by_order(fetched) == by_order(written)
+    mail = next(r for r in fetched if r["Email"])
+    assert len(mail["Email"]) == 64
+    assert mail["Google Click ID"] == ""
