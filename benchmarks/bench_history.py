@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,26 +24,20 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import MAPPING, generate
+from bench_pipeline import MAPPING, generate, in_fresh_process, peak_mb, project_settings
 
 
 def rerun(work: Path, ledger: str) -> dict[str, float]:
     """One no-op rerun in this (fresh) process: its time and its own peak RSS."""
     from funnelvalue.pipeline import execute
-    from funnelvalue.settings import load_settings
 
-    settings = load_settings(
-        mapping=work / "mapping.yaml",
-        input=work / "export.csv",
-        ledger=f"sqlite:///{work / ledger}",
-        output=work / "out" / "import.csv",
-    )
+    settings = project_settings(work, ledger)
     start = time.perf_counter()
     report = execute(settings, dry_run=False)
     return {
         "seconds": time.perf_counter() - start,
         "to_send": len(report.to_send),
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_mb(),
     }
 
 
@@ -92,13 +84,7 @@ def main() -> None:
         (work / "mapping.yaml").write_text(MAPPING)
 
         def phase(ledger: str) -> dict[str, Any]:
-            out = subprocess.run(
-                [sys.executable, __file__, "--rerun", ledger, "--work", str(work)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            return dict(json.loads(out.strip().splitlines()[-1]))
+            return in_fresh_process(__file__, "--rerun", ledger, "--work", str(work))
 
         first = phase("small.db")  # the first run fills the ledger
         small = pad(work / "small.db", work / "small-copy.db", 1)

@@ -94,17 +94,37 @@ def generate(leads: int, path: Path, seed: int = 7) -> int:
 PHASES = (("preview", True), ("run1", False), ("run2", False), ("preview2", True))
 
 
+def project_settings(work: Path, ledger: str = "ledger.db") -> Any:
+    """The settings of a benchmark's work folder: its export, mapping, ledger and output."""
+    from funnelvalue.settings import load_settings
+
+    return load_settings(
+        mapping=work / "mapping.yaml",
+        input=work / "export.csv",
+        ledger=f"sqlite:///{work / ledger}",
+        output=work / "out" / "import.csv",
+    )
+
+
+def in_fresh_process(script: str, *args: str) -> dict[str, Any]:
+    """Run ``script`` with ``args`` in a new Python (so its peak RSS is its own) and return
+    the JSON object it prints last."""
+    out = subprocess.run(
+        [sys.executable, script, *args], check=True, capture_output=True, text=True
+    ).stdout
+    found: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return found
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_phase(work: Path, phase: str) -> dict[str, float]:
     """One phase in this (fresh) process: its time, and its own peak RSS."""
     from funnelvalue.pipeline import execute
-    from funnelvalue.settings import load_settings
 
-    settings = load_settings(
-        mapping=work / "mapping.yaml",
-        input=work / "export.csv",
-        ledger=f"sqlite:///{work / 'ledger.db'}",
-        output=work / "out" / "import.csv",
-    )
+    settings = project_settings(work)
     start = time.perf_counter()
     report = execute(settings, dry_run=dict(PHASES)[phase])
     return {
@@ -112,7 +132,7 @@ def measure_phase(work: Path, phase: str) -> dict[str, float]:
         "to_send": len(report.to_send),
         "conversions": len(report.conversions),
         "rejected": len(report.rejects),
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_mb(),
     }
 
 
@@ -123,13 +143,7 @@ def measure_size(leads: int) -> dict[str, Any]:
         (work / "mapping.yaml").write_text(MAPPING)
         result: dict[str, Any] = {"leads": leads, "rows": rows}
         for phase, _ in PHASES:
-            out = subprocess.run(
-                [sys.executable, __file__, "--phase", phase, "--work", str(work)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            result[phase] = json.loads(out.strip().splitlines()[-1])
+            result[phase] = in_fresh_process(__file__, "--phase", phase, "--work", str(work))
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import MAPPING, generate
+from bench_pipeline import MAPPING, generate, in_fresh_process, peak_mb, project_settings
 
 
 def phase(work: Path, name: str) -> dict[str, float]:
@@ -30,23 +28,16 @@ def phase(work: Path, name: str) -> dict[str, float]:
     import pandas as pd
 
     from funnelvalue.pipeline import execute
-    from funnelvalue.settings import load_settings
 
     start = time.perf_counter()  # imports excluded: the same for every phase
     if name == "read_csv":
         rows = len(pd.read_csv(work / "export.csv", dtype=str, keep_default_na=False))
     else:
-        settings = load_settings(
-            mapping=work / "mapping.yaml",
-            input=work / "export.csv",
-            ledger=f"sqlite:///{work / 'ledger.db'}",
-            output=work / "out" / "import.csv",
-        )
-        rows = execute(settings, dry_run=name == "preview").built.rows_read
+        rows = execute(project_settings(work), dry_run=name == "preview").built.rows_read
     return {
         "seconds": time.perf_counter() - start,
         "rows": rows,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_mb(),
     }
 
 
@@ -71,13 +62,7 @@ def main() -> None:
             for name, results in measured.items():
                 (work / "ledger.db").unlink(missing_ok=True)  # every run is a first run
                 shutil.rmtree(work / "out", ignore_errors=True)
-                out = subprocess.run(
-                    [sys.executable, __file__, "--phase", name, "--work", str(work)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                results.append(json.loads(out.strip().splitlines()[-1]))
+                results.append(in_fresh_process(__file__, "--phase", name, "--work", str(work)))
         median = {k: statistics.median(r["seconds"] for r in v) for k, v in measured.items()}
         peak = {k: max(r["peak_mb"] for r in v) for k, v in measured.items()}
         print(f"export: {rows:,} CSV rows, {(work / 'export.csv').stat().st_size / 1e6:.0f} MB")
