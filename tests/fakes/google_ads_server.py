@@ -205,14 +205,7 @@ class FakeGoogleAds:
                     ),
                 )
             if self.quota_exhausted:
-                self._abort(
-                    context,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    _failure(
-                        quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED,
-                        message="fake: daily quota used up",
-                    ),
-                )
+                self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, QUOTA_USED_UP)
             if not request.partial_failure:
                 self._abort(
                     context,
@@ -306,14 +299,7 @@ class FakeGoogleAds:
         with self._lock:
             self.adjustment_requests.append(request)
             if self.adjustments_quota_exhausted:
-                self._abort(
-                    context,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    _failure(
-                        quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED,
-                        message="fake: daily quota used up",
-                    ),
-                )
+                self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, QUOTA_USED_UP)
             errors: list[GoogleAdsError] = []
             results = []
             for index, adjustment in enumerate(request.conversion_adjustments):
@@ -506,6 +492,12 @@ def _partial_failure(errors: list[GoogleAdsError]) -> status_pb2.Status:
 
 def _failure(*, message: str, **code: int) -> GoogleAdsFailure:
     return GoogleAdsFailure(errors=[GoogleAdsError(error_code=ErrorCode(**code), message=message)])
+
+
+# The daily quota, as uploads and adjustments alike answer it.
+QUOTA_USED_UP = _failure(
+    quota_error=QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED, message="fake: daily quota used up"
+)
 
 
 def _handler(method, request_type, response_type, raw=False):  # type: ignore[no-untyped-def]
