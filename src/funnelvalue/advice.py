@@ -226,11 +226,12 @@ def _credited(
     last = len(mapping.stages) - 1
     per_stage: dict[int, float] = {}
     for position, (stage, stat) in enumerate(zip(mapping.stages, stats, strict=True)):
-        rule = stage.value
-        if isinstance(rule, Expected):
-            per_stage[position] = stat.suggested if stat.suggested is not None else rule.default
-        elif not isinstance(rule, FromColumn):
-            per_stage[position] = float(rule)
+        if stat.configured_value is not None:  # a fixed value (_configured says which)
+            per_stage[position] = stat.configured_value
+        elif isinstance(stage.value, Expected):
+            per_stage[position] = (
+                stat.suggested if stat.suggested is not None else stage.value.default
+            )
     reached = history.drop_duplicates(["lead_id", "stage_position"])
     fixed = reached["stage_position"].map(per_stage)
     own = reached["value"].astype("float64")
