@@ -96,6 +96,17 @@ class RunBook:
                 .values(summary={"pending": len(batch)}, destination=destination)
             )
 
+    def _record_written(
+        self, conn: Connection, run_id: int, written: tuple[pd.DataFrame, str, str] | None
+    ) -> None:
+        """Rows a destination wrote with the outcome known first (finish's ``written``): each
+        inserted once as written, and the run names where they went."""
+        if written is None or written[0].empty:
+            return
+        rows, destination, message = written
+        self._write_rows(conn, run_id, rows, destination, Outcome.WRITTEN, message)
+        conn.execute(update(runs).where(runs.c.id == run_id).values(destination=destination))
+
     def _write_rows(
         self,
         conn: Connection,
@@ -162,12 +173,7 @@ class RunBook:
         """
         now = utcnow()
         with self._db.tx() as conn:
-            if written is not None and not written[0].empty:
-                rows, destination, message = written
-                self._write_rows(conn, run_id, rows, destination, Outcome.WRITTEN, message)
-                conn.execute(
-                    update(runs).where(runs.c.id == run_id).values(destination=destination)
-                )
+            self._record_written(conn, run_id, written)
             _record_outcomes(conn, run_id, outcomes, now)
             if restatements is not None:
                 _record_restatements(conn, run_id, restatements, now)
@@ -199,9 +205,7 @@ class RunBook:
         ``written``: as for ``finish`` (rows written with their outcome known first)."""
         now = utcnow()
         with self._db.tx() as conn:
-            if written is not None and not written[0].empty:
-                rows, destination, message = written
-                self._write_rows(conn, run_id, rows, destination, Outcome.WRITTEN, message)
+            self._record_written(conn, run_id, written)
             if rejects is not None:
                 _record_rejects(conn, run_id, rejects)
             if outcomes is not None:
