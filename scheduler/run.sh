@@ -19,6 +19,8 @@ if ! cd "$home" 2>/dev/null; then
   exit 2
 fi
 export FUNNELVALUE_PROJECT_DIR="$PWD"
+# The log keeps every run's lines (a terminal shows them only with -v).
+export FUNNELVALUE_LOG_LEVEL="${FUNNELVALUE_LOG_LEVEL:-INFO}"
 if [ -x .venv/bin/funnelvalue ]; then
   funnelvalue=.venv/bin/funnelvalue
 else

@@ -197,11 +197,17 @@ def test_real_process_exit_codes_and_output(project: Path) -> None:
     )
     assert first.returncode == 1, first.stderr
     assert json.loads(first.stdout)["sent"] > 600
-    assert "INFO funnelvalue.pipeline: run 1 finished" in first.stderr
+    assert first.stderr == ""  # log lines only with -v or a log level
+    logged = {**os.environ, "FUNNELVALUE_LOG_LEVEL": "INFO"}  # what scheduler/run.sh sets
     second = subprocess.run(
-        command, cwd=project, capture_output=True, text=True, timeout=120, check=False
+        command, cwd=project, capture_output=True, text=True, timeout=120, check=False, env=logged
     )
     assert json.loads(second.stdout)["sent"] == 0
+    assert "INFO funnelvalue.pipeline: run 2 finished" in second.stderr
+    verbose = subprocess.run(
+        [*command, "-v"], cwd=project, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "INFO funnelvalue.pipeline: run 3 finished" in verbose.stderr
     bad = subprocess.run(
         [*command[:-1], "--mapping", "nope.yaml"],
         cwd=project,

@@ -26,7 +26,7 @@ def test_precedence_cli_env_dotenv_file_default(
     assert settings.input == Path("env-export.csv")  # env over .env
     assert settings.output == Path("dotenv.csv")  # .env over file
     assert settings.mapping == Path("file-mapping.yaml")  # file over default
-    assert settings.log_level == "INFO"  # default
+    assert settings.log_level is None  # default: warnings only, -v for more
 
 
 def test_explicit_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,7 @@ from rich.markup import escape
 
 from funnelvalue import __version__, inspection, progress, report, stopping
 from funnelvalue.doctor import doctor as run_doctor
-from funnelvalue.errors import EXIT_INTERNAL, FunnelvalueError
+from funnelvalue.errors import EXIT_INTERNAL, ConfigError, FunnelvalueError
 from funnelvalue.mapping import STARTER, load_mapping, mapping_schema
 from funnelvalue.pipeline import execute
 from funnelvalue.redact import RedactingFilter, scrub
@@ -48,9 +48,11 @@ app.add_typer(mapping_app, name="mapping")
 ledger_app = typer.Typer(help="Look after the ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 
-# Cron mails and log files are not terminals: give tables room instead of 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Tables fit a terminal's own width, 80 columns in a cron mail, a pipe or a log file
+# (COLUMNS wins). Sentences are never broken into lines: one message stays one line to grep.
+_SIZED = "COLUMNS" in os.environ
+out = Console(width=None if sys.stdout.isatty() or _SIZED else 80, soft_wrap=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or _SIZED else 80, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -86,13 +88,29 @@ SourceOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _when(text: str) -> datetime:
+    """An ISO 8601 day or time, as people write it: 2026-11-01, 2026-11-01T06:00,
+    2026-11-01 06:00:00+01:00 or ...Z."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a day or time: write 2026-11-01, 2026-11-01T06:00 or "
+            "2026-11-01T06:00+01:00"
+        ) from None
+
+
 SinceOpt = Annotated[
     datetime | None,
     typer.Option(
         "--since",
-        help="Read changes since this time (UTC unless an offset is given) instead of the "
-        "watermark minus the overlap.",
-        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+        help="Read changes since this day or time instead of the watermark minus the overlap: "
+        "2026-11-01, 2026-11-01T06:00 or 2026-11-01T06:00+01:00 (UTC unless an offset is "
+        "given).",
+        parser=_when,
+        metavar="WHEN",
         show_default=False,
     ),
 ]
@@ -140,14 +158,18 @@ LedgerOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    bool,
+    typer.Option("--json", help="Print the result as one JSON object on stdout, nothing else."),
 ]
 LimitOpt = Annotated[int, typer.Option("--limit", help="Rows shown per table (0 = all).", min=0)]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")]
 
 
 def _logging(settings: Settings | None, verbose: bool) -> None:
-    level = "DEBUG" if verbose else (settings.log_level if settings else "INFO")
+    """Warnings and errors on stderr; the run's log lines with -v (or a log_level setting,
+    which scheduler/run.sh sets to INFO for its log file)."""
+    configured = settings.log_level if settings else None
+    level = "DEBUG" if verbose else (configured or "WARNING")
     # One line per API call from the google-ads library is noise in a daily cron mail.
     logging.getLogger("google.ads.googleads").setLevel("INFO" if verbose else "WARNING")
     logging.basicConfig(
@@ -302,6 +324,7 @@ def preview(
     full_refresh: FullRefreshOpt = False,
     ledger: LedgerOpt = None,
     destination: DestinationOpt = None,
+    output: OutputOpt = None,
     google_ads_config: GoogleAdsConfigOpt = None,
     validate_only: Annotated[
         bool,
@@ -316,7 +339,8 @@ def preview(
 ) -> None:
     """Dry run: what would be sent, with values and ledger state, and every rejected row.
 
-    Writes nothing: not the ledger, not the import file.
+    Writes nothing: not the ledger, not the import file. Takes every option `run` takes, so
+    a cron line with `run` changed to `preview` shows what that run would do.
     Example: funnelvalue preview --input export.csv --limit 0
     """
     _job(
@@ -334,6 +358,7 @@ def preview(
         input=input,
         ledger=ledger,
         destination=destination,
+        output=output,
         google_ads_config=google_ads_config,
     )
 
@@ -350,13 +375,14 @@ def mapping_check(
         ),
     ] = False,
     google_ads_config: GoogleAdsConfigOpt = None,
+    as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Validate the mapping file and list every problem at once, with its line.
 
     Example: funnelvalue mapping check --mapping config/mapping.yaml --remote
     """
-    with _user_errors():
+    with _user_errors(as_json):
         settings = _settings(
             config,
             verbose,
@@ -365,9 +391,15 @@ def mapping_check(
             google_ads_config=google_ads_config,
         )
         loaded = load_mapping(settings.mapping)
-        if remote:
-            out.print(report.actions_table(inspection.check_remote(settings, loaded)))
-    out.print(report.mapping_table(loaded))
+        actions = inspection.check_remote(settings, loaded) if remote else None
+    if as_json:
+        print(
+            json.dumps({"mapping": str(settings.mapping), **report.mapping_json(loaded, actions)})
+        )
+        return
+    if actions is not None:
+        out.print(report.fitted(out, report.actions_table(actions), "type"))
+    out.print(report.fitted(out, report.mapping_table(loaded), "#", "CRM values"))
     for advice in report.mapping_advice(loaded):
         out.print(f"[yellow]advice:[/] {advice}")
     out.print(
@@ -380,21 +412,28 @@ def mapping_check(
 def mapping_init(
     path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("config/mapping.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a commented starter mapping file to edit.
 
     Example: funnelvalue mapping init config/mapping.yaml
     """
-    if path.exists() and not force:
-        err.print(f"[bold red]error:[/] {path} exists; pass --force to overwrite it")
-        raise typer.Exit(2)
-    path.parent.mkdir(parents=True, exist_ok=True)
     schema = path.parent / SCHEMA_FILE
-    schema.write_text(json.dumps(mapping_schema(), indent=2) + "\n", encoding="utf-8")
-    # Editors with the YAML language server (VS Code's YAML extension, ...) read this line and
-    # complete and check the file while it is typed.
-    line = f"# yaml-language-server: $schema=./{SCHEMA_FILE}\n"
-    path.write_text(line + STARTER, encoding="utf-8")
+    with _user_errors(as_json):
+        if path.exists() and not force:
+            raise ConfigError(f"{path} exists; pass --force to overwrite it")
+        # Editors with the YAML language server (VS Code's YAML extension, ...) read this
+        # line and complete and check the file while it is typed.
+        line = f"# yaml-language-server: $schema=./{SCHEMA_FILE}\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            schema.write_text(json.dumps(mapping_schema(), indent=2) + "\n", encoding="utf-8")
+            path.write_text(line + STARTER, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {exc.filename or path}: {exc.strerror}") from None
+    if as_json:
+        print(json.dumps({"mapping": str(path), "schema": str(schema)}))
+        return
     out.print(
         f"wrote {path} (and {schema}, for editors); edit it, then run: "
         f"funnelvalue mapping check --mapping {path}"
@@ -536,8 +575,10 @@ def export(
         datetime,
         typer.Option(
             "--since",
-            help="Write the conversions written to import files since this day (YYYY-MM-DD).",
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+            help="Write the conversions written to import files since this day or time: "
+            "2026-11-01 or 2026-11-01T06:00 (UTC unless an offset is given).",
+            parser=_when,
+            metavar="WHEN",
         ),
     ],
     output: Annotated[
@@ -553,6 +594,7 @@ def export(
     project_dir: ProjectOpt = None,
     mapping: MappingOpt = None,
     ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write an import file again from the ledger: every conversion written since a day, with
@@ -560,12 +602,16 @@ def export(
 
     Example: funnelvalue export --since 2026-11-01 --output out/november.csv
     """
-    with _user_errors():
+    with _user_errors(as_json):
         settings = _settings(config, verbose, project_dir, mapping=mapping, ledger=ledger)
         loaded = load_mapping(settings.mapping)
-        start = pd.Timestamp(since).tz_localize("UTC")
+        given = pd.Timestamp(since)
+        start = given.tz_localize("UTC") if given.tzinfo is None else given.tz_convert("UTC")
         path = output or Path(f"out/google_ads_conversions-since-{start:%Y-%m-%d}.csv")
         rows = inspection.export_written(settings, loaded, start, path)
+    if as_json:
+        print(json.dumps({"output": str(path), "conversions": rows, "since": start.isoformat()}))
+        return
     out.print(f"wrote {escape(str(path))}: {rows:,} conversions written since {start:%Y-%m-%d}")
 
 
@@ -639,13 +685,15 @@ def html_report(
     ledger: LedgerOpt = None,
     window_days: WindowOpt = 30,
     history_days: HistoryOpt = 365,
+    as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """A self-contained HTML report: funnel, value sent per day, lags, uploads, advice.
+    """A self-contained HTML report: what was sent, the funnel, the credited-vs-revenue
+    check, lags, uploads, the rows to fix, advice.
 
     Example: funnelvalue report --html out/report.html
     """
-    with _user_errors():
+    with _user_errors(as_json):
         settings = _settings(
             config, verbose, project_dir, mapping=mapping, source=source, input=input, ledger=ledger
         )
@@ -656,6 +704,9 @@ def html_report(
             window_days=window_days,
             history_days=history_days,
         )
+    if as_json:
+        print(json.dumps({"html": str(html), "bytes": size}))
+        return
     out.print(f"wrote {escape(str(html))} ({size / 1024:,.0f} KB; opens without a network)")
 
 

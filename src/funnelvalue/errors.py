@@ -35,6 +35,18 @@ EXIT_LOCKED = 75  # another run holds the lock (sysexits EX_TEMPFAIL): this one 
 EXIT_SIGINT = 130  # stopped by Ctrl-C after recording what Google acknowledged
 EXIT_SIGTERM = 143  # stopped by SIGTERM (systemd, Kubernetes) likewise
 
+# What each code means, in the words the run summary and scheduler/run.sh use.
+EXIT_MEANING = {
+    EXIT_OK: "all done: everything that could be sent was sent",
+    EXIT_INVALID_ROWS: "sent; some rows hold invalid data to fix in the CRM",
+    EXIT_CONFIG: "someone must change something: configuration, input or the account",
+    EXIT_TRY_LATER: "try later: rows stay pending for the next run",
+    EXIT_INTERNAL: "internal error; the traceback is in the crash log",
+    EXIT_LOCKED: "skipped: another run holds the lock; nothing done",
+    EXIT_SIGINT: "stopped by Ctrl-C; what Google acknowledged is recorded",
+    EXIT_SIGTERM: "stopped by SIGTERM; what Google acknowledged is recorded",
+}
+
 
 class FunnelvalueError(Exception):
     """Root of every error the tool raises on purpose; its message is meant for the user.

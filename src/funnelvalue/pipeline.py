@@ -122,6 +122,37 @@ class RunReport:
             + self.outcome_count(Outcome.FAILED, Outcome.HELD)
         )
 
+    def going_out(self) -> pd.DataFrame:
+        """The conversions a preview would send, or a run sent (uploaded, already at Google,
+        written to the import file, submitted): what the value totals count."""
+        if self.dry_run:
+            return self.to_send
+        if self.outcomes is None or self.outcomes.empty:
+            return self.to_send.iloc[0:0]
+        out = self.outcomes["status"].isin(DELIVERED | {Outcome.SUBMITTED})
+        return self.to_send[member(self.to_send["key"], self.outcomes.loc[out, "key"])]
+
+    def value_totals(self, by: str) -> list[dict[str, Any]]:
+        """Conversions and value going out per ``by`` (stage or conversion_action) and
+        currency, in the mapping's order of first appearance."""
+        rows = self.going_out()
+        if rows.empty:
+            return []
+        grouped = rows.groupby([by, "currency"], sort=False, observed=True)["value"].agg(
+            ["size", "sum"]
+        )
+        return [
+            {
+                by: str(name),
+                "currency": str(currency),
+                "conversions": int(n),
+                "value": round(float(v), 2),
+            }
+            for (name, currency), n, v in zip(
+                grouped.index, grouped["size"], grouped["sum"], strict=True
+            )
+        ]
+
     def summary(self) -> dict[str, Any]:
         """The counts an operator (or a monitoring system) needs, as plain JSON types."""
         data: dict[str, Any] = {
@@ -164,6 +195,8 @@ class RunReport:
             if self.restatements is None
             else int((self.restatements["status"] == Restatement.RESTATED).sum()),
             "pending": self.pending,
+            "value_by_stage": self.value_totals("stage"),
+            "value_by_action": self.value_totals("conversion_action"),
             "output": self.destination.removeprefix("csv:")
             if self.destination.startswith("csv:")
             else None,

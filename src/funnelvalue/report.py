@@ -1,6 +1,8 @@
 """Terminal output: the run summary, the preview tables, the mapping and the ledger status.
 
-Rendering only; every number comes from a RunReport or the ledger.
+Rendering only; every number comes from a RunReport or the ledger. What happened comes first
+(one box), details after; empty tables are not shown; every table fits the console (80
+columns in a cron mail) by dropping its least needed columns before any cell is cut.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from funnelvalue.advice import Advice
 from funnelvalue.doctor import Check
-from funnelvalue.formatting import format_conversion_time
+from funnelvalue.errors import EXIT_INVALID_ROWS, EXIT_MEANING, EXIT_OK
 from funnelvalue.inspection import Status
 from funnelvalue.ledger import RunSummary
 from funnelvalue.mapping import Expected, FromColumn, Mapping, Stage
@@ -57,6 +60,48 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
+FOLDED = 12  # the narrowest a folding column is worth showing
+
+
+def fitted(console: Console, table: Table, *droppable: str) -> Table:
+    """The table without its ``droppable`` columns (first named, first dropped) as long as
+    it is wider than the console: a column that may not wrap (ids, times, amounts) would
+    otherwise be cut. Long text columns wrap instead."""
+    for header in droppable:
+        if _width_needed(console, table) <= console.width:
+            break
+        table.columns = [c for c in table.columns if c.header != header]
+    return table
+
+
+def _width_needed(console: Console, table: Table) -> int:
+    """Borders and padding, each no-wrap column at its widest cell, each other column at
+    its longest word (a folding column, for ids and paths, at a few characters a line)."""
+    needed = 3 * len(table.columns) + 1
+    for column in table.columns:
+        sizes = [
+            Measurement.get(console, console.options, cell)
+            for cell in (column.header, *column.cells)
+        ]
+        widest = max(m.maximum if column.no_wrap else m.minimum for m in sizes)
+        needed += (
+            min(widest, FOLDED) if column.overflow == "fold" and not column.no_wrap else widest
+        )
+    return needed
+
+
+def verdict(report: RunReport) -> str:
+    """The box's first line: the exit code and what it means for this run."""
+    code = report.exit_code
+    if report.dry_run and code in (EXIT_OK, EXIT_INVALID_ROWS):
+        text = f"preview: would send {len(report.to_send):,} conversions"
+        if code == EXIT_INVALID_ROWS:
+            text += f"; {len(report.invalid):,} invalid rows to fix in the CRM (below)"
+    else:
+        text = EXIT_MEANING.get(code, "failed")
+    return f"exit {code}: {text}"
+
+
 def summary_table(report: RunReport) -> Table:
     s = report.summary()
     title = (
@@ -69,9 +114,18 @@ def summary_table(report: RunReport) -> Table:
     if report.ledger:
         created = " (new: created by this run)" if report.ledger_created else ""
         title += f"\nledger: {escape(report.ledger)}{created}"
-    table = Table(title=title, show_header=False, title_justify="left")
+    said = verdict(report)
+    table = Table(
+        title=title,
+        show_header=False,
+        title_justify="left",
+        caption=escape(said),
+        caption_justify="left",
+        min_width=len(said) + 2,  # the verdict on one line under the box
+        caption_style="bold green" if report.exit_code == EXIT_OK else "bold red",
+    )
     table.add_column("what")
-    table.add_column("count", justify="right")
+    table.add_column("count", justify="right", no_wrap=True)
     rows: list[tuple[str, int, str]] = [
         (read, s["rows_read"], ""),
         ("ignored stages (mapping `ignore`)", s["ignored"], "dim"),
@@ -115,27 +169,37 @@ def summary_table(report: RunReport) -> Table:
     return table
 
 
-def stage_totals(report: RunReport, mapping: Mapping) -> Table:
-    """Per stage: how many conversions go out now and with what value, beside all built."""
+def stage_totals(report: RunReport, mapping: Mapping) -> Table | None:
+    """Per stage: the conversions built, and how many went out (a preview: would go out)
+    with what value; None when nothing was built."""
+    if report.conversions.empty:
+        return None
+    verb = "to send" if report.dry_run else "sent"
+    totals = {(t["stage"], t["currency"]): t for t in report.value_totals("stage")}
+    currencies = sorted({currency for _, currency in totals}) or [mapping.currency]
+    single = len(currencies) == 1
     table = Table(title="Per stage", title_justify="left")
-    for column in ("stage", "conversion action", "built", "to send", "value to send", "currency"):
-        table.add_column(
-            column, justify="right" if column in ("built", "to send", "value to send") else "left"
-        )
-    built = report.conversions
-    sending = report.to_send
+    table.add_column("stage")
+    table.add_column("conversion action")
+    table.add_column("built", justify="right", no_wrap=True)
+    table.add_column(verb, justify="right", no_wrap=True)
+    table.add_column(
+        f"value {verb}" + (f" ({currencies[0]})" if single else ""), justify="right", no_wrap=True
+    )
+    if not single:
+        table.add_column("currency", no_wrap=True)
+    built = report.conversions["stage"].value_counts()
     for stage in mapping.stages:
-        mine = sending[sending["stage"] == stage.name]
-        currencies = sorted(mine["currency"].dropna().unique()) or [mapping.currency]
-        for currency in currencies:
-            part = mine[mine["currency"] == currency]
+        mine = sorted(c for name, c in totals if name == stage.name) or [currencies[0]]
+        for currency in mine:
+            total = totals.get((stage.name, currency), {"conversions": 0, "value": 0.0})
             table.add_row(
-                stage.name,
-                stage.conversion_action,
-                f"{int((built['stage'] == stage.name).sum()):,}",
-                f"{len(part):,}",
-                _money(float(part["value"].sum())),
-                currency,
+                _text(stage.name),
+                _text(stage.conversion_action),
+                f"{int(built.get(stage.name, 0)):,}",
+                f"{total['conversions']:,}",
+                _money(total["value"]),
+                *([] if single else [currency]),
             )
     return table
 
@@ -169,12 +233,19 @@ def conversions_table(report: RunReport, timezone: str, limit: int | None) -> Ta
     )
     if limit is not None and len(rows) > limit:
         title += f" — first {limit}; --limit 0 shows all"
-    table = Table(title=title, title_justify="left")
+    table = Table(
+        title=title, title_justify="left", caption=f"times in {timezone}", caption_justify="left"
+    )
     verdicts = _verdicts(report)
-    columns = ["lead", "stage", "action", "id", "time", "value", "ledger"]
-    for column in [*columns, "Google"] if verdicts else columns:
-        table.add_column(column, justify="right" if column == "value" else "left")
-    times = format_conversion_time(shown["conversion_time"], timezone)
+    for column in ("lead", "stage", "action", "id", "time", "value", "ledger"):
+        table.add_column(
+            column,
+            justify="right" if column == "value" else "left",
+            no_wrap=column not in ("stage", "action"),
+        )
+    if verdicts:
+        table.add_column("Google")
+    times = shown["conversion_time"].dt.tz_convert(timezone).dt.strftime("%Y-%m-%d %H:%M")
     for row, time in zip(shown.to_dict("records"), times, strict=True):
         stage = f"{row['stage']} (backfilled)" if row["backfilled"] else str(row["stage"])
         state = str(row["state"])
@@ -215,7 +286,7 @@ def rejects_table(rejects: pd.DataFrame, limit: int | None) -> Table:
         title += f" — first {limit}; --limit 0 shows all"
     table = Table(title=title, title_justify="left", title_style="red")
     for column in ("row", "lead", "CRM stage", "reason"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("row", "lead"))
     for row in shown.itertuples(index=False):
         table.add_row(
             str(row.source_row), _text(row.lead_id), _text(row.crm_stage), _text(row.reason)
@@ -236,7 +307,7 @@ def refused_table(refused: pd.DataFrame, limit: int | None) -> Table:
     title = f"Rejected by the destination ({len(refused):,})"
     table = Table(title=title, title_justify="left", title_style="red")
     for column in ("lead", "stage", "code", "reason"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "lead")
     for row in shown.to_dict("records"):
         table.add_row(
             _text(row["lead_id"]),
@@ -257,21 +328,27 @@ def _text(value: object) -> str:
 def render_run(
     console: Console, report: RunReport, mapping: Mapping, *, preview: bool, limit: int | None
 ) -> None:
-    if preview:
-        console.print(conversions_table(report, mapping.timezone, limit))
-    console.print(stage_totals(report, mapping))
+    """What happened first (one box, its exit code and meaning, the error), then details."""
+    console.print(summary_table(report))
+    if report.error:
+        console.print(f"[bold red]error:[/] {escape(report.error)}")
+    totals = stage_totals(report, mapping)
+    if totals is not None:
+        console.print(fitted(console, totals, "conversion action"))
+    if preview and not report.conversions.empty:
+        table = conversions_table(report, mapping.timezone, limit)
+        console.print(fitted(console, table, "action", "id", "ledger"))
     if len(report.invalid):
-        console.print(rejects_table(report.invalid, limit))
+        console.print(fitted(console, rejects_table(report.invalid, limit), "CRM stage"))
     refused = _refused(report)
     if len(refused):
-        console.print(refused_table(refused, limit))
+        console.print(fitted(console, refused_table(refused, limit), "stage"))
     if report.built.unknown_stages:
         listed = escape(", ".join(f"'{k}' ({v})" for k, v in report.built.unknown_stages.items()))
         console.print(
             f"[yellow]Unknown CRM stages:[/] {listed} — map them under a stage's "
             "crm_values or list them in `ignore`."
         )
-    console.print(summary_table(report))
     skipped = report.skipped
     if len(skipped):
         counts = skipped["reason"].str.split(":").str[0].value_counts()
@@ -301,14 +378,12 @@ def render_run(
             "re-uploaded (Google would refuse a duplicate); the import file cannot restate "
             "them, --destination google-ads sends them as adjustments."
         )
-    if report.error:
-        console.print(f"[bold red]error:[/] {escape(report.error)}")
 
 
 def mapping_table(mapping: Mapping) -> Table:
     table = Table(title="Stages (top of the funnel first)", title_justify="left")
     for column in ("#", "stage", "CRM values", "conversion action", "value"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "#")
     for position, stage in enumerate(mapping.stages, start=1):
         shown = describe_value(stage)
         table.add_row(
@@ -342,6 +417,41 @@ def describe_value(stage: Stage) -> str:
     return shown
 
 
+def mapping_json(
+    mapping: Mapping, remote: Sequence[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """`mapping check --json`: the stages as read, their value rules, the stages per
+    conversion action and, when every value is a fixed number, what one lead reaching the last
+    stage is credited with when all stages count in one goal (Google adds them up)."""
+    fixed = [s.value for s in mapping.stages if isinstance(s.value, float)]
+    every_fixed = len(fixed) == len(mapping.stages)
+    actions: dict[str, list[str]] = {}
+    for stage in mapping.stages:
+        actions.setdefault(stage.conversion_action, []).append(stage.name)
+    return {
+        "valid": True,
+        "currency": mapping.currency,
+        "timezone": mapping.timezone,
+        "value_strategy": mapping.value_strategy,
+        "stages": [
+            {
+                "position": position,
+                "name": stage.name,
+                "crm_values": stage.crm_values,
+                "conversion_action": stage.conversion_action,
+                "value": stage.model_dump(mode="json")["value"],
+                "value_described": describe_value(stage),
+            }
+            for position, stage in enumerate(mapping.stages, start=1)
+        ],
+        "stages_by_action": actions,
+        "fixed_value_total": round(sum(fixed), 2) if every_fixed else None,
+        "ignore": mapping.ignore,
+        "advice": mapping_advice(mapping),
+        "remote_actions": None if remote is None else list(remote),
+    }
+
+
 def mapping_advice(mapping: Mapping) -> list[str]:
     """Things that are valid but probably not meant: worth a second look before bidding."""
     advice: list[str] = []
@@ -364,17 +474,22 @@ def mapping_advice(mapping: Mapping) -> list[str]:
 
 
 def actions_table(rows: Sequence[dict[str, str]]) -> Table:
-    """mapping check --remote: each conversion action as Google Ads knows it."""
+    """mapping check --remote: each conversion action as Google Ads knows it; a problem is
+    said in the status column."""
     table = Table(title="Conversion actions in Google Ads", title_justify="left")
-    for column in ("mapping names", "resource name", "type", "status", "problem"):
-        table.add_column(column, overflow="fold")
+    table.add_column("mapping names")
+    table.add_column("resource name", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("status")
     for row in rows:
+        status = _text(row["status"])
         table.add_row(
-            row["mapping"],
-            row["resource_name"],
-            row["type"],
-            row["status"],
-            f"[red]{row['problem']}[/]" if row["problem"] else "[green]ok[/]",
+            _text(row["mapping"]),
+            _text(row["resource_name"]),
+            _text(row["type"]),
+            f"[red]{status}: {_text(row['problem'])}[/]"
+            if row["problem"]
+            else f"[green]{status}[/]",
         )
     return table
 
@@ -383,7 +498,9 @@ def diagnostics_table(diagnostics: dict[str, Any]) -> Table:
     """Google's own upload diagnostics, per upload client and per conversion action."""
     table = Table(title="Google's view (upload diagnostics)", title_justify="left")
     for column in ("what", "status", "events", "successful", "last upload", "alerts"):
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, overflow="fold", no_wrap=column in ("status", "events", "successful")
+        )
     for kind in ("clients", "actions"):
         for row in diagnostics.get(kind, []):
             style = {"EXCELLENT": "green", "GOOD": "green", "NEEDS_ATTENTION": "red"}.get(
@@ -413,12 +530,12 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
         "pending",
         "message",
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column != "message")
     for run in runs:
         s = run.summary
         table.add_row(
             str(run.id),
-            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            run.started_at.strftime("%m-%d %H:%M"),
             run.status,
             "" if run.exit_code is None else str(run.exit_code),
             str(s.get("rows_read", "")),
@@ -471,7 +588,7 @@ def render_status(console: Console, status: Status) -> None:
         console.print(f"the ledger at {_text(status.ledger)} has no runs yet")
     else:
         console.print(f"Ledger: {_text(status.ledger)}", highlight=False)
-        console.print(runs_table(status.runs))
+        console.print(fitted(console, runs_table(status.runs), "read", "rejected", "exit"))
         counts = sorted(status.counts.items())
         console.print("Conversions by status: " + ", ".join(f"{k} {v:,}" for k, v in counts))
         if status.destination_rejections:
@@ -488,8 +605,9 @@ def render_status(console: Console, status: Status) -> None:
             console.print(f"Most common rows left out in run #{status.runs[0].id}:")
             for reason, count in status.reasons.items():
                 console.print(f"  {count:>6,}  {reason}", highlight=False)
-    if status.google is not None:
-        console.print(diagnostics_table(status.google))
+    if status.google and (status.google.get("clients") or status.google.get("actions")):
+        table = diagnostics_table(status.google)
+        console.print(fitted(console, table, "last upload", "successful", "events"))
     elif status.google_note:
         console.print(f"[dim]{_text(status.google_note)}[/]")
 
@@ -529,33 +647,32 @@ def advice_table(advice: Advice) -> Table:
         "days)",
         title_justify="left",
     )
-    for column in (
-        "stage",
-        "reached",
-        f"conversions ({advice.window_days} d)",
-        "median lag",
-        "p90 lag",
-        "-> last stage",
-        "configured",
-        f"suggested ({advice.currency})",
-        "incremental",
-    ):
-        table.add_column(column, justify="left" if column in ("stage", "configured") else "right")
+    columns = {  # header: may wrap
+        "stage": True,
+        "reached": False,
+        f"in {advice.window_days} d": False,
+        "median lag": False,
+        "p90 lag": False,
+        "close rate": False,
+        "90% interval": False,
+        "configured": True,
+        f"suggested ({advice.currency})": True,
+        "incremental": False,
+    }
+    for column, wraps in columns.items():
+        left = column in ("stage", "configured")
+        table.add_column(column, justify="left" if left else "right", no_wrap=not wraps)
     for stage in advice.stages:
-        rate = (
-            "—"
-            if stage.rate is None
-            else f"{stage.rate:.0%} of {stage.leads:,} "
-            f"({stage.rate_low:.0%} to {stage.rate_high:.0%})"
-        )
+        known = stage.rate is not None
         table.add_row(
-            stage.name,
+            _text(stage.name),
             f"{stage.reached:,}",
             f"{stage.conversions:,}",
             _days(stage.median_lag_days),
             _days(stage.p90_lag_days),
-            rate,
-            stage.configured,
+            f"{stage.rate:.0%} of {stage.leads:,}" if known else "—",
+            f"{stage.rate_low:.0%} to {stage.rate_high:.0%}" if known else "—",
+            _text(stage.configured),
             _money(stage.suggested) if stage.suggested is not None else f"[dim]{stage.note}[/]",
             "—" if stage.suggested_incremental is None else _money(stage.suggested_incremental),
         )
@@ -563,7 +680,9 @@ def advice_table(advice: Advice) -> Table:
 
 
 def render_advice(console: Console, advice: Advice) -> None:
-    console.print(advice_table(advice))
+    table = advice_table(advice)
+    drop = ("p90 lag", "90% interval", f"in {advice.window_days} d", "configured", "incremental")
+    console.print(fitted(console, table, *drop))
     match = "—" if advice.match_rate is None else f"{advice.match_rate:.0%}"
     console.print(
         f"{advice.leads:,} leads; {match} carry a click id or email/phone; average value of "
@@ -585,10 +704,10 @@ def render_advice(console: Console, advice: Advice) -> None:
         )
     console.print(
         "[dim]reached = leads of the cohort that got at least that far (the youngest may "
-        "still progress); suggested = share of leads at the stage that reached the last "
-        "stage x the last stage's average value (90% interval in brackets); incremental = "
-        "what the stage adds over the one before, so that the stages of one goal add up to "
-        "the deal[/]"
+        "still progress); in N d = conversions in the window; close rate = share of the "
+        "stage's leads that reached the last stage (90% interval beside it); suggested = "
+        "close rate x the last stage's average value; incremental = what the stage adds over "
+        "the one before, so that the stages of one goal add up to the deal[/]"
     )
     for warning in advice.warnings:
         console.print(f"[yellow]advice:[/] {warning}", highlight=False)

@@ -233,7 +233,11 @@ class Settings(BaseSettings):
         description="Google API requests sent at once (both Google destinations): the network "
         "wait overlaps; 1 sends one batch after another",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        default=None,
+        description="log lines on stderr from this level (unset: warnings and errors only; "
+        "-v: DEBUG; scheduler/run.sh sets INFO for its log file)",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
