@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner, Result
 
@@ -284,7 +285,7 @@ def test_multiply_by_scales_values_by_a_lead_column(
 # -- the HTML report ------------------------------------------------------------------------
 
 
-CHARTS = {"funnel", "value-per-day", "lag", "outcomes"}
+CHARTS = {"credited-vs-revenue", "funnel", "value-per-day", "lag", "outcomes"}
 
 
 @pytest.fixture
@@ -305,6 +306,126 @@ def test_the_report_is_one_self_contained_file_with_every_chart(html_report: Pat
     assert "<script" not in page
     assert "<link" not in page
     assert "make &#x27;qualified&#x27;" in page  # the advice, escaped
+
+
+def figure(page: str, name: str) -> str:
+    start = page.index(f"<figure data-chart='{name}'>")
+    return page[start : page.index("</figure>", start)]
+
+
+def html_table(page: str, name: str) -> list[list[str]]:
+    start = page.index(f"<table data-table='{name}'>")
+    table = page[start : page.index("</table>", start)]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    return [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row) for row in rows]
+
+
+def test_the_report_opens_with_what_was_sent_in_the_window(
+    html_report: Path, settings: Settings
+) -> None:
+    page = html_report.read_text()
+    with Ledger.open(settings.ledger) as ledger:
+        sent = ledger.views.conversions_frame()
+    by_stage = sent.groupby("stage")["value"].agg(["size", "sum"])
+    head, *rows = html_table(page, "sent-by-stage")
+    assert head == ["stage", "conversions", "value", "currency"]
+    assert [row[0] for row in rows] == ["lead", "qualified", "won"]  # the funnel's order
+    for stage, count, value, currency in rows:
+        assert int(count.replace(",", "")) == by_stage.loc[stage, "size"]
+        assert float(value.replace(",", "")) == pytest.approx(by_stage.loc[stage, "sum"])
+        assert currency == "EUR"
+    assert f"<b>{len(sent):,}</b>conversions sent" in page
+    assert f"<b>{sent['value'].sum():,.2f} EUR</b>value sent" in page
+    # The section a marketer reads first comes first; the window is stated.
+    assert page.index("Sent to Google in the last 30 days") < page.index("<h2>Advice</h2>")
+
+
+def test_the_report_counts_only_the_window(
+    settings: Settings, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    from funnelvalue.inspection import write_report
+
+    write_export(settings.input, funnel(now, 20, 8, 2))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    later = tmp_path / "later.html"
+    mapping = load_mapping(settings.mapping)
+    write_report(settings, mapping, later, now=pd.Timestamp.now("UTC") + pd.Timedelta(days=31))
+    page = later.read_text()
+    assert "Nothing was sent in this window." in page
+    assert "data-table='sent-by-stage'" not in page
+    assert "nothing sent in EUR from" in figure(page, "value-per-day")
+
+
+def test_every_axis_names_its_unit_and_the_currency(html_report: Path) -> None:
+    page = html_report.read_text()
+    assert "value sent (EUR)" in figure(page, "value-per-day")
+    assert "day sent (UTC)" in figure(page, "value-per-day")
+    assert "value (EUR)" in figure(page, "credited-vs-revenue")
+    assert "days after the lead" in figure(page, "lag")
+    assert "conversions" in figure(page, "lag")
+    assert "run (number, day started UTC)" in figure(page, "outcomes")
+    assert ", count" in figure(page, "funnel")
+
+
+def test_the_credited_chart_says_when_the_mapping_over_counts(
+    html_report: Path, settings: Settings, mapping_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The test mapping credits lead 10 + qualified 150 + the deal: more than the deal."""
+    chart = figure(html_report.read_text(), "credited-vs-revenue")
+    found = advice_of(settings)
+    assert found.credited_per_won_deal is not None
+    assert found.average_last_value is not None
+    assert f"{found.credited_per_won_deal:,.2f}" in chart  # the bars carry their values
+    assert f"{found.average_last_value:,.2f}" in chart
+    assert "the mapping over-counts" in chart
+    data = yaml.safe_load(settings.mapping.read_text())
+    data["value_strategy"] = "incremental"
+    incremental = tmp_path / "incremental.yaml"
+    incremental.write_text(yaml.safe_dump(data))
+    target = tmp_path / "incremental.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "-m",
+            str(incremental),
+            "-i",
+            str(settings.input),
+            "--ledger",
+            settings.ledger,
+            "--html",
+            str(target),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    chart = figure(target.read_text(), "credited-vs-revenue")
+    assert "the values add up" in chart
+    assert "over-counts" not in chart
+
+
+def test_the_report_lists_the_rows_to_fix_with_lead_and_line(
+    settings: Settings, now: pd.Timestamp, tmp_path: Path
+) -> None:
+    rows = funnel(now, 10, 4, 1)
+    bad = {**rows[0], "lead_id": "BAD-1", "gclid": "short", "stage": "New"}
+    rows.insert(3, bad)  # line 5 of the file: the header is line 1
+    write_export(settings.input, rows)  # type: ignore[arg-type]
+    target = tmp_path / "fix.html"
+    result = cli(settings, "report", "--html", str(target))
+    assert result.exit_code == 0, result.output
+    page = target.read_text()
+    head, *listed = html_table(page, "invalid")
+    assert head == ["line", "lead", "CRM stage", "reason"]
+    assert listed == [["5", "BAD-1", "New", listed[0][3]]]
+    assert "gclid is malformed" in listed[0][3]
+    assert "1 row of the CRM holds invalid data" in page  # said at the top, with a link
+    write_export(settings.input, funnel(now, 10, 4, 1))  # type: ignore[arg-type]
+    result = cli(settings, "report", "--html", str(target))
+    assert "data-table='invalid'" not in target.read_text()  # nothing to fix: no table
+
+
+def advice_of(settings: Settings) -> advice.Advice:
+    return study(settings, load_mapping(settings.mapping)).advice
 
 
 @pytest.mark.browser

@@ -24,7 +24,7 @@ from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.pipeline import confirm_requests, customer_id_for
 from funnelvalue.settings import Settings
 from funnelvalue.sources.registry import make_source
-from funnelvalue.vocabulary import RequestState
+from funnelvalue.vocabulary import RequestState, RowKind
 
 GOOGLE_ADS = "google-ads"  # the destination whose API answers action checks and diagnostics
 
@@ -152,6 +152,7 @@ class Study:
     runs: list[RunSummary] = field(default_factory=list)  # the last 30, newest first
     rejections: dict[str, int] = field(default_factory=dict)  # by Google, per error code
     reasons: dict[str, int] = field(default_factory=dict)  # the last run's, per reason code
+    invalid: pd.DataFrame = field(default_factory=pd.DataFrame)  # the CRM's rows to fix now
 
 
 def study(
@@ -189,6 +190,7 @@ def study(
         runs=runs,
         rejections=rejections,
         reasons=reasons,
+        invalid=built.rejects[built.rejects["kind"] == RowKind.INVALID],
     )
 
 
@@ -235,6 +237,7 @@ def write_report(
         runs=seen.runs,
         rejections=seen.rejections,
         reasons=seen.reasons,
+        invalid=seen.invalid,
         source=seen.source,
         now=now,
     )

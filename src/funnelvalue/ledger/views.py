@@ -97,13 +97,25 @@ class LedgerViews:
 
     def funnel_history(self, customer_id: str) -> pd.DataFrame:
         """Every conversion the ledger holds for the customer (no identifiers): lead, stage,
-        when it was reached, its value and when it went out; for funnel statistics."""
-        columns = ["lead_id", "stage", "reached_at", "value", "status", "sent_at"]
+        action, when it was reached, its value and currency, and when it went out; for
+        funnel statistics and the report's totals."""
+        columns = [
+            "lead_id",
+            "stage",
+            "conversion_action",
+            "reached_at",
+            "value",
+            "currency",
+            "status",
+            "sent_at",
+        ]
         query = select(
             conversions.c.lead_id,
             conversions.c.stage,
+            conversions.c.conversion_action,
             conversions.c.conversion_time.label("reached_at"),
             conversions.c.value,
+            conversions.c.currency,
             conversions.c.status,
             conversions.c.sent_at,
         ).where(conversions.c.customer_id == customer_id)
