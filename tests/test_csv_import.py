@@ -254,3 +254,19 @@ def test_the_fetched_file_rebuilt_from_the_ledger_matches_what_each_run_wrote(
     mail = next(r for r in fetched if r["Email"])
     assert len(mail["Email"]) == 64
     assert mail["Google Click ID"] == ""
+
+
+def test_values_are_written_as_printf_would_with_two_decimals() -> None:
+    """The Arrow formatting gives what "%.2f" gives for every cent amount (values are rounded
+    to cents when built), from 0 to billions, negative ones included; missing stays empty."""
+    import numpy as np
+
+    from funnelvalue.destinations.csv_import import _two_decimals
+
+    rng = np.random.default_rng(5)
+    cents = np.concatenate(
+        [rng.integers(0, 10**11, 50_000), [0, 1, 5, 9, 10, 99, 100, 101, 999, 1000, 10**12]]
+    )
+    values = np.round(np.concatenate([cents, -cents[1:500]]) / 100, 2)
+    assert _two_decimals(pd.Series(values)).tolist() == [f"{v:.2f}" for v in values]
+    assert _two_decimals(pd.Series([1.5, None, 0.0])).tolist() == ["1.50", pd.NA, "0.00"]

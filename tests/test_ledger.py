@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -40,6 +41,7 @@ def test_migrations_are_recorded_and_applied_once(
             "0002_async_requests",
             "0003_stable_identity",
             "0004_written_window",
+            "0005_leaner_indexes",
         ]
     assert {"runs", "conversions", "rejected_rows", "watermarks", "requests"} <= set(
         inspect(engine).get_table_names()
@@ -241,3 +243,55 @@ def test_a_runs_row_says_how_it_ended_and_who_holds_the_lock(
     assert set(rows["last_run_id"]) == {first}
     with ledger.db.engine.connect() as conn:
         assert conn.execute(text("SELECT run_id FROM watermarks")).scalar() == first
+
+
+def _plan(conn: Any, query: str) -> str:
+    return " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+
+
+def test_lookups_use_the_lean_indexes_and_an_older_ledger_gets_them(tmp_path: Path) -> None:
+    """Three B-trees per inserted row besides the table (key, window, run), yet every lookup
+    a run or a poll makes still finds an index; a ledger from before 0005 is upgraded."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    Ledger.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # what 0001-0004 left: full indexes and the status one
+        for name in ("ix_conversions_request", "ix_conversions_legacy"):
+            conn.execute(text(f"DROP INDEX {name}"))
+        conn.execute(
+            text("CREATE INDEX ix_conversions_status ON conversions (status, customer_id)")
+        )
+        conn.execute(text("CREATE INDEX ix_conversions_request ON conversions (request_id)"))
+        conn.execute(
+            text("CREATE INDEX ix_conversions_legacy ON conversions (customer_id, action_identity)")
+        )
+        conn.execute(text("DELETE FROM schema_migrations WHERE name = '0005_leaner_indexes'"))
+    Ledger.open(url).close()
+    with engine.connect() as conn:
+        found = {i["name"]: i for i in inspect(conn).get_indexes("conversions")}
+        assert set(found) == {
+            "ix_conversions_request",
+            "ix_conversions_last_run",
+            "ix_conversions_legacy",
+            "ix_conversions_written",
+        }
+        sql = {
+            name: conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": name})
+            for name in ("ix_conversions_request", "ix_conversions_legacy")
+        }
+        assert "WHERE request_id IS NOT NULL" in sql["ix_conversions_request"]
+        assert "WHERE action_identity IS NULL" in sql["ix_conversions_legacy"]
+        lookups = {
+            "SELECT key FROM conversions WHERE request_id = 'r1'": "ix_conversions_request",
+            "SELECT key FROM conversions WHERE customer_id = '1' AND action_identity IS NULL": (
+                "ix_conversions_legacy"
+            ),
+            "SELECT key FROM conversions WHERE customer_id = '1' AND status IN ('pending', "
+            "'held')": "ix_conversions_written",
+            "SELECT key FROM conversions WHERE last_run_id = 3 AND status = 'pending'": (
+                "ix_conversions_last_run"
+            ),
+        }
+        for query, index in lookups.items():
+            assert index in _plan(conn, query), query
+    engine.dispose()

@@ -552,7 +552,9 @@ def _rejects(
 def _shown(cells: pd.Series) -> pd.Series:
     """Cells a person sees next to a rejection (lead id, CRM stage), scrubbed of anything
     that looks like an address or a phone: a shifted row puts them in any column."""
-    return cells.astype("string").map(scrub, na_action="ignore").astype("string")
+    codes, uniques = pd.factorize(cells.astype("string"))  # a CRM stage repeats: scrub once
+    cleaned = np.array([scrub(str(u)) for u in uniques] + [None], dtype=object)
+    return pd.Series(cleaned[codes], index=cells.index, dtype="string")
 
 
 def _empty_rejects() -> pd.DataFrame:

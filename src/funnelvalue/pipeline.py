@@ -130,16 +130,24 @@ class RunReport:
         if self.outcomes is None or self.outcomes.empty:
             return self.to_send.iloc[0:0]
         out = self.outcomes["status"].isin(DELIVERED | {Outcome.SUBMITTED})
+        if out.all() and len(self.outcomes) == len(self.to_send):  # one outcome per row sent
+            return self.to_send
         return self.to_send[member(self.to_send["key"], self.outcomes.loc[out, "key"])]
 
-    def value_totals(self, by: str) -> list[dict[str, Any]]:
-        """Conversions and value going out per ``by`` (stage or conversion_action) and
-        currency, in the mapping's order of first appearance."""
-        rows = self.going_out()
+    def value_totals(self, by: str, rows: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+        """Conversions and value going out (``rows``: going_out(), when the caller has it) per
+        ``by`` (stage or conversion_action) and currency, top of the funnel first."""
+        rows = self.going_out() if rows is None else rows
         if rows.empty:
             return []
-        grouped = rows.groupby([by, "currency"], sort=False, observed=True)["value"].agg(
-            ["size", "sum"]
+        grouped = (
+            rows.groupby([by, "currency"], sort=False, observed=True)
+            .agg(
+                conversions=("value", "size"),
+                value=("value", "sum"),
+                position=("stage_position", "min"),
+            )
+            .sort_values("position", kind="stable")
         )
         return [
             {
@@ -149,12 +157,13 @@ class RunReport:
                 "value": round(float(v), 2),
             }
             for (name, currency), n, v in zip(
-                grouped.index, grouped["size"], grouped["sum"], strict=True
+                grouped.index, grouped["conversions"], grouped["value"], strict=True
             )
         ]
 
     def summary(self) -> dict[str, Any]:
         """The counts an operator (or a monitoring system) needs, as plain JSON types."""
+        out = self.going_out()
         data: dict[str, Any] = {
             "run_id": self.run_id,
             "dry_run": self.dry_run,
@@ -195,8 +204,8 @@ class RunReport:
             if self.restatements is None
             else int((self.restatements["status"] == Restatement.RESTATED).sum()),
             "pending": self.pending,
-            "value_by_stage": self.value_totals("stage"),
-            "value_by_action": self.value_totals("conversion_action"),
+            "value_by_stage": self.value_totals("stage", out),
+            "value_by_action": self.value_totals("conversion_action", out),
             "output": self.destination.removeprefix("csv:")
             if self.destination.startswith("csv:")
             else None,

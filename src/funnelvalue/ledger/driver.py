@@ -7,19 +7,25 @@ Per-row Result/parameter processing would otherwise dominate a run over a millio
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Column, Connection, MetaData, Table, Text, bindparam
+from sqlalchemy import Column, Connection, Engine, MetaData, Table, Text, bindparam, inspect, text
 
 # Today's keys, loaded into a temporary table of the reading connection and joined in the
 # database: a run reads the ledger rows of the keys it has, never the account's history.
 TODAY = Table("fv_today", MetaData(), Column("key", Text, primary_key=True), prefixes=["TEMPORARY"])
 
 CHUNK = 50_000
+STAGE_FROM = 5_000  # rows: below this, executemany costs less than a staging table
+STAGE_PREFIX = "fv_stage_"
 
 
 def driver_values(series: pd.Series, dialect: str) -> np.ndarray:
@@ -121,3 +127,64 @@ def load_keys(conn: Connection, keys: pd.Series) -> None:
                 copy.write_row((key,))
         return
     bulk_write(conn, TODAY.insert(), unique.to_frame("key"))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Rows to write, and where they wait in the database when they were staged (an Arrow
+    bulk load on SQLite): a write then is one INSERT ... SELECT, not a million bound rows."""
+
+    frame: pd.DataFrame
+    table: Table | None = None
+
+
+@contextmanager
+def staged(
+    engine: Engine, database: str | None, frame: pd.DataFrame, owner: str
+) -> Iterator[Staged]:
+    """``frame`` loaded through ADBC into a table of its own in the SQLite file ``database``
+    (measured: 600k conversions in 1 s, where executemany binds them in 12-15 s), dropped on
+    the way out. Call it before the transaction that reads it: the load commits on its own
+    connection. Small frames, PostgreSQL and a missing ADBC driver get Staged(frame) and the
+    executemany path. ``owner``: the account, in the name, so a run that was killed leaves a
+    table only its own account's next run removes (drop_stale)."""
+    if database is None or len(frame) < STAGE_FROM:
+        yield Staged(frame)
+        return
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:
+        yield Staged(frame)
+        return
+    name = f"{STAGE_PREFIX}{owner}_{uuid.uuid4().hex[:12]}"
+    arrow = pa.table({c: _arrow_column(frame[c]) for c in frame.columns})
+    with adbc.connect(str(Path(database).resolve())) as connection, connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout = 30000")  # a status or doctor reading beside
+        cursor.adbc_ingest(name, arrow, mode="create")
+        connection.commit()
+    table = Table(name, MetaData(), *[Column(c) for c in frame.columns])
+    try:
+        yield Staged(frame, table)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def drop_stale(engine: Engine, owner: str) -> None:
+    """Staging tables a killed run of this account left behind (its lock is held now)."""
+    names = [
+        n for n in inspect(engine).get_table_names() if n.startswith(f"{STAGE_PREFIX}{owner}_")
+    ]
+    if names:
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+
+
+def _arrow_column(series: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """A column as the SQLite dialect stores it: times as SQLAlchemy's text, missing as NULL."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return pa.array(driver_values(series, "sqlite"), pa.string())
+    if pd.api.types.is_float_dtype(series):
+        return pa.array(series.to_numpy(dtype="float64"), pa.float64())
+    return pa.array(series.astype(pd.StringDtype("pyarrow")), pa.string())

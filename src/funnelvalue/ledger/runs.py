@@ -9,15 +9,17 @@ the outcome: never a conversion sent and forgotten.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, literal, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from funnelvalue.ledger.database import Database, utcnow
-from funnelvalue.ledger.driver import CHUNK, bulk_write
+from funnelvalue.ledger.driver import CHUNK, Staged, bulk_write, drop_stale, staged
 from funnelvalue.ledger.locking import holder_info
 from funnelvalue.ledger.requests import record_submitted
 from funnelvalue.ledger.schema import conversions, rejected_rows, runs, watermarks
@@ -34,6 +36,7 @@ class RunBook:
         """Open a run (with the account's lock held); earlier runs of the account still marked
         running were killed: mark them interrupted. Other accounts' runs are left alone."""
         holder = holder_info()
+        drop_stale(self._db.engine, customer_id)  # a killed run's staging tables
         with self._db.tx() as conn:
             mine = (runs.c.customer_id == customer_id) | runs.c.customer_id.is_(None)
             running = runs.c.status == RunStatus.RUNNING
@@ -88,22 +91,36 @@ class RunBook:
         """Write the batch as pending, with its payload, before anything is sent."""
         if batch.empty:
             return
-        with self._db.tx() as conn:
-            self._write_rows(conn, run_id, batch, destination, Outcome.PENDING, None)
+        with self._staged(batch) as rows, self._db.tx() as conn:
+            self._write_rows(conn, run_id, rows, destination, Outcome.PENDING, None)
             conn.execute(  # the destination's own name (e.g. with its account), for later polls
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(summary={"pending": len(batch)}, destination=destination)
             )
 
+    @contextmanager
+    def _staged(self, batch: pd.DataFrame | None) -> Iterator[Staged]:
+        """The batch's ledger columns, staged in the database when it is large (driver.staged):
+        entered before the transaction that writes them."""
+        frame = pd.DataFrame(columns=["key", *PAYLOAD]) if batch is None else batch
+        rows = frame[["key", *PAYLOAD]]
+        owner = str(rows["customer_id"].iloc[0]) if len(rows) else ""
+        with staged(self._db.engine, self._db.sqlite_file, rows, owner) as ready:
+            yield ready
+
     def _record_written(
-        self, conn: Connection, run_id: int, written: tuple[pd.DataFrame, str, str] | None
+        self,
+        conn: Connection,
+        run_id: int,
+        written: tuple[pd.DataFrame, str, str] | None,
+        rows: Staged,
     ) -> None:
-        """Rows a destination wrote with the outcome known first (finish's ``written``): each
-        inserted once as written, and the run names where they went."""
+        """Rows a destination wrote with the outcome known first (finish's ``written``, staged
+        as ``rows``): each inserted once as written, and the run names where they went."""
         if written is None or written[0].empty:
             return
-        rows, destination, message = written
+        _, destination, message = written
         self._write_rows(conn, run_id, rows, destination, Outcome.WRITTEN, message)
         conn.execute(update(runs).where(runs.c.id == run_id).values(destination=destination))
 
@@ -111,15 +128,41 @@ class RunBook:
         self,
         conn: Connection,
         run_id: int,
-        batch: pd.DataFrame,
+        rows: Staged,
         destination: str,
         status: Outcome,
         message: str | None,
     ) -> None:
-        """Each row of ``batch`` with its payload and ``status`` (inserted, or over an older
-        row of the same key), in one executemany."""
+        """Each row with its payload and ``status`` (inserted, or over an older row of the
+        same key): one INSERT ... SELECT from the staging table, else one executemany."""
         stmt = self._db.insert(conn)(conversions)
         done = status in DONE
+        now = utcnow()
+        stamp = now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now
+        constants: dict[str, Any] = {
+            "status": status.value,
+            "destination": destination,
+            "first_run_id": run_id,
+            "last_run_id": run_id,
+            "attempts": 1 if done else 0,
+            "updated_at": stamp,
+            **(
+                {"message": message, "error_code": None, "retry_at": None, "sent_at": stamp}
+                if done
+                else {}
+            ),
+        }
+        if rows.table is not None:  # key order: the primary key's index is written in order
+            names = list(rows.frame.columns)
+            source = (
+                select(
+                    *[rows.table.c[n] for n in names],
+                    *[literal(v).label(k) for k, v in constants.items()],
+                )
+                .where(text("true"))  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
+                .order_by(rows.table.c.key)
+            )
+            stmt = stmt.from_select([*names, *constants], source)
         stmt = stmt.on_conflict_do_update(
             index_elements=[conversions.c.key],
             set_={
@@ -134,24 +177,10 @@ class RunBook:
                 ]
             },
         )
-        now = utcnow()
-        stamp = now.isoformat(sep=" ") if conn.dialect.name == "sqlite" else now
-        bulk_write(
-            conn,
-            stmt,
-            batch[["key", *PAYLOAD]],
-            status=status.value,
-            destination=destination,
-            first_run_id=run_id,
-            last_run_id=run_id,
-            attempts=1 if done else 0,
-            updated_at=stamp,
-            **(
-                {"message": message, "error_code": None, "retry_at": None, "sent_at": stamp}
-                if done
-                else {}
-            ),
-        )
+        if rows.table is not None:
+            conn.execute(stmt)
+        else:
+            bulk_write(conn, stmt, rows.frame, **constants)
 
     def finish(
         self,
@@ -172,8 +201,8 @@ class RunBook:
         instead of pending first and updated after (``outcomes`` then says nothing of them).
         """
         now = utcnow()
-        with self._db.tx() as conn:
-            self._record_written(conn, run_id, written)
+        with self._staged(written and written[0]) as rows, self._db.tx() as conn:
+            self._record_written(conn, run_id, written, rows)
             _record_outcomes(conn, run_id, outcomes, now)
             if restatements is not None:
                 _record_restatements(conn, run_id, restatements, now)
@@ -204,8 +233,8 @@ class RunBook:
         what went through before the stop; its unsent rows stay pending for the next run.
         ``written``: as for ``finish`` (rows written with their outcome known first)."""
         now = utcnow()
-        with self._db.tx() as conn:
-            self._record_written(conn, run_id, written)
+        with self._staged(written and written[0]) as rows, self._db.tx() as conn:
+            self._record_written(conn, run_id, written, rows)
             if rejects is not None:
                 _record_rejects(conn, run_id, rejects)
             if outcomes is not None:

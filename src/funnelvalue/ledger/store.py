@@ -150,9 +150,24 @@ class Ledger:
             found.extend(adopted.loc[adopted["key"].isin(keys), "key"])
         return found
 
+    def _sent_any(self, customer_id: str) -> bool:
+        """Whether the account has any conversion sent (one index probe): a first run skips
+        the per-lead lookups below, which cost a query per chunk of leads."""
+        if not self.db.exists:
+            return False
+        query = (
+            select(conversions.c.key)
+            .where(conversions.c.customer_id == customer_id, conversions.c.status.in_(DONE))
+            .limit(1)
+        )
+        with self.db.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def sent_of_leads(self, customer_id: str, leads: list[str]) -> pd.DataFrame:
         """lead_id, stage, value of every conversion sent (done) for these leads: what Google
         credits them already (the incremental value strategy subtracts it)."""
+        if not leads or not self._sent_any(customer_id):
+            return pd.DataFrame(columns=["lead_id", "stage", "value"])
         found = self.db.in_chunks(
             leads,
             lambda chunk: select(
@@ -171,9 +186,9 @@ class Ledger:
         as sent under another action: a mapping edit that really moves a stage (Google counts
         them again, as conversions of the new action). Columns: key, stage, previous_action."""
         empty = pd.DataFrame(columns=["key", "stage", "previous_action"])
-        if fresh.empty or not self.db.exists:
+        customer_id = "" if fresh.empty else str(fresh["customer_id"].iloc[0])
+        if fresh.empty or not self._sent_any(customer_id):
             return empty
-        customer_id = str(fresh["customer_id"].iloc[0])
         leads = fresh["lead_id"].astype(str).unique().tolist()
         found = self.db.in_chunks(
             leads,

@@ -1,0 +1,106 @@
+"""Large ledger writes go through a staging table (Arrow bulk load, one INSERT ... SELECT):
+they must store exactly what the executemany path stores, leave no table behind, and a table
+a killed run left is removed by its account's next run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from funnelvalue.destinations import registry as destinations
+from funnelvalue.ledger import Ledger, driver
+from funnelvalue.ledger import runs as runs_module
+from funnelvalue.pipeline import execute
+from funnelvalue.settings import load_settings
+from tests.conftest import CUSTOMER, funnel_rows, write_export
+from tests.fakes.destinations import FakeDestination
+
+STAMPS = ["updated_at", "sent_at"]  # when the row was written: differs between two runs
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDestination]:
+    destination = FakeDestination()
+    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda context: destination)
+    return destination
+
+
+def ledger_rows(url: str) -> pd.DataFrame:
+    with Ledger.open(url) as ledger:
+        rows = ledger.views.conversions_frame()
+    return rows.drop(columns=STAMPS).sort_values("key").reset_index(drop=True)
+
+
+def tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("destination", ["csv", "fake"])  # written at once / pending first
+def test_staged_writes_store_what_executemany_stores(
+    destination: str,
+    fake: FakeDestination,
+    tmp_path: Path,
+    mapping_file: Callable[..., Path],
+    now: pd.Timestamp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    export = write_export(tmp_path / "export.csv", funnel_rows(60, now))  # type: ignore[arg-type]
+    mapping = mapping_file(timezone="UTC")
+    found = {}
+    used: list[bool] = []
+    real = driver.staged
+
+    @contextmanager
+    def watched(*args: Any) -> Iterator[driver.Staged]:
+        with real(*args) as rows:
+            used.append(rows.table is not None)
+            yield rows
+
+    monkeypatch.setattr(runs_module, "staged", watched)
+    for name, threshold in (("staged", 1), ("bound", 10**9)):
+        monkeypatch.setattr(driver, "STAGE_FROM", threshold)
+        url = f"sqlite:///{tmp_path / f'{name}.db'}"
+        settings = load_settings(
+            mapping=mapping,
+            input=export,
+            destination=destination,
+            ledger=url,
+            output=tmp_path / "out" / "import.csv",  # the same words in both ledgers
+        )
+        used.clear()
+        report = execute(settings, dry_run=False)
+        assert report.summary()["sent"] == 60 + 30 + 6
+        assert any(used) == (name == "staged")  # the path under test was taken
+        found[name] = ledger_rows(url)
+        assert not {t for t in tables(url) if t.startswith(driver.STAGE_PREFIX)}
+        again = execute(settings, dry_run=False)  # and the ledger knows every row it staged
+        assert again.summary()["sent"] == 0
+    pd.testing.assert_frame_equal(found["staged"], found["bound"])
+    assert set(found["staged"]["status"]) == {"written" if destination == "csv" else "uploaded"}
+    assert found["staged"]["conversion_time"].notna().all()
+
+
+def test_a_staging_table_left_by_a_killed_run_is_dropped_by_the_next_run_of_its_account(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    Ledger.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {driver.STAGE_PREFIX}{CUSTOMER}_dead (key TEXT)"))
+        conn.execute(text(f"CREATE TABLE {driver.STAGE_PREFIX}9999999999_live (key TEXT)"))
+    engine.dispose()
+    with Ledger.open(url) as ledger:
+        ledger.runs.start("run", "csv:x", "csv:y", CUSTOMER)
+    left = {t for t in tables(url) if t.startswith(driver.STAGE_PREFIX)}
+    assert left == {f"{driver.STAGE_PREFIX}9999999999_live"}  # another account's, in use
