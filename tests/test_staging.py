@@ -104,3 +104,69 @@ def test_a_staging_table_left_by_a_killed_run_is_dropped_by_the_next_run_of_its_
         ledger.runs.start("run", "csv:x", "csv:y", CUSTOMER)
     left = {t for t in tables(url) if t.startswith(driver.STAGE_PREFIX)}
     assert left == {f"{driver.STAGE_PREFIX}9999999999_live"}  # another account's, in use
+
+
+def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
+    fake: FakeDestination,
+    tmp_path: Path,
+    mapping_file: Callable[..., Path],
+    now: pd.Timestamp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process holds the SQLite write lock: the bulk load waits, then the run stops
+    with exit 3 before anything is sent; the next run sends everything once."""
+    import subprocess
+    import sys
+
+    from funnelvalue.errors import EXIT_TRY_LATER, LedgerError
+
+    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    monkeypatch.setattr(driver, "SQLITE_BUSY_TIMEOUT", 0.2)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    settings = load_settings(
+        mapping=mapping_file(timezone="UTC"),
+        input=write_export(tmp_path / "export.csv", funnel_rows(20, now)),  # type: ignore[arg-type]
+        destination="fake",
+        ledger=url,
+        output=tmp_path / "out" / "import.csv",
+    )
+    real = driver.staged
+    calls: list[int] = []
+    hold = (
+        "import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+
+    @contextmanager
+    def while_locked(*args: Any) -> Iterator[driver.Staged]:
+        """Another process takes the write lock just before the bulk load (another process:
+        ADBC's own SQLite does not see this process's locks); once, for mark_pending."""
+        if calls:
+            with real(*args) as rows:
+                yield rows
+            return
+        calls.append(1)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", hold, str(tmp_path / "l.db")], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            with real(*args) as rows:
+                yield rows
+        finally:
+            holder.kill()
+            holder.communicate()
+
+    monkeypatch.setattr(runs_module, "staged", while_locked)
+    with pytest.raises(LedgerError, match="locked by another process") as stopped:
+        execute(settings, dry_run=False)  # the CLI says it and exits 3
+    monkeypatch.setattr(runs_module, "staged", real)
+    assert stopped.value.exit_code == EXIT_TRY_LATER
+    assert fake.sent_keys == []
+    again = execute(settings, dry_run=False)
+    assert again.summary()["sent"] == 20 + 10 + 2
+    assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 32

@@ -7,6 +7,7 @@ Per-row Result/parameter processing would otherwise dominate a run over a millio
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Column, Connection, Engine, MetaData, Table, Text, bindparam, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from funnelvalue.ledger.engine import SQLITE_BUSY_TIMEOUT, database_error
 
 # Today's keys, loaded into a temporary table of the reading connection and joined in the
 # database: a run reads the ledger rows of the keys it has, never the account's history.
 TODAY = Table("fv_today", MetaData(), Column("key", Text, primary_key=True), prefixes=["TEMPORARY"])
 
+log = logging.getLogger(__name__)
 CHUNK = 50_000
 STAGE_FROM = 5_000  # rows: below this, executemany costs less than a staging table
 STAGE_PREFIX = "fv_stage_"
@@ -140,14 +145,19 @@ class Staged:
 
 @contextmanager
 def staged(
-    engine: Engine, database: str | None, frame: pd.DataFrame, owner: str
+    engine: Engine, database: str | None, frame: pd.DataFrame, owner: str, where: str
 ) -> Iterator[Staged]:
     """``frame`` loaded through ADBC into a table of its own in the SQLite file ``database``
     (measured: 600k conversions in 1 s, where executemany binds them in 12-15 s), dropped on
     the way out. Call it before the transaction that reads it: the load commits on its own
     connection. Small frames, PostgreSQL and a missing ADBC driver get Staged(frame) and the
     executemany path. ``owner``: the account, in the name, so a run that was killed leaves a
-    table only its own account's next run removes (drop_stale)."""
+    table only its own account's next run removes (drop_stale). A database error is a
+    LedgerError in plain words (``where``: the ledger as the user named it), as in a write.
+
+    ADBC links its own SQLite: other processes' locks hold it off, this process's do not
+    (sqlite.org/howtocorrupt.html, 2.2), so it runs only while this process holds no lock on
+    the file: before the write transaction, never inside one."""
     if database is None or len(frame) < STAGE_FROM:
         yield Staged(frame)
         return
@@ -158,16 +168,25 @@ def staged(
         return
     name = f"{STAGE_PREFIX}{owner}_{uuid.uuid4().hex[:12]}"
     arrow = pa.table({c: _arrow_column(frame[c]) for c in frame.columns})
-    with adbc.connect(str(Path(database).resolve())) as connection, connection.cursor() as cursor:
-        cursor.execute("PRAGMA busy_timeout = 30000")  # a status or doctor reading beside
-        cursor.adbc_ingest(name, arrow, mode="create")
-        connection.commit()
+    try:
+        with (
+            adbc.connect(str(Path(database).resolve())) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000:.0f}")
+            cursor.adbc_ingest(name, arrow, mode="create")
+            connection.commit()
+    except adbc.Error as exc:
+        raise database_error(exc, where, "ledger write failed") from exc
     table = Table(name, MetaData(), *[Column(c) for c in frame.columns])
     try:
         yield Staged(frame, table)
     finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+        except SQLAlchemyError as exc:  # left for drop_stale; what was written is written
+            log.warning("could not drop the staging table %s (%s); the next run does", name, exc)
 
 
 def drop_stale(engine: Engine, owner: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from funnelvalue.errors import LedgerError
@@ -43,7 +43,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def database_error(exc: SQLAlchemyError, where: str, what: str) -> LedgerError:
+def database_error(exc: Exception, where: str, what: str) -> LedgerError:
     """One line that says what failed and what to do; never the SQL or its parameters."""
     original = getattr(exc, "orig", None) or exc
     detail = str(original).splitlines()[0][:200] if str(original) else type(original).__name__

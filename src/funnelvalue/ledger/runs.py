@@ -106,7 +106,7 @@ class RunBook:
         frame = pd.DataFrame(columns=["key", *PAYLOAD]) if batch is None else batch
         rows = frame[["key", *PAYLOAD]]
         owner = str(rows["customer_id"].iloc[0]) if len(rows) else ""
-        with staged(self._db.engine, self._db.sqlite_file, rows, owner) as ready:
+        with staged(self._db.engine, self._db.sqlite_file, rows, owner, self._db.where) as ready:
             yield ready
 
     def _record_written(
