@@ -90,13 +90,17 @@ def _width_needed(console: Console, table: Table) -> int:
     return needed
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" + ("" if n == 1 else "s")
+
+
 def verdict(report: RunReport) -> str:
-    """The box's first line: the exit code and what it means for this run."""
+    """The line under the summary box: the exit code and what it means for this run."""
     code = report.exit_code
     if report.dry_run and code in (EXIT_OK, EXIT_INVALID_ROWS):
-        text = f"preview: would send {len(report.to_send):,} conversions"
+        text = f"preview: would send {_count(len(report.to_send), 'conversion')}"
         if code == EXIT_INVALID_ROWS:
-            text += f"; {len(report.invalid):,} invalid rows to fix in the CRM (below)"
+            text += f"; {_count(len(report.invalid), 'invalid row')} to fix in the CRM (below)"
     else:
         text = EXIT_MEANING.get(code, "failed")
     return f"exit {code}: {text}"
@@ -114,16 +118,7 @@ def summary_table(report: RunReport) -> Table:
     if report.ledger:
         created = " (new: created by this run)" if report.ledger_created else ""
         title += f"\nledger: {escape(report.ledger)}{created}"
-    said = verdict(report)
-    table = Table(
-        title=title,
-        show_header=False,
-        title_justify="left",
-        caption=escape(said),
-        caption_justify="left",
-        min_width=len(said) + 2,  # the verdict on one line under the box
-        caption_style="bold green" if report.exit_code == EXIT_OK else "bold red",
-    )
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right", no_wrap=True)
     rows: list[tuple[str, int, str]] = [
@@ -330,6 +325,8 @@ def render_run(
 ) -> None:
     """What happened first (one box, its exit code and meaning, the error), then details."""
     console.print(summary_table(report))
+    style = "bold green" if report.exit_code == EXIT_OK else "bold red"
+    console.print(f"[{style}]{escape(verdict(report))}[/]", highlight=False)
     if report.error:
         console.print(f"[bold red]error:[/] {escape(report.error)}")
     totals = stage_totals(report, mapping)
