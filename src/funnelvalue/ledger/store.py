@@ -76,9 +76,13 @@ class Ledger:
 
     def known(self, built: pd.DataFrame) -> pd.DataFrame:
         """dedupe.KNOWN_COLUMNS of the ledger's rows for the built conversions' keys."""
+        nothing = pd.DataFrame(columns=dedupe.KNOWN_COLUMNS)
         if built.empty or (not self.db.exists and self._adopted is None):
-            return pd.DataFrame(columns=dedupe.KNOWN_COLUMNS)  # no ledger yet: nothing known
-        return self._known(str(built["customer_id"].iloc[0]), built["key"])
+            return nothing  # no ledger yet: nothing known
+        customer_id = str(built["customer_id"].iloc[0])
+        if self._adopted is None and not self._holds_any(customer_id):
+            return nothing  # a first run: no million-key join against an empty account
+        return self._known(customer_id, built["key"])
 
     def classify(
         self,
@@ -150,23 +154,20 @@ class Ledger:
             found.extend(adopted.loc[adopted["key"].isin(keys), "key"])
         return found
 
-    def _sent_any(self, customer_id: str) -> bool:
-        """Whether the account has any conversion sent (one index probe): a first run skips
-        the per-lead lookups below, which cost a query per chunk of leads."""
+    def _holds_any(self, customer_id: str, *, sent: bool = False) -> bool:
+        """Whether the ledger has any row of the account (``sent``: any sent): one index
+        probe, so a first run skips lookups that cost a join or a query per chunk."""
         if not self.db.exists:
             return False
-        query = (
-            select(conversions.c.key)
-            .where(conversions.c.customer_id == customer_id, conversions.c.status.in_(DONE))
-            .limit(1)
-        )
+        mine = conversions.c.customer_id == customer_id
+        where = mine & conversions.c.status.in_(DONE) if sent else mine
         with self.db.engine.connect() as conn:
-            return conn.execute(query).first() is not None
+            return conn.execute(select(conversions.c.key).where(where).limit(1)).first() is not None
 
     def sent_of_leads(self, customer_id: str, leads: list[str]) -> pd.DataFrame:
         """lead_id, stage, value of every conversion sent (done) for these leads: what Google
         credits them already (the incremental value strategy subtracts it)."""
-        if not leads or not self._sent_any(customer_id):
+        if not leads or not self._holds_any(customer_id, sent=True):
             return pd.DataFrame(columns=["lead_id", "stage", "value"])
         found = self.db.in_chunks(
             leads,
@@ -187,7 +188,7 @@ class Ledger:
         them again, as conversions of the new action). Columns: key, stage, previous_action."""
         empty = pd.DataFrame(columns=["key", "stage", "previous_action"])
         customer_id = "" if fresh.empty else str(fresh["customer_id"].iloc[0])
-        if fresh.empty or not self._sent_any(customer_id):
+        if fresh.empty or not self._holds_any(customer_id, sent=True):
             return empty
         leads = fresh["lead_id"].astype(str).unique().tolist()
         found = self.db.in_chunks(
