@@ -1,6 +1,6 @@
-"""Large ledger writes go through a staging table (Arrow bulk load, one INSERT ... SELECT):
-they must store exactly what the executemany path stores, leave no table behind, and a table
-a killed run left is removed by its account's next run."""
+"""Large ledger writes go through a staging file (Arrow bulk load, attached, one INSERT ...
+SELECT): they must store exactly what the executemany path stores, leave no file behind, and
+a file a killed run left is removed by its account's next run."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from funnelvalue.destinations import registry as destinations
 from funnelvalue.ledger import Ledger, driver
+from funnelvalue.ledger import engine as engine_module
 from funnelvalue.ledger import runs as runs_module
 from funnelvalue.pipeline import execute
 from funnelvalue.settings import load_settings
@@ -35,6 +36,10 @@ def ledger_rows(url: str) -> pd.DataFrame:
     with Ledger.open(url) as ledger:
         rows = ledger.views.conversions_frame()
     return rows.drop(columns=STAMPS).sort_values("key").reset_index(drop=True)
+
+
+def stage_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if ".stage-" in p.name}
 
 
 def tables(url: str) -> set[str]:
@@ -82,7 +87,15 @@ def test_staged_writes_store_what_executemany_stores(
         assert report.summary()["sent"] == 60 + 30 + 6
         assert any(used) == (name == "staged")  # the path under test was taken
         found[name] = ledger_rows(url)
-        assert not {t for t in tables(url) if t.startswith(driver.STAGE_PREFIX)}
+        assert stage_files(tmp_path) == set()
+        assert tables(url) == {
+            "schema_migrations",
+            "runs",
+            "conversions",
+            "rejected_rows",
+            "watermarks",
+            "requests",
+        }
         again = execute(settings, dry_run=False)  # and the ledger knows every row it staged
         assert again.summary()["sent"] == 0
     pd.testing.assert_frame_equal(found["staged"], found["bound"])
@@ -90,20 +103,16 @@ def test_staged_writes_store_what_executemany_stores(
     assert found["staged"]["conversion_time"].notna().all()
 
 
-def test_a_staging_table_left_by_a_killed_run_is_dropped_by_the_next_run_of_its_account(
+def test_a_staging_file_left_by_a_killed_run_is_removed_by_the_next_run_of_its_account(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'l.db'}"
     Ledger.open(url).close()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE TABLE {driver.STAGE_PREFIX}{CUSTOMER}_dead (key TEXT)"))
-        conn.execute(text(f"CREATE TABLE {driver.STAGE_PREFIX}9999999999_live (key TEXT)"))
-    engine.dispose()
+    (tmp_path / f".l.db.stage-{CUSTOMER}-dead.db").write_bytes(b"")
+    (tmp_path / ".l.db.stage-9999999999-live.db").write_bytes(b"")  # another account's
     with Ledger.open(url) as ledger:
         ledger.runs.start("run", "csv:x", "csv:y", CUSTOMER)
-    left = {t for t in tables(url) if t.startswith(driver.STAGE_PREFIX)}
-    assert left == {f"{driver.STAGE_PREFIX}9999999999_live"}  # another account's, in use
+    assert stage_files(tmp_path) == {".l.db.stage-9999999999-live.db"}
 
 
 def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
@@ -113,15 +122,16 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
     now: pd.Timestamp,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another process holds the SQLite write lock: the bulk load waits, then the run stops
-    with exit 3 before anything is sent; the next run sends everything once."""
+    """Another process holds the ledger's write lock while the rows are staged: the write
+    waits, then the run stops with exit 3 before anything is sent, and the staging file is
+    gone; the next run sends everything once."""
     import subprocess
     import sys
 
     from funnelvalue.errors import EXIT_TRY_LATER, LedgerError
 
     monkeypatch.setattr(driver, "STAGE_FROM", 1)
-    monkeypatch.setattr(driver, "SQLITE_BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT", 0.2)
     url = f"sqlite:///{tmp_path / 'l.db'}"
     settings = load_settings(
         mapping=mapping_file(timezone="UTC"),
@@ -142,8 +152,8 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
 
     @contextmanager
     def while_locked(*args: Any) -> Iterator[driver.Staged]:
-        """Another process takes the write lock just before the bulk load (another process:
-        ADBC's own SQLite does not see this process's locks); once, for mark_pending."""
+        """Another process takes the write lock just before the bulk load; once, for
+        mark_pending."""
         if calls:
             with real(*args) as rows:
                 yield rows
@@ -167,6 +177,7 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
     monkeypatch.setattr(runs_module, "staged", real)
     assert stopped.value.exit_code == EXIT_TRY_LATER
     assert fake.sent_keys == []
+    assert stage_files(tmp_path) == set()
     again = execute(settings, dry_run=False)
     assert again.summary()["sent"] == 20 + 10 + 2
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 32

@@ -8,6 +8,7 @@ and nothing is created on disk by looking.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from funnelvalue.errors import LedgerError
-from funnelvalue.ledger.driver import read_frame
+from funnelvalue.ledger.driver import STAGE_SCHEMA, read_frame
 from funnelvalue.ledger.engine import EMPTY_LEDGER, database_error, make_engine
 from funnelvalue.ledger.locking import lock_for_migration
 from funnelvalue.ledger.schema import MIGRATIONS, schema_migrations
@@ -111,13 +112,27 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def tx(self) -> Iterator[Connection]:
-        """A write transaction; refused on the stand-in, database errors in plain words."""
+    def tx(self, attach: Path | None = None) -> Iterator[Connection]:
+        """A write transaction; refused on the stand-in, database errors in plain words.
+        ``attach``: a SQLite staging file (driver.staged), readable in it as STAGE_SCHEMA."""
         if not self.exists:
             raise LedgerError(f"the ledger at {self.where} was opened read-only and does not exist")
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            if attach is None:
+                with self.engine.begin() as conn:
+                    yield conn
+                return
+            with self.engine.connect() as conn:
+                raw: Any = conn.connection.driver_connection  # autocommit: outside any BEGIN
+                raw.execute(f"ATTACH DATABASE ? AS {STAGE_SCHEMA}", (str(attach),))
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    try:
+                        raw.execute(f"DETACH DATABASE {STAGE_SCHEMA}")
+                    except sqlite3.Error:
+                        conn.invalidate()  # never back to the pool with the file attached
         except SQLAlchemyError as exc:
             raise database_error(exc, self.where, "ledger write failed") from exc
 

@@ -36,7 +36,7 @@ class RunBook:
         """Open a run (with the account's lock held); earlier runs of the account still marked
         running were killed: mark them interrupted. Other accounts' runs are left alone."""
         holder = holder_info()
-        drop_stale(self._db.engine, customer_id)  # a killed run's staging tables
+        drop_stale(self._db.sqlite_file, customer_id)  # a killed run's staging files
         with self._db.tx() as conn:
             mine = (runs.c.customer_id == customer_id) | runs.c.customer_id.is_(None)
             running = runs.c.status == RunStatus.RUNNING
@@ -91,7 +91,7 @@ class RunBook:
         """Write the batch as pending, with its payload, before anything is sent."""
         if batch.empty:
             return
-        with self._staged(batch) as rows, self._db.tx() as conn:
+        with self._staged(batch) as rows, self._db.tx(rows.path) as conn:
             self._write_rows(conn, run_id, rows, destination, Outcome.PENDING, None)
             conn.execute(  # the destination's own name (e.g. with its account), for later polls
                 update(runs)
@@ -106,7 +106,7 @@ class RunBook:
         frame = pd.DataFrame(columns=["key", *PAYLOAD]) if batch is None else batch
         rows = frame[["key", *PAYLOAD]]
         owner = str(rows["customer_id"].iloc[0]) if len(rows) else ""
-        with staged(self._db.engine, self._db.sqlite_file, rows, owner, self._db.where) as ready:
+        with staged(self._db.sqlite_file, rows, owner, self._db.where) as ready:
             yield ready
 
     def _record_written(
@@ -152,15 +152,16 @@ class RunBook:
                 else {}
             ),
         }
-        if rows.table is not None:  # key order: the primary key's index is written in order
+        staging = rows.table
+        if staging is not None:  # in key order: the primary key's index is written in order
             names = list(rows.frame.columns)
             source = (
                 select(
-                    *[rows.table.c[n] for n in names],
+                    *[staging.c[n] for n in names],
                     *[literal(v).label(k) for k, v in constants.items()],
                 )
                 .where(text("true"))  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
-                .order_by(rows.table.c.key)
+                .order_by(staging.c.key)
             )
             stmt = stmt.from_select([*names, *constants], source)
         stmt = stmt.on_conflict_do_update(
@@ -177,7 +178,7 @@ class RunBook:
                 ]
             },
         )
-        if rows.table is not None:
+        if staging is not None:
             conn.execute(stmt)
         else:
             bulk_write(conn, stmt, rows.frame, **constants)
@@ -201,7 +202,7 @@ class RunBook:
         instead of pending first and updated after (``outcomes`` then says nothing of them).
         """
         now = utcnow()
-        with self._staged(written and written[0]) as rows, self._db.tx() as conn:
+        with self._staged(written and written[0]) as rows, self._db.tx(rows.path) as conn:
             self._record_written(conn, run_id, written, rows)
             _record_outcomes(conn, run_id, outcomes, now)
             if restatements is not None:
@@ -233,7 +234,7 @@ class RunBook:
         what went through before the stop; its unsent rows stay pending for the next run.
         ``written``: as for ``finish`` (rows written with their outcome known first)."""
         now = utcnow()
-        with self._staged(written and written[0]) as rows, self._db.tx() as conn:
+        with self._staged(written and written[0]) as rows, self._db.tx(rows.path) as conn:
             self._record_written(conn, run_id, written, rows)
             if rejects is not None:
                 _record_rejects(conn, run_id, rejects)
