@@ -270,3 +270,27 @@ def test_values_are_written_as_printf_would_with_two_decimals() -> None:
     values = np.round(np.concatenate([cents, -cents[1:500]]) / 100, 2)
     assert _two_decimals(pd.Series(values)).tolist() == [f"{v:.2f}" for v in values]
     assert _two_decimals(pd.Series([1.5, None, 0.0])).tolist() == ["1.50", pd.NA, "0.00"]
+
+
+def test_a_window_of_only_this_runs_rows_is_this_runs_file_and_any_other_is_formatted(
+    tmp_path: Path, mapping: Mapping
+) -> None:
+    """The copy a first run publishes is byte for byte what formatting the window gives; a
+    window with other rows (or the same rows in another order) is formatted."""
+    from funnelvalue.destinations.csv_import import write_import_file
+
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    target = ImportFile.for_run(tmp_path / "out" / "conversions.csv", "Europe/Berlin", 1)
+    target.upload(batch)
+    target.publish(batch)
+    write_import_file(tmp_path / "formatted.csv", batch, "Europe/Berlin")
+    assert target.path.read_bytes() == (tmp_path / "formatted.csv").read_bytes()
+    assert stat.S_IMODE(target.path.stat().st_mode) == 0o644
+    fewer = batch.iloc[1:]
+    target.publish(fewer)
+    _, rows = read(target.path)
+    assert len(rows) == len(fewer)
+    reordered = batch.iloc[::-1]
+    target.publish(reordered)
+    _, rows = read(target.path)
+    assert [r["Order ID"] for r in rows] == reordered["order_id"].tolist()

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar
@@ -52,6 +53,8 @@ class ImportFile:
     window_days: int = 7
     action_names: dict[str, str] = field(default_factory=dict)  # action id -> its name
     outcome_known_first: ClassVar[bool] = True  # written here: the ledger records it once
+    # the keys of this run's file, in order, once written (publish may copy it)
+    _written: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def for_run(
@@ -101,10 +104,18 @@ class ImportFile:
         if conversions.empty:
             return outcomes(conversions["key"], Outcome.WRITTEN)
         write_import_file(self.run_path, conversions, self.timezone)
+        self._written["keys"] = conversions["key"].to_numpy(dtype=object)
         return outcomes(conversions["key"], Outcome.WRITTEN, message=f"written to {self.run_path}")
 
     def publish(self, recent: pd.DataFrame) -> None:
-        """Rewrite the fetched file with every conversion written in the window."""
+        """Rewrite the fetched file with every conversion written in the window. When that
+        is exactly this run's file (a first run; nothing else written in the window), the file
+        is copied: the same bytes, formatted once (900k rows: 1.3 s)."""
+        keys = self._written.get("keys")
+        same = keys is not None and len(keys) == len(recent)
+        if same and bool((recent["key"].to_numpy(dtype=object) == keys).all()):
+            _replace(self.path, lambda handle: _copy(self.run_path, handle))
+            return
         write_import_file(self.path, recent, self.timezone)
 
     def close(self) -> None:
@@ -114,6 +125,17 @@ class ImportFile:
 def write_import_file(path: Path, conversions: pd.DataFrame, timezone: str) -> None:
     """Write ``conversions`` as an import file at ``path``, atomically and world-readable."""
     table = import_table(conversions, timezone)
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(f"Parameters:TimeZone={timezone}\n".encode())
+        _write_csv(table, handle)
+
+    _replace(path, write)
+
+
+def _replace(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``path`` replaced whole by what ``write`` writes: a temporary file beside it, synced,
+    then renamed over it (a reader sees the old file or the new one, never half)."""
     try:
         _check_replaceable(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +143,7 @@ def write_import_file(path: Path, conversions: pd.DataFrame, timezone: str) -> N
         try:
             os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(f"Parameters:TimeZone={timezone}\n".encode())
-                _write_csv(table, handle)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -133,6 +154,11 @@ def write_import_file(path: Path, conversions: pd.DataFrame, timezone: str) -> N
         raise DestinationError(
             f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
         ) from exc
+
+
+def _copy(source: Path, handle: BinaryIO) -> None:
+    with source.open("rb") as original:
+        shutil.copyfileobj(original, handle, length=1 << 20)
 
 
 def _write_csv(table: pd.DataFrame, handle: BinaryIO) -> None:
