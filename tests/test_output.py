@@ -15,7 +15,7 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from funnelvalue.cli import app
-from tests.test_cli import example_project
+from tests.test_cli import example_project, invoke
 
 runner = CliRunner()
 BOX = "┏┃┡│└┌├"  # the characters a table line starts with
@@ -24,14 +24,6 @@ BOX = "┏┃┡│└┌├"  # the characters a table line starts with
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return example_project(tmp_path)
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout if "--json" in args else result.output
 
 
 def table_lines(output: str) -> list[str]:
