@@ -127,12 +127,16 @@ class RunReport:
         written to the import file, submitted): what the value totals count."""
         if self.dry_run:
             return self.to_send
+        return self.sent_with(*DELIVERED, Outcome.SUBMITTED)
+
+    def sent_with(self, *statuses: Outcome) -> pd.DataFrame:
+        """The rows of ``to_send`` whose outcome is one of ``statuses`` (none before any)."""
         if self.outcomes is None or self.outcomes.empty:
             return self.to_send.iloc[0:0]
-        out = self.outcomes["status"].isin(DELIVERED | {Outcome.SUBMITTED})
-        if out.all() and len(self.outcomes) == len(self.to_send):  # one outcome per row sent
+        chosen = self.outcomes["status"].isin(statuses)
+        if chosen.all() and len(self.outcomes) == len(self.to_send):  # one outcome a row
             return self.to_send
-        return self.to_send[member(self.to_send["key"], self.outcomes.loc[out, "key"])]
+        return self.to_send[member(self.to_send["key"], self.outcomes.loc[chosen, "key"])]
 
     def value_totals(self, by: str, rows: pd.DataFrame | None = None) -> list[dict[str, Any]]:
         """Conversions and value going out (``rows``: going_out(), when the caller has it) per
@@ -623,8 +627,7 @@ class Job:
         assert report.outcomes is not None
         since = self.now - pd.Timedelta(days=destination.window_days)
         earlier = self.ledger.written_since(self.customer_id, since, destination=report.destination)
-        written = report.outcomes.loc[report.outcomes["status"] == Outcome.WRITTEN, "key"]
-        mine = report.to_send[member(report.to_send["key"], written)]
+        mine = report.sent_with(Outcome.WRITTEN)
         recent = pd.concat([earlier[~member(earlier["key"], mine["key"])], mine], ignore_index=True)
         destination.publish(recent)
 
@@ -689,8 +692,7 @@ def _split_written(
         return outcomes, None
     done = outcomes["status"] == Outcome.WRITTEN
     message = str(outcomes["message"].iloc[0]) if done.any() else ""
-    rows = report.to_send[member(report.to_send["key"], outcomes.loc[done, "key"])]
-    return outcomes[~done], (rows, destination, message)
+    return outcomes[~done], (report.sent_with(Outcome.WRITTEN), destination, message)
 
 
 def _held_message(outcomes: pd.DataFrame, failed: str | None) -> str:
