@@ -65,6 +65,26 @@ def funnel(
     return rows
 
 
+def stages_worth(lead: float, qualified: float) -> list[dict[str, Any]]:
+    """The funnel's three stages (New, Sales Qualified Lead, Closed Won), lead and qualified
+    at these values, won at the deal's amount (default 1000)."""
+    return [
+        {"name": "lead", "crm_values": ["New"], "conversion_action": "CRM lead", "value": lead},
+        {
+            "name": "qualified",
+            "crm_values": ["Sales Qualified Lead"],
+            "conversion_action": "CRM qualified",
+            "value": qualified,
+        },
+        {
+            "name": "won",
+            "crm_values": ["Closed Won"],
+            "conversion_action": "CRM won",
+            "value": {"from_column": "amount", "default": 1000},
+        },
+    ]
+
+
 @pytest.fixture
 def settings(tmp_path: Path, mapping_file: Callable[..., Path]) -> Settings:
     return load_settings(
@@ -505,21 +525,7 @@ def test_the_over_count_warning_fires_on_the_example_mapping_only(
     assert found.revenue_per_lead == 100
 
     # Only the deal counts (the earlier stages worth nothing in the goal): it adds up.
-    stages = [
-        {"name": "lead", "crm_values": ["New"], "conversion_action": "CRM lead", "value": 0},
-        {
-            "name": "qualified",
-            "crm_values": ["Sales Qualified Lead"],
-            "conversion_action": "CRM qualified",
-            "value": 0,
-        },
-        {
-            "name": "won",
-            "crm_values": ["Closed Won"],
-            "conversion_action": "CRM won",
-            "value": {"from_column": "amount", "default": 1000},
-        },
-    ]
+    stages = stages_worth(0, 0)
     adding_up = settings.model_copy(
         update={"mapping": mapping_file("adds-up.yaml", timezone="UTC", stages=stages)}
     )
@@ -573,21 +579,7 @@ def test_advise_json_has_the_documented_fields(settings: Settings, now: pd.Times
 def incremental_mapping(
     mapping_file: Callable[..., Path], name: str = "inc.yaml", **more: Any
 ) -> Path:
-    stages = [
-        {"name": "lead", "crm_values": ["New"], "conversion_action": "CRM lead", "value": 100},
-        {
-            "name": "qualified",
-            "crm_values": ["Sales Qualified Lead"],
-            "conversion_action": "CRM qualified",
-            "value": 250,
-        },
-        {
-            "name": "won",
-            "crm_values": ["Closed Won"],
-            "conversion_action": "CRM won",
-            "value": {"from_column": "amount", "default": 1000},
-        },
-    ]
+    stages = stages_worth(100, 250)
     return mapping_file(name, timezone="UTC", stages=stages, value_strategy="incremental", **more)
 
 
