@@ -18,13 +18,12 @@ import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import MAPPING, generate, in_fresh_process, peak_mb, project_settings
+from bench_pipeline import in_fresh_process, peak_mb, project_settings, work_folder
 
 
 def rerun(work: Path, ledger: str) -> dict[str, float]:
@@ -78,10 +77,7 @@ def main() -> None:
     if args.rerun:
         print(json.dumps(rerun(args.work, args.rerun)))
         return
-    work = Path(tempfile.mkdtemp(prefix="fv-history-"))
-    try:
-        rows = generate(args.leads, work / "export.csv")
-        (work / "mapping.yaml").write_text(MAPPING)
+    with work_folder(args.leads, "fv-history-") as (work, rows):
 
         def phase(ledger: str) -> dict[str, Any]:
             return in_fresh_process(__file__, "--rerun", ledger, "--work", str(work))
@@ -105,8 +101,6 @@ def main() -> None:
         print(f"{large:>12,} {median['large.db']:>17.2f} {peak['large.db']:>8.0f}")
         ratio = median["large.db"] / median["small-copy.db"]
         print(f"ratio {large / small:.1f}x history: {ratio:.2f}x time (goal <= 1.15x)")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,17 +138,25 @@ def measure_phase(work: Path, phase: str) -> dict[str, float]:
     }
 
 
-def measure_size(leads: int) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="fv-bench-"))
+@contextmanager
+def work_folder(leads: int, prefix: str) -> Iterator[tuple[Path, int]]:
+    """A temporary project folder with a generated export of ``leads`` and the mapping:
+    (its path, the export's CSV rows); removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         rows = generate(leads, work / "export.csv")
         (work / "mapping.yaml").write_text(MAPPING)
+        yield work, rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_size(leads: int) -> dict[str, Any]:
+    with work_folder(leads, "fv-bench-") as (work, rows):
         result: dict[str, Any] = {"leads": leads, "rows": rows}
         for phase, _ in PHASES:
             result[phase] = in_fresh_process(__file__, "--phase", phase, "--work", str(work))
         return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:

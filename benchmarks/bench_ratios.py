@@ -14,13 +14,12 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import MAPPING, generate, in_fresh_process, peak_mb, project_settings
+from bench_pipeline import in_fresh_process, peak_mb, project_settings, work_folder
 
 
 def phase(work: Path, name: str) -> dict[str, float]:
@@ -53,10 +52,7 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(args.work, args.phase)))
         return
-    work = Path(tempfile.mkdtemp(prefix="fv-ratios-"))
-    try:
-        rows = generate(args.leads, work / "export.csv")
-        (work / "mapping.yaml").write_text(MAPPING)
+    with work_folder(args.leads, "fv-ratios-") as (work, rows):
         measured: dict[str, list[dict[str, Any]]] = {"read_csv": [], "preview": [], "run": []}
         for _ in range(args.repeats):
             for name, results in measured.items():
@@ -75,8 +71,6 @@ def main() -> None:
         print(
             f"d: preview / read_csv = {median['preview'] / median['read_csv']:.2f}x (goal <= 2.5x)"
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
