@@ -359,3 +359,28 @@ def test_conversion_time_format(now: pd.Timestamp) -> None:
         "2026-07-02 14:30:05+02:00",
     ]
     assert format_conversion_time(times, "Asia/Kolkata").iloc[0] == "2026-11-02 19:00:00+05:30"
+
+
+def test_a_row_skipped_and_invalid_is_invalid_with_the_invalid_code(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    """No identifier alone would skip the row; a time in the future makes it invalid, and
+    the code names what the user must fix, not the first problem found."""
+    late = {**row("X", "New", now + pd.Timedelta(days=1)), "gclid": None}
+    alone = {**row("Y", "New", now - pd.Timedelta(days=1)), "gclid": None}
+    rejects = built_from([late, alone], mapping, now).rejects.set_index("lead_id")
+    assert rejects.loc["X", ["reason_code", "kind"]].tolist() == ["time_in_future", "invalid"]
+    assert "no click id" in rejects.loc["X", "reason"]
+    assert rejects.loc["Y", ["reason_code", "kind"]].tolist() == ["no_identifier", "skipped"]
+
+
+def test_an_empty_time_and_an_unreadable_one_have_their_own_codes(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    empty = row("E", "New", now)
+    empty["stage_changed_at"] = None
+    garbled = row("G", "New", now)
+    garbled["stage_changed_at"] = "soon"
+    rejects = built_from([empty, garbled], mapping, now).rejects.set_index("lead_id")
+    assert rejects["reason_code"].to_dict() == {"E": "time_empty", "G": "time_unreadable"}
+    assert rejects.loc["G", "reason"].startswith("stage_changed_at")

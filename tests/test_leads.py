@@ -78,10 +78,10 @@ ZONED_CELLS = [
 @pytest.mark.parametrize(
     "cells",
     [
-        ISO_CELLS + [None, "  ", " 2026-11-02 14:30:00 "],  # all naive: the Arrow path
-        ZONED_CELLS + [None],  # all with an offset: the Arrow path
+        [*ISO_CELLS, None, "  ", " 2026-11-02 14:30:00 "],  # all naive: the Arrow path
+        [*ZONED_CELLS, None],  # all with an offset: the Arrow path
         ISO_CELLS + ZONED_CELLS,  # mixed: cell by cell
-        ISO_CELLS + ["2026-02-30 10:00:00", "02.11.2026 14:30", "soon"],  # some unreadable
+        [*ISO_CELLS, "2026-02-30 10:00:00", "02.11.2026 14:30", "soon"],  # some unreadable
     ],
     ids=["naive", "zoned", "mixed", "unreadable"],
 )
@@ -90,13 +90,14 @@ def test_the_arrow_fast_path_reads_what_the_cell_by_cell_path_reads(
 ) -> None:
     """The whole-column Arrow cast is only a faster way to the same instants: a column it
     reads gives what pandas' ISO 8601 parser gives, cell for cell, and flags nothing."""
-    raw = pd.Series(cells, dtype="string")
+    raw = pd.Series(cells, dtype="string", index=range(len(cells), 0, -1))  # as after a sort
     fast, fast_bad = parse_timestamps(raw, BERLIN, None)
     monkeypatch.setattr(leads, "_iso_column", lambda text, tz: None)
     slow, slow_bad = parse_timestamps(raw, BERLIN, None)
     pd.testing.assert_series_equal(fast, slow)
     pd.testing.assert_series_equal(fast_bad, slow_bad, check_names=False)
     assert fast.dtype == "datetime64[us, UTC]"
+    assert fast.dt.tz is slow.dt.tz  # one UTC object: concat with another time column works
 
 
 def test_the_arrow_path_takes_only_columns_it_reads_whole() -> None:

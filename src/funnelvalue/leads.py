@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from funnelvalue.errors import SourceError
+from funnelvalue.frames import trimmed_text
 
 REQUIRED = ("lead_id", "stage", "stage_changed_at")
 OPTIONAL = (
@@ -176,7 +177,7 @@ def normalise(
     for column in out.columns:
         if column in TIMESTAMPS or column in ("source_row", "row_error"):
             continue
-        out[column] = _clean_text(out[column])
+        out[column] = trimmed_text(out[column])
     tz = ZoneInfo(timezone)
     time_error = pd.Series(pd.NA, index=out.index, dtype="string")
     for column in TIMESTAMPS:
@@ -187,11 +188,6 @@ def normalise(
     time_error[missing] = "stage_changed_at is empty: the time the stage was reached is required"
     out["time_error"] = time_error
     return out
-
-
-def _clean_text(values: pd.Series) -> pd.Series:
-    as_text = values.astype("string").str.strip()
-    return as_text.mask(as_text == "")
 
 
 def parse_timestamps(
@@ -211,7 +207,7 @@ def parse_timestamps(
             tz, ambiguous=np.ones(len(raw), bool), nonexistent="shift_forward"
         )
         return local.dt.tz_convert("UTC"), pd.Series(False, index=raw.index)
-    text = _clean_text(raw)
+    text = trimmed_text(raw)
     present = text.notna()
     if timestamp_format is None:
         whole = _iso_column(text, tz)
@@ -252,8 +248,9 @@ def _iso_column(text: pd.Series, tz: ZoneInfo) -> pd.Series | None:
             zoned = pc.cast(cells, pa.timestamp("us", tz="UTC"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        return pd.Series(zoned.to_pandas(), index=text.index).astype("datetime64[us, UTC]")
-    local = pd.Series(naive.to_pandas(), index=text.index).astype("datetime64[us]")
+        # tz_convert: pandas' own UTC (Arrow's is ZoneInfo("UTC"); concat would give objects)
+        return pd.Series(zoned.to_pandas().array, index=text.index).dt.tz_convert("UTC")
+    local = pd.Series(naive.to_pandas().array, index=text.index).astype("datetime64[us]")
     local = local.dt.tz_localize(
         tz, ambiguous=np.ones(len(local), bool), nonexistent="shift_forward"
     )
@@ -265,7 +262,7 @@ def _unreadable_time_reason(column: str, raw: pd.Series, bad: pd.Series) -> pd.S
     shifted row can put anything in it)."""
     reasons = pd.Series(pd.NA, index=raw.index, dtype="string")
     if bad.any():
-        hint = timestamp_hint(_clean_text(raw[bad]))
+        hint = timestamp_hint(trimmed_text(raw[bad]))
         reasons[bad] = f"{column} is not a date/time funnelvalue can read; {hint}"
     return reasons
 
