@@ -158,23 +158,7 @@ def test_a_ledger_from_before_stable_keys_keeps_every_order_id(
     settings = csv_settings(tmp_path, mapping_file, url)
     first = pipeline.execute(settings, dry_run=False)
     assert first.summary()["sent"] == 10 + 5 + 1
-    engine = create_engine(url)
-    with engine.begin() as conn:  # what the previous version wrote: label keys, no identity
-        rows = conn.execute(text("SELECT key, stage FROM conversions")).all()
-        for key, stage in rows:
-            old = f"{key}|{stage}"
-            old_order = hashlib.sha256(old.encode()).hexdigest()[:24]
-            conn.execute(
-                text(
-                    "UPDATE conversions SET key = :old, order_id = :order, action_identity = NULL "
-                    "WHERE key = :key"
-                ),
-                {"old": old, "order": old_order, "key": key},
-            )
-        before = dict(
-            conn.execute(text("SELECT lead_id || stage, order_id FROM conversions")).all()
-        )
-    engine.dispose()
+    before = as_before_stable_keys(url)
     preview = pipeline.execute(settings, dry_run=True)
     assert preview.summary()["to_send"] == 0  # re-keyed in memory for the preview
     again = pipeline.execute(settings, dry_run=False)
@@ -183,6 +167,49 @@ def test_a_ledger_from_before_stable_keys_keeps_every_order_id(
         after = ledger.views.conversions_frame()
     assert dict(zip(after["lead_id"] + after["stage"], after["order_id"], strict=True)) == before
     assert after["key"].str.count(r"\|").eq(2).all()  # customer|action|lead
+
+
+def test_a_conversion_sent_again_goes_under_the_order_id_the_ledger_has(
+    tmp_path: Path, mapping_file: Callable[..., Path]
+) -> None:
+    """A pending row written before stable keys is sent again under its old order id, the
+    one Google may already hold, never one computed from its new key."""
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    write_export(tmp_path / "export.csv", funnel_rows(10, now))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    settings = csv_settings(tmp_path, mapping_file, url)
+    pipeline.execute(settings, dry_run=False)
+    before = as_before_stable_keys(url, status="pending")  # killed before it was recorded
+    again = pipeline.execute(settings, dry_run=False)
+    assert again.summary()["sent"] == 10 + 5 + 1
+    sent = again.to_send
+    assert dict(zip(sent["lead_id"] + sent["stage"], sent["order_id"], strict=True)) == before
+    written = pd.read_csv(tmp_path / "out" / "import.csv", skiprows=1, dtype=str)
+    assert set(written["Order ID"]) == set(before.values())
+
+
+def as_before_stable_keys(url: str, status: str | None = None) -> dict[str, str]:
+    """The ledger as the previous version wrote it (label keys customer|action|lead|stage,
+    order ids hashed from them, no identity), optionally every row in ``status``: returns
+    lead_id + stage -> order id."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        rows = conn.execute(text("SELECT key, stage FROM conversions")).all()
+        for key, stage in rows:
+            old = f"{key}|{stage}"
+            old_order = hashlib.sha256(old.encode()).hexdigest()[:24]
+            conn.execute(
+                text(
+                    "UPDATE conversions SET key = :old, order_id = :order, action_identity = NULL, "
+                    "status = coalesce(:status, status) WHERE key = :key"
+                ),
+                {"old": old, "order": old_order, "key": key, "status": status},
+            )
+        before = dict(
+            conn.execute(text("SELECT lead_id || stage, order_id FROM conversions")).all()
+        )
+    engine.dispose()
+    return before
 
 
 # -- one run at a time ---------------------------------------------------------------------

@@ -181,3 +181,28 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
     again = execute(settings, dry_run=False)
     assert again.summary()["sent"] == 20 + 10 + 2
     assert len(fake.sent_keys) == len(set(fake.sent_keys)) == 32
+
+
+def test_times_are_staged_as_sqlalchemy_itself_stores_them_in_sqlite() -> None:
+    """The staging file and the executemany path share driver.sqlite_times: it must write
+    what SQLAlchemy's DateTime writes (else a staged row would compare, sort and read back
+    differently from one SQLAlchemy wrote), to the microsecond, from any zone."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    times = pd.Series(
+        pd.to_datetime(
+            ["2026-11-02 13:30:05", "1969-12-31 23:59:59.5", "2026-03-29 01:59:59.000001", None],
+            format="ISO8601",
+            utc=True,
+        )
+    )
+    dialect = sqlite.dialect()
+    expected = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert expected is not None
+    for zoned in (times, times.dt.tz_convert("Europe/Berlin"), times.astype("datetime64[ns, UTC]")):
+        wanted = [
+            None if pd.isna(t) else expected(t.tz_convert(None).to_pydatetime()) for t in times
+        ]
+        assert driver.sqlite_times(zoned).to_pylist() == wanted
+        assert driver.driver_values(zoned, "sqlite").tolist() == wanted

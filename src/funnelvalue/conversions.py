@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
-from funnelvalue.frames import text_array
+from funnelvalue.frames import TEXT, text_array
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
@@ -85,10 +85,10 @@ def idempotency_key(customer_id: str, action_identity: pd.Series, lead_id: pd.Se
 
 def order_ids(keys: pd.Series) -> pd.Series:
     """A short, stable hash of the key: unique per conversion, no PII, same on every replay."""
-    digests = [
-        hashlib.sha256(k.encode("utf-8")).hexdigest()[:24] for k in keys.to_numpy(dtype=object)
-    ]
-    return pd.Series(digests, index=keys.index, dtype="string")
+    encoded = pa.array(keys.astype(TEXT)).cast(pa.binary()).to_pylist()  # UTF-8 by Arrow
+    sha256 = hashlib.sha256
+    digests = pa.array([sha256(k).hexdigest()[:24] for k in encoded], pa.string())
+    return pd.Series(pd.array(digests, dtype=TEXT), index=keys.index)
 
 
 def build(

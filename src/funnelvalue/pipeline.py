@@ -421,8 +421,9 @@ class Job:
         moved = ledger.sent_under_other_action(fresh[fresh["ledger_order_id"].isna()])
         # An order id is computed once, when a conversion first goes out; after that the
         # ledger's copy is the truth (a replay or restatement must carry what Google has).
+        known_id = fresh["ledger_order_id"]
         fresh = fresh.assign(
-            order_id=fresh["ledger_order_id"].fillna(order_ids(fresh["key"]))
+            order_id=known_id.fillna(order_ids(fresh.loc[known_id.isna(), "key"]))
         ).drop(columns="ledger_order_id")
         leftover = ledger.due_elsewhere(self.customer_id, conversions["key"], now)
         if not leftover.empty:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Column, Connection, MetaData, Table, Text, bindparam
 
 from funnelvalue.ledger.engine import database_error
@@ -29,20 +30,30 @@ CHUNK = 50_000
 STAGE_FROM = 5_000  # rows: below this, executemany costs less than a staging file
 STAGE_SCHEMA = "fv_stage"  # the staging file, as attached to the writing connection
 STAGE_TABLE = "rows"
+# The staging file is thrown away after the write (and by drop_stale after a crash): no
+# journal, no syncs, big pages. 900k conversions: 1.4 -> 0.9 s.
+STAGE_PRAGMAS = ("journal_mode = OFF", "synchronous = OFF", "page_size = 65536")
 
 
 def driver_values(series: pd.Series, dialect: str) -> np.ndarray:
     """One column as plain Python values for the DB driver: None for missing, times naive UTC
     (as SQLAlchemy's own SQLite text format there, datetime objects elsewhere)."""
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
         if dialect == "sqlite":
-            text = naive.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-            as_text: np.ndarray = text.to_numpy(dtype=object, na_value=None)
+            as_text: np.ndarray = sqlite_times(series).to_numpy(zero_copy_only=False)
             return as_text
+        naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
         return np.array([None if pd.isna(t) else t.to_pydatetime() for t in naive], dtype=object)
     values: np.ndarray = series.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
     return values
+
+
+def sqlite_times(series: pd.Series) -> pa.Array:
+    """Zoned times as SQLAlchemy stores a DateTime in SQLite ("2026-11-02 13:30:05.000000",
+    UTC), missing as null: Arrow's cast of microsecond timestamps writes exactly that,
+    ~15x pandas' strftime (0.04 s against 0.6 s per 900k times)."""
+    naive = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return pc.cast(pa.array(naive, pa.timestamp("us")), pa.string())
 
 
 def read_frame(conn: Connection, query: Any) -> pd.DataFrame:
@@ -169,9 +180,11 @@ def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) ->
     path = _stage_folder(database) / f"{_stage_prefix(database, owner)}{uuid.uuid4().hex[:12]}.db"
     arrow = pa.table({c: _arrow_column(frame[c]) for c in frame.columns})
     try:
-        with adbc.connect(str(path)) as connection, connection.cursor() as cursor:
+        with adbc.connect(str(path), autocommit=True) as connection, connection.cursor() as cursor:
+            for pragma in STAGE_PRAGMAS:  # set outside a transaction, or SQLite refuses
+                cursor.execute(f"PRAGMA {pragma}")
+                cursor.fetchall()
             cursor.adbc_ingest(STAGE_TABLE, arrow, mode="create")
-            connection.commit()
         yield Staged(frame, path)
     except adbc.Error as exc:
         raise database_error(exc, where, "ledger write failed (staging the rows)") from exc
@@ -199,7 +212,7 @@ def _stage_prefix(database: str, owner: str) -> str:
 def _arrow_column(series: pd.Series) -> pa.Array | pa.ChunkedArray:
     """A column as the SQLite dialect stores it: times as SQLAlchemy's text, missing as NULL."""
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return pa.array(driver_values(series, "sqlite"), pa.string())
+        return sqlite_times(series)
     if pd.api.types.is_float_dtype(series):
         return pa.array(series.to_numpy(dtype="float64"), pa.float64())
     return pa.array(series.astype(pd.StringDtype("pyarrow")), pa.string())
