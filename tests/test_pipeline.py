@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from funnelvalue.destinations import registry as destinations
@@ -239,3 +240,30 @@ def test_watermark_minus_overlap_is_asked_for_and_never_moves_back(
     assert crm.asked[3] == pd.Timestamp("2026-01-01", tz="UTC")
     assert open_ledger(settings.ledger).runs.watermark("fake:crm") == now - pd.Timedelta(hours=1)
     assert len(fake.sent_keys) == len(set(fake.sent_keys))
+
+
+def test_a_run_takes_arrow_memory_from_an_allocator_that_gives_it_back(
+    settings: Settings,
+    fake: FakeDestination,
+    now: pd.Timestamp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mimalloc (pyarrow's default) keeps what a phase freed: ~290 MB more peak at 1M rows.
+    An operator's ARROW_DEFAULT_MEMORY_POOL still decides."""
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow is built without jemalloc")
+    write_export(settings.input, funnel_rows(4, now))  # type: ignore[arg-type]
+    before = pa.default_memory_pool()
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())  # as pyarrow starts
+        execute(settings, dry_run=True)
+        assert pa.default_memory_pool().backend_name == "jemalloc"
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        execute(settings, dry_run=True)
+        assert pa.default_memory_pool().backend_name == "mimalloc"
+    finally:
+        pa.set_memory_pool(before)

