@@ -70,6 +70,8 @@ class RunReport:
     destination: str
     built: Built
     conversions: pd.DataFrame  # every built conversion with its ledger ``state``
+    # what goes out, order_id included (a preview that sends nothing leaves a new one's empty:
+    # hashing 900k keys was 15% of a preview, for ids it never shows)
     to_send: pd.DataFrame
     run_id: int | None = None
     outcomes: pd.DataFrame | None = None
@@ -316,7 +318,12 @@ class Job:
         destination = make_destination(self.context())
         try:
             identities, warnings = self._identities(destination, dry_run=True)
-            report = self._plan(identities, dry_run=True, destination=self.settings.destination)
+            report = self._plan(
+                identities,
+                dry_run=True,
+                destination=self.settings.destination,
+                order_ids_needed=validate_only,  # Google checks them; nothing else reads them
+            )
             report.warnings += warnings
             if not self.ledger.exists:
                 report.warnings.append(
@@ -379,7 +386,14 @@ class Job:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def _plan(self, identities: dict[str, str], *, dry_run: bool, destination: str) -> RunReport:
+    def _plan(
+        self,
+        identities: dict[str, str],
+        *,
+        dry_run: bool,
+        destination: str,
+        order_ids_needed: bool = True,
+    ) -> RunReport:
         ledger, mapping, now = self.ledger, self.mapping, self.now
         # Only sources that can say "changed since" have a watermark: a CSV export is read whole.
         incremental = self.source.incremental
@@ -423,9 +437,9 @@ class Job:
         # An order id is computed once, when a conversion first goes out; after that the
         # ledger's copy is the truth (a replay or restatement must carry what Google has).
         known_id = fresh["ledger_order_id"]
-        fresh = fresh.assign(
-            order_id=known_id.fillna(order_ids(fresh.loc[known_id.isna(), "key"]))
-        ).drop(columns="ledger_order_id")
+        if order_ids_needed:
+            known_id = known_id.fillna(order_ids(fresh.loc[known_id.isna(), "key"]))
+        fresh = fresh.assign(order_id=known_id).drop(columns="ledger_order_id")
         leftover = ledger.due_elsewhere(self.customer_id, conversions["key"], now)
         if not leftover.empty:
             log.info(
