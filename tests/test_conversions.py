@@ -10,7 +10,7 @@ import pytest
 
 from funnelvalue.amounts import read_amounts
 from funnelvalue.conversions import Built, build, order_ids
-from funnelvalue.formatting import format_conversion_time
+from funnelvalue.formatting import format_conversion_time, format_wall_time
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping, load_mapping
 from tests.conftest import CUSTOMER, HEADER, funnel_rows, gclid, ts
@@ -384,3 +384,15 @@ def test_an_empty_time_and_an_unreadable_one_have_their_own_codes(
     rejects = built_from([empty, garbled], mapping, now).rejects.set_index("lead_id")
     assert rejects["reason_code"].to_dict() == {"E": "time_empty", "G": "time_unreadable"}
     assert rejects.loc["G", "reason"].startswith("stage_changed_at")
+
+
+def test_wall_time_is_the_zone_clock_to_the_second() -> None:
+    times = pd.Series(
+        pd.to_datetime(
+            ["2026-03-29 00:59:59.9", None, "2026-03-29 01:00:00"], utc=True, format="ISO8601"
+        ),
+        index=[4, 2, 0],
+    )
+    wall = format_wall_time(times, "Europe/Berlin")
+    assert wall.tolist() == ["2026-03-29 01:59:59", pd.NA, "2026-03-29 03:00:00"]
+    assert wall.index.tolist() == [4, 2, 0]

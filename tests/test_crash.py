@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,26 @@ def wait_for(marker: Path, process: subprocess.Popen[Any], seconds: float = 60) 
         time.sleep(0.02)
 
 
+def wait_until_running(
+    database: Path, process: subprocess.Popen[Any], after: int, seconds: float = 60
+) -> int:
+    """Until the ledger shows a run newer than run #``after`` in progress (or the process
+    ends, or time runs out): that run's id, else ``after``. A killed run stays marked
+    running until the next one starts, hence the id."""
+    deadline = time.monotonic() + seconds
+    query = "SELECT max(id) FROM runs WHERE status = 'running' AND id > ?"
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.1)) as db:
+                (newest,) = db.execute(query, (after,)).fetchone()
+            if newest is not None:
+                return int(newest)
+        except sqlite3.Error:  # not created yet, or locked by the run's write
+            pass
+        time.sleep(0.01)
+    return after
+
+
 def finish_and_check(tmp_path: Path, args: list[str], expected: int) -> Ledger:
     done = run_cli(tmp_path, args)
     assert done.returncode == 0, done.stderr
@@ -120,9 +142,15 @@ def test_kill_during_upload_then_rerun_sends_the_pending_rows(
 def test_kill_at_random_moments_never_loses_or_duplicates(
     open_ledger: Callable[..., Ledger], tmp_path: Path
 ) -> None:
+    """Killed while starting (times from the start), then at moments after the run opened
+    in the ledger (times from then: a run of 32k conversions takes about a second, so
+    fixed times alone could all land before it or after it)."""
     args = setup_project(tmp_path, 20_000)
     expected = 20_000 + 10_000 + 2_000
-    for delay in (0.8, 1.4, 2.0, 2.6, 3.2, 4.0):
+    database = tmp_path / "state" / "ledger.db"
+    kills = [(0.3, False), (0.0, True), (0.15, True), (0.3, True), (0.6, True), (1.0, True)]
+    newest_run = 0
+    for delay, after_opening in kills:
         process = subprocess.Popen(
             [sys.executable, "-m", "funnelvalue", *args],
             cwd=tmp_path,
@@ -130,6 +158,8 @@ def test_kill_at_random_moments_never_loses_or_duplicates(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if after_opening:
+            newest_run = wait_until_running(database, process, after=newest_run)
         time.sleep(delay)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

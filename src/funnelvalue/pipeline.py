@@ -644,6 +644,9 @@ class Job:
         since = self.now - pd.Timedelta(days=destination.window_days)
         earlier = self.ledger.written_since(self.customer_id, since, destination=report.destination)
         mine = report.sent_with(Outcome.WRITTEN)
+        if earlier.empty:  # a first run: a concat would make every column's dtype object
+            destination.publish(mine.reset_index(drop=True))
+            return
         recent = pd.concat([earlier[~member(earlier["key"], mine["key"])], mine], ignore_index=True)
         destination.publish(recent)
 
