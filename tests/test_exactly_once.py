@@ -482,3 +482,23 @@ def test_any_lead_id_works_and_an_absurd_one_is_one_invalid_row(
     assert report.summary()["sent"] == 2
     assert report.invalid["reason_code"].tolist() == ["lead_id_too_long"]
     assert report.exit_code == 1
+
+
+def test_the_fetched_file_is_the_window_run_by_run_in_the_order_written(
+    tmp_path: Path, mapping_file: Callable[..., Path]
+) -> None:
+    """Oldest run first, each run's rows as it wrote them; a rerun that writes nothing
+    publishes the same bytes again."""
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    settings = csv_settings(tmp_path, mapping_file, f"sqlite:///{tmp_path / 'ledger.db'}")
+    fetched = tmp_path / "out" / "import.csv"
+    write_export(tmp_path / "export.csv", funnel_rows(6, now - pd.Timedelta(days=2)))
+    first = pipeline.execute(settings, dry_run=False)
+    write_export(tmp_path / "export.csv", funnel_rows(12, now - pd.Timedelta(days=2)))
+    second = pipeline.execute(settings, dry_run=False)
+    assert 0 < len(second.to_send) < len(first.to_send) + len(second.to_send)
+    listed = pd.read_csv(fetched, skiprows=1, dtype=str)["Order ID"].tolist()
+    assert listed == first.to_send["order_id"].tolist() + second.to_send["order_id"].tolist()
+    published = fetched.read_bytes()
+    assert pipeline.execute(settings, dry_run=False).summary()["written"] == 0
+    assert fetched.read_bytes() == published

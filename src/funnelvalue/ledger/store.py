@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, literal_column, select, update
 
 from funnelvalue.frames import member
 from funnelvalue.ledger import dedupe
@@ -243,7 +243,12 @@ class Ledger:
         ]
         if destination is not None:
             conditions.append(conversions.c.destination == destination)
-        order = (conversions.c.sent_at, conversions.c.conversion_time, conversions.c.key)
+        # Oldest first; a run's rows in the order it wrote them. SQLite has that order for
+        # free (rowid): sorting 900k rows by time and key cost ~1 s of every daily run.
+        if self.db.engine.dialect.name == "sqlite":
+            order: tuple[Any, ...] = (conversions.c.sent_at, literal_column("rowid"))
+        else:
+            order = (conversions.c.sent_at, conversions.c.conversion_time, conversions.c.key)
         if (database := self.db.sqlite_file) is not None:
             # Through Arrow (ADBC): the rolling file reads a week of rows every run, and the
             # DB-API's Python tuples cost seconds at a million. ADBC types a column by its
