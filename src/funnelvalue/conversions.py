@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
-from funnelvalue.frames import TEXT, text_array
+from funnelvalue.frames import TEXT, arrow_text, text_array
 from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
@@ -27,13 +27,13 @@ from funnelvalue.redact import scrub
 from funnelvalue.vocabulary import (
     CONVERSION_COLUMNS,
     REJECT_COLUMNS,
-    SKIPPED_REASONS,
     ClickIdKind,
     Reason,
     RowKind,
 )
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
+KIND_OF = {reason.value: reason.kind.value for reason in Reason}  # code -> invalid | skipped
 CONSENT = {
     "GRANTED": "GRANTED",
     "DENIED": "DENIED",
@@ -85,7 +85,7 @@ def idempotency_key(customer_id: str, action_identity: pd.Series, lead_id: pd.Se
 
 def order_ids(keys: pd.Series) -> pd.Series:
     """A short, stable hash of the key: unique per conversion, no PII, same on every replay."""
-    encoded = pa.array(keys.astype(TEXT)).cast(pa.binary()).to_pylist()  # UTF-8 by Arrow
+    encoded = arrow_text(keys).cast(pa.binary()).to_pylist()  # UTF-8 bytes by Arrow
     sha256 = hashlib.sha256
     digests = pa.array([sha256(k).hexdigest()[:24] for k in encoded], pa.string())
     return pd.Series(pd.array(digests, dtype=TEXT), index=keys.index)
@@ -304,7 +304,7 @@ def _joined(texts: tuple[str | None, ...]) -> str:
 def _verdict(codes: tuple[str | None, ...]) -> tuple[str | None, str]:
     """A row's code (its first invalid one, else its first) and kind (invalid if any is)."""
     present = [code for code in codes if code is not None]
-    invalid = [code for code in present if code not in SKIPPED_REASONS]
+    invalid = [code for code in present if KIND_OF[code] == RowKind.INVALID]
     if invalid:
         return invalid[0], RowKind.INVALID.value
     return (present[0] if present else None), RowKind.SKIPPED.value
@@ -584,8 +584,7 @@ def _rejects(
     names = np.array([*stage_names, None], dtype=object)
     crm_stage = rows["crm_stage"] if "crm_stage" in rows.columns else rows["stage"]
     if kinds is None:
-        kind_of = {r.value: r.kind.value for r in Reason}
-        kinds = np.array([kind_of.get(code) for code in codes], dtype=object)
+        kinds = np.array([KIND_OF.get(code) for code in codes], dtype=object)
     return pd.DataFrame(
         {
             "source_row": rows["source_row"].to_numpy(),

@@ -28,6 +28,14 @@ def member(values: pd.Series, of: pd.Series | Iterable[object]) -> pd.Series:
 TEXT = pd.StringDtype("pyarrow")
 
 
+def arrow_text(values: pd.Series) -> pa.ChunkedArray:
+    """A column as Arrow strings, without a copy when it is Arrow-backed already: always a
+    ChunkedArray (a concat leaves several chunks; pa.chunked_array([that]) would rebuild
+    it value by value in Python, 1.1 s per 900k keys)."""
+    cells = pa.array(values.astype(TEXT).array)
+    return cells if isinstance(cells, pa.ChunkedArray) else pa.chunked_array([cells])
+
+
 def text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
     """An object array of str/None/NA as an Arrow-backed string array, built by Arrow (5x
     pandas' own conversion, which checks every value in Python)."""
@@ -40,8 +48,7 @@ def text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
 def trimmed_text(values: pd.Series) -> pd.Series:
     """Strings trimmed of whitespace, empty ones as missing, in Arrow's C++ (a masked
     assignment into an Arrow column would rewrite the column)."""
-    cells = pa.array(values.astype(TEXT).array)
-    trimmed = pc.utf8_trim_whitespace(cells)
+    trimmed = pc.utf8_trim_whitespace(arrow_text(values))
     empty = pc.equal(trimmed, pa.scalar("", trimmed.type))
     kept = pc.if_else(empty, pa.scalar(None, trimmed.type), trimmed)
     return pd.Series(pd.array(kept, dtype=TEXT), index=values.index, name=values.name)

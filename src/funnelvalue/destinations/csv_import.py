@@ -38,7 +38,7 @@ import pyarrow.csv as pa_csv
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import ConfigError, DestinationError
 from funnelvalue.formatting import format_wall_time
-from funnelvalue.frames import TEXT
+from funnelvalue.frames import TEXT, arrow_text
 from funnelvalue.vocabulary import BRAIDS, ClickIdKind, Outcome
 
 CLICK_ID_COLUMNS = ("Google Click ID", "GBRAID", "WBRAID")
@@ -106,7 +106,7 @@ class ImportFile:
         if conversions.empty:
             return outcomes(conversions["key"], Outcome.WRITTEN)
         write_import_file(self.run_path, conversions, self.timezone)
-        self._written["keys"] = _arrow_keys(conversions)
+        self._written["keys"] = arrow_text(conversions["key"])
         return outcomes(conversions["key"], Outcome.WRITTEN, message=f"written to {self.run_path}")
 
     def publish(self, recent: pd.DataFrame) -> None:
@@ -114,17 +114,13 @@ class ImportFile:
         is exactly this run's file (a first run; nothing else written in the window), the file
         is copied: the same bytes, formatted once (900k rows: 1.3 s)."""
         keys = self._written.get("keys")
-        if keys is not None and len(keys) == len(recent) and _arrow_keys(recent).equals(keys):
+        if keys is not None and len(keys) == len(recent) and arrow_text(recent["key"]).equals(keys):
             _replace(self.path, lambda handle: _copy(self.run_path, handle))
             return
         write_import_file(self.path, recent, self.timezone)
 
     def close(self) -> None:
         return None
-
-
-def _arrow_keys(conversions: pd.DataFrame) -> pa.ChunkedArray:
-    return pa.chunked_array([pa.array(conversions["key"].astype(TEXT).array)])
 
 
 def write_import_file(path: Path, conversions: pd.DataFrame, timezone: str) -> None:
@@ -255,7 +251,7 @@ def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         if column in CLICK_ID_COLUMNS or not pd.api.types.is_string_dtype(table[column]):
             continue
-        cells = pa.array(table[column].astype(TEXT).array)
+        cells = arrow_text(table[column])
         first = pc.utf8_slice_codeunits(cells, 0, 1)  # a set lookup: 3x a regex per cell
         risky = pc.is_in(first, value_set=pa.array(list(FORMULA_START), first.type))
         if pc.any(risky).as_py():  # rare: most files have none

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Column, Connection, MetaData, Table, Text, bindparam
 
-from funnelvalue.frames import TEXT
+from funnelvalue.frames import arrow_text
 from funnelvalue.ledger.engine import database_error
 
 # Today's keys, loaded into a temporary table of the reading connection and joined in the
@@ -94,7 +94,7 @@ def read_sqlite_arrow(
         if keys is not None:
             # In key order: each lookup then lands next to the last in the ledger's key
             # index (900k keys: ~8 -> ~6 s; the ledger's pages come through a small cache).
-            unique = pc.unique(pa.array(keys.astype(TEXT).array))
+            unique = pc.unique(arrow_text(keys))
             ordered = pa.table({"key": unique.take(pc.sort_indices(unique))})
             cursor.adbc_ingest(TODAY.name, ordered, mode="create", temporary=True)
         cursor.execute(str(compiled), driver_params(compiled))
