@@ -296,6 +296,34 @@ def test_one_outcome_per_row_in_the_outcome_frame_shape(
     assert again.summary()["to_send"] == 0
 
 
+def test_one_outcome_for_many_keys_has_the_outcome_frame_shape(now: pd.Timestamp) -> None:
+    """destinations.base.outcomes (what the import file and a whole-request answer use): the
+    given words on every row, in the dtypes the ledger writes, whatever index the keys had."""
+    from funnelvalue.destinations.base import outcomes
+
+    keys = pd.Series(["k2", "k1", "k3"], index=[7, 3, 9])
+    later = now + pd.Timedelta(hours=6)
+    found = outcomes(keys, "retry_after", message="wait", error_code="QUOTA", retry_at=later)
+    assert list(found.columns) == OUTCOME_COLUMNS
+    assert found["key"].tolist() == ["k2", "k1", "k3"]
+    assert found["status"].tolist() == ["retry_after"] * 3
+    assert found["error_code"].tolist() == ["QUOTA"] * 3
+    assert found["message"].tolist() == ["wait"] * 3
+    assert found["retry_at"].tolist() == [later] * 3
+    assert {c: str(found[c].dtype) for c in ["error_code", "message", "retry_at"]} == {
+        "error_code": "string",
+        "message": "string",
+        "retry_at": "datetime64[us, UTC]",
+    }
+    plain = outcomes(keys, "written")
+    assert plain[["error_code", "message", "retry_at"]].isna().all().all()
+    assert str(plain["message"].dtype) == "string"
+    assert str(plain["retry_at"].dtype) == "datetime64[us, UTC]"
+    none = outcomes(keys.iloc[:0], "written")
+    assert none.empty
+    assert list(none.columns) == OUTCOME_COLUMNS
+
+
 def test_nothing_to_send_is_an_empty_outcome_frame(
     destination_settings: Settings, now: pd.Timestamp
 ) -> None:

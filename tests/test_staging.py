@@ -206,3 +206,53 @@ def test_times_are_staged_as_sqlalchemy_itself_stores_them_in_sqlite() -> None:
         ]
         assert driver.sqlite_times(zoned).to_pylist() == wanted
         assert driver.driver_values(zoned, "sqlite").tolist() == wanted
+
+
+def test_rows_are_staged_in_key_order_each_row_whole() -> None:
+    """in_key_order sorts by key so the INSERT ... SELECT appends to the ledger's key index;
+    every other column must move with its key (a column taken in another order would give
+    one conversion another's value), across chunks and with nulls."""
+    import random
+
+    import pyarrow as pa
+
+    keys = [f"k{n:05d}" for n in range(500)]
+    random.Random(7).shuffle(keys)
+    half = len(keys) // 2
+
+    def chunked(values: list[Any], kind: pa.DataType) -> pa.ChunkedArray:
+        return pa.chunked_array([values[:half], values[half:]], kind)
+
+    table = pa.table(
+        {
+            "value": chunked([float(k[1:]) for k in keys], pa.float64()),
+            "key": chunked(keys, pa.string()),
+            "message": chunked([None if int(k[1:]) % 3 else k for k in keys], pa.string()),
+        }
+    )
+    ordered = driver.in_key_order(table)
+    assert ordered.column_names == ["value", "key", "message"]
+    assert ordered["key"].to_pylist() == sorted(keys)
+    for row in ordered.to_pylist():
+        number = int(row["key"][1:])
+        assert row["value"] == float(number)
+        assert row["message"] == (None if number % 3 else row["key"])
+
+
+def test_the_staging_file_holds_the_rows_in_key_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the INSERT ... SELECT reads (its rowid order) is the keys' order, whatever order
+    the frame came in."""
+    import sqlite3
+
+    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    frame = pd.DataFrame({"key": ["c", "a", "d", "b"], "value": [3.0, 1.0, 4.0, 2.0]})
+    with driver.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
+        assert rows.path is not None
+        with sqlite3.connect(rows.path) as connection:
+            found = connection.execute(
+                f"SELECT key, value FROM {driver.STAGE_TABLE} ORDER BY rowid"
+            ).fetchall()
+    assert found == [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0)]
+    assert stage_files(tmp_path) == set()

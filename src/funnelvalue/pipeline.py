@@ -610,6 +610,7 @@ class Job:
                 report.error = _held_message(report.outcomes, report.error)
                 report.exit_code = EXIT_CONFIG
             watermark = report.watermark
+            summary = report.summary()  # once: 0.3 s per 900k conversions
             outcomes, written = _split_written(report, destination.name, direct)
             assert outcomes is not None  # the upload returned
             try:
@@ -620,7 +621,7 @@ class Job:
                     restatements=report.restatements,
                     rejects=report.rejects,
                     watermark=None if watermark is None else (self.source.name, watermark),
-                    summary=report.summary(),
+                    summary=summary,
                     exit_code=report.exit_code,
                 )
             except LedgerError as exc:
@@ -628,7 +629,7 @@ class Job:
         log.info(
             "run %d finished: %s",
             run_id,
-            {k: v for k, v in report.summary().items() if isinstance(v, int) and v},
+            {k: v for k, v in summary.items() if isinstance(v, int) and v},
         )
         if stopping.requested():  # the signal came during the last request: all recorded
             try:

@@ -98,14 +98,18 @@ def outcomes(
     error_code: str | None = None,
     retry_at: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """The same outcome for every key (all written, all uploaded, all too young...)."""
-    count = len(keys)
+    """The same outcome for every key (all written, all uploaded, all too young...).
+
+    Each constant is broadcast by pandas, not built from a list of ``len(keys)`` copies
+    (900k written rows: 0.65 -> 0.15 s)."""
+    index = pd.RangeIndex(len(keys))
     return pd.DataFrame(
         {
             "key": keys.to_numpy(),
             "status": status,
-            "error_code": pd.Series([error_code] * count, dtype="string"),
-            "message": pd.Series([message] * count, dtype="string"),
-            "retry_at": pd.Series([retry_at] * count, dtype="datetime64[us, UTC]"),
-        }
+            "error_code": pd.Series(error_code, index=index, dtype="string"),
+            "message": pd.Series(message, index=index, dtype="string"),
+            "retry_at": pd.Series(retry_at, index=index, dtype="datetime64[us, UTC]"),
+        },
+        index=index,
     )

@@ -7,8 +7,10 @@ Per-row Result/parameter processing would otherwise dominate a run over a millio
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +185,8 @@ def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) ->
         return
     path = _stage_folder(database) / f"{_stage_prefix(database, owner)}{uuid.uuid4().hex[:12]}.db"
     arrow = pa.table({c: _arrow_column(frame[c]) for c in frame.columns})
+    if "key" in arrow.column_names:
+        arrow = in_key_order(arrow)
     try:
         with adbc.connect(str(path), autocommit=True) as connection, connection.cursor() as cursor:
             for pragma in STAGE_PRAGMAS:  # set outside a transaction, or SQLite refuses
@@ -195,6 +199,18 @@ def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) ->
     finally:
         for leftover in (path, path.with_name(path.name + "-journal")):
             leftover.unlink(missing_ok=True)
+
+
+def in_key_order(table: pa.Table) -> pa.Table:
+    """``table`` sorted by its key, for the INSERT ... SELECT that reads it: the ledger's key
+    index is then appended to, not landed in at random (900k conversions into an empty
+    ledger: 5.1-6.9 -> 2.9-4.0 s; SQLite's own ORDER BY sorted whole rows and cost more than
+    it saved). The columns are taken on a thread each (Arrow releases the GIL): 0.9 -> 0.4 s
+    on two cores, after a 0.7 s sort of the keys."""
+    order = pc.sort_indices(table["key"])
+    with ThreadPoolExecutor(max_workers=min(len(table.columns), os.cpu_count() or 1)) as pool:
+        columns = list(pool.map(lambda column: column.take(order), table.columns))
+    return pa.table(columns, names=table.column_names)
 
 
 def drop_stale(database: str | None, owner: str) -> None:

@@ -154,11 +154,7 @@ class RunBook:
         }
         staging = rows.table
         if staging is not None:
-            # In the staging file's order. Measured with 900k conversions in time order: an
-            # ORDER BY key (so the primary key's index is appended to) made SQLite sort
-            # every row first, 4.2 -> 6.6 s into an empty ledger; sorting in Arrow first
-            # (1.5 s) pays only when nearly a whole ledger's worth of rows is new at once
-            # (900k into 900k: 7.8 -> 4.3 s), which is not a daily run.
+            # In the staging file's order: the keys' (driver.in_key_order).
             names = list(rows.frame.columns)
             source = select(
                 *[staging.c[n] for n in names],
