@@ -86,6 +86,9 @@ def test_staged_writes_store_what_executemany_stores(
         report = execute(settings, dry_run=False)
         assert report.summary()["sent"] == 60 + 30 + 6
         assert any(used) == (name == "staged")  # the path under test was taken
+        # Each row staged once: the import file's on a thread while it is written, the fake's
+        # before they are sent (pending).
+        assert used.count(True) == (name == "staged")
         found[name] = ledger_rows(url)
         assert stage_files(tmp_path) == set()
         assert tables(url) == {
@@ -255,4 +258,124 @@ def test_the_staging_file_holds_the_rows_in_key_order(
                 f"SELECT key, value FROM {driver.STAGE_TABLE} ORDER BY rowid"
             ).fetchall()
     assert found == [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0)]
+    assert stage_files(tmp_path) == set()
+
+
+def test_entered_on_thread_runs_the_entry_elsewhere_and_always_cleans_up() -> None:
+    """The entry runs on its own thread; the exit runs on the way out once the entry is
+    done, whether its result was taken or not; an entry that failed has nothing to exit and
+    says why to whoever takes its result."""
+    import threading
+
+    events: list[str] = []
+
+    @contextmanager
+    def made(fail: bool = False) -> Iterator[str]:
+        events.append(f"enter on {threading.current_thread().name}")
+        if fail:
+            raise RuntimeError("disk full")
+        try:
+            yield "file"
+        finally:
+            events.append("exit")
+
+    with driver.entered_on_thread(made()) as future:
+        assert future.result() == "file"
+    assert events[0].startswith("enter on funnelvalue-staging")
+    assert events[1:] == ["exit"]
+    events.clear()
+    with driver.entered_on_thread(made()):
+        pass  # never taken: still waited for, and cleaned up
+    assert events[1:] == ["exit"]
+    events.clear()
+    with driver.entered_on_thread(made(fail=True)) as future:
+        with pytest.raises(RuntimeError, match="disk full"):
+            future.result()
+    assert len(events) == 1  # entered, nothing to exit
+
+
+@pytest.fixture
+def payload(mapping_file: Callable[..., Path], now: pd.Timestamp) -> pd.DataFrame:
+    from funnelvalue.conversions import build, order_ids
+    from funnelvalue.leads import normalise
+    from funnelvalue.mapping import load_mapping
+    from tests.conftest import HEADER
+
+    mapping = load_mapping(mapping_file(timezone="UTC"))
+    frame = pd.DataFrame(funnel_rows(10, now), columns=HEADER).astype("string")
+    built = build(normalise(frame, timezone="UTC"), mapping, now, CUSTOMER).conversions
+    return built.assign(order_id=order_ids(built["key"]))
+
+
+def finish_written(
+    ledger: Ledger, rows: pd.DataFrame, ahead: runs_module.StagingAhead | None
+) -> None:
+    from funnelvalue.destinations.base import outcomes
+
+    run_id, _ = ledger.runs.start("run", "csv:x", "csv:out", CUSTOMER)
+    ledger.runs.finish(
+        run_id,
+        outcomes=outcomes(rows["key"].iloc[:0], "written"),
+        rejects=pd.DataFrame(),
+        watermark=None,
+        summary={},
+        exit_code=0,
+        written=(rows, "csv:out", "written to out"),
+        ahead=ahead,
+    )
+
+
+def test_rows_staged_ahead_are_the_rows_written_and_a_subset_is_staged_anew(
+    tmp_path: Path, payload: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import file's rows are staged on a thread while it is written: finish uses that
+    file when its rows are those conversions (staged once), stores what the synchronous
+    path stores, and stages anew when only some of them were written (the staged file holds
+    them all, and every staged row is inserted)."""
+    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    staged_lengths: list[int] = []
+    real = driver.staged
+
+    def counted(database: str | None, frame: pd.DataFrame, *rest: Any) -> Any:
+        staged_lengths.append(len(frame))
+        return real(database, frame, *rest)
+
+    monkeypatch.setattr(runs_module, "staged", counted)
+    plain, ahead_url, subset_url = (f"sqlite:///{tmp_path / n}.db" for n in ("a", "b", "c"))
+    with Ledger.open(plain) as ledger:
+        finish_written(ledger, payload, None)
+    assert staged_lengths == [len(payload)]
+    staged_lengths.clear()
+    shuffled = payload.sample(frac=1, random_state=3)  # the same conversions, another order
+    with Ledger.open(ahead_url) as ledger, ledger.runs.staging_ahead(payload) as ahead:
+        finish_written(ledger, shuffled, ahead)
+    assert staged_lengths == [len(payload)]  # staged once, on the thread
+    pd.testing.assert_frame_equal(ledger_rows(ahead_url), ledger_rows(plain))
+    staged_lengths.clear()
+    some = payload.iloc[: len(payload) // 2]
+    with Ledger.open(subset_url) as ledger, ledger.runs.staging_ahead(payload) as ahead:
+        finish_written(ledger, some, ahead)
+    assert staged_lengths == [len(payload), len(some)]
+    assert sorted(ledger_rows(subset_url)["key"]) == sorted(some["key"])
+    assert stage_files(tmp_path) == set()
+
+
+def test_a_failed_staging_ahead_is_a_ledger_error_and_nothing_is_written(
+    tmp_path: Path, payload: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread's failure reaches the write that needs its file, as the synchronous path's
+    would (a LedgerError: exit 3, try later); the run's rows are not recorded half."""
+    from funnelvalue.errors import LedgerError
+
+    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+
+    def broken(*args: Any) -> None:
+        raise driver.database_error(OSError("disk I/O error"), "test", "staging")
+
+    monkeypatch.setattr(driver, "_bulk_load", broken)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with Ledger.open(url) as ledger, ledger.runs.staging_ahead(payload) as ahead:
+        with pytest.raises(LedgerError, match="disk I/O error"):
+            finish_written(ledger, payload, ahead)
+        assert ledger.views.conversions_frame().empty
     assert stage_files(tmp_path) == set()

@@ -7,6 +7,7 @@ the CLI renders and that Python callers can inspect. Library code never prints o
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ from funnelvalue.frames import member, use_returning_allocator
 from funnelvalue.increments import incremental
 from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
+from funnelvalue.ledger.runs import StagingAhead
 from funnelvalue.mapping import Mapping, load_mapping
 from funnelvalue.redact import scrub
 from funnelvalue.settings import Settings
@@ -574,7 +576,11 @@ class Job:
         report.warnings += confirm_warnings + identity_warnings
         report.run_id, report.interrupted_runs = run_id, interrupted
         direct = isinstance(destination, KnowsOutcomeFirst)
-        with stopping.deferred():  # from here a signal waits for the request in flight
+        # Rows written with their outcome known first are staged for the ledger on a thread
+        # while the destination writes them; the others are written pending before they go.
+        staging = ledger.runs.staging_ahead(report.to_send) if direct else nullcontext(None)
+        # From here a signal waits for the request in flight.
+        with stopping.deferred(), staging as ahead:
             if not direct:
                 ledger.runs.mark_pending(run_id, report.to_send, destination.name)
             log.info(
@@ -592,12 +598,12 @@ class Job:
             except FunnelvalueError as exc:
                 if report.outcomes is None:  # stopped inside: what went through before it
                     report.outcomes = exc.outcomes
-                return self._stopped(report, run_id, exc, destination.name, direct)
+                return self._stopped(report, run_id, exc, destination.name, direct, ahead)
             try:
                 report.restatements = self._restate(destination, report)
             except FunnelvalueError as exc:  # every upload went through: keep its outcomes
                 report.restatements = self._with_values(report, exc.outcomes)
-                return self._stopped(report, run_id, exc, destination.name, direct)
+                return self._stopped(report, run_id, exc, destination.name, direct, ahead)
             if report.outcome_count(Outcome.REJECTED) and report.exit_code == EXIT_OK:
                 report.exit_code = EXIT_INVALID_ROWS
             if failed := report.outcome_count(Outcome.FAILED):
@@ -623,6 +629,7 @@ class Job:
                     watermark=None if watermark is None else (self.source.name, watermark),
                     summary=summary,
                     exit_code=report.exit_code,
+                    ahead=ahead,
                 )
             except LedgerError as exc:
                 return _not_recorded(report, exc)
@@ -676,6 +683,7 @@ class Job:
         exc: FunnelvalueError,
         destination: str,
         direct: bool,
+        ahead: StagingAhead | None,
     ) -> RunReport:
         """The destination stopped (outage, quota, refusal) or a signal did: record what went
         through (rows already written included), keep the rest pending, say so."""
@@ -694,6 +702,7 @@ class Job:
                 status=status,
                 restatements=report.restatements,
                 written=written,
+                ahead=ahead,
             )
         except LedgerError as failure:
             return _not_recorded(report, failure)

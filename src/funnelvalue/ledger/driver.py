@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,8 @@ from funnelvalue.ledger.engine import database_error
 # Today's keys, loaded into a temporary table of the reading connection and joined in the
 # database: a run reads the ledger rows of the keys it has, never the account's history.
 TODAY = Table("fv_today", MetaData(), Column("key", Text, primary_key=True), prefixes=["TEMPORARY"])
+
+T = TypeVar("T")
 
 CHUNK = 50_000
 STAGE_FROM = 5_000  # rows: below this, executemany costs less than a staging file
@@ -184,21 +186,40 @@ def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) ->
         yield Staged(frame)
         return
     path = _stage_folder(database) / f"{_stage_prefix(database, owner)}{uuid.uuid4().hex[:12]}.db"
-    arrow = pa.table({c: _arrow_column(frame[c]) for c in frame.columns})
-    if "key" in arrow.column_names:
-        arrow = in_key_order(arrow)
     try:
-        with adbc.connect(str(path), autocommit=True) as connection, connection.cursor() as cursor:
-            for pragma in STAGE_PRAGMAS:  # set outside a transaction, or SQLite refuses
-                cursor.execute(f"PRAGMA {pragma}")
-                cursor.fetchall()
-            cursor.adbc_ingest(STAGE_TABLE, arrow, mode="create")
+        _bulk_load(adbc, path, frame)  # its Arrow copy of the rows is freed before the write
         yield Staged(frame, path)
     except adbc.Error as exc:
         raise database_error(exc, where, "ledger write failed (staging the rows)") from exc
     finally:
         for leftover in (path, path.with_name(path.name + "-journal")):
             leftover.unlink(missing_ok=True)
+
+
+def _bulk_load(adbc: Any, path: Path, frame: pd.DataFrame) -> None:
+    arrow = pa.table({c: _arrow_column(frame[c]) for c in frame.columns})
+    if "key" in arrow.column_names:
+        arrow = in_key_order(arrow)
+    with adbc.connect(str(path), autocommit=True) as connection, connection.cursor() as cursor:
+        for pragma in STAGE_PRAGMAS:  # set outside a transaction, or SQLite refuses
+            cursor.execute(f"PRAGMA {pragma}")
+            cursor.fetchall()
+        cursor.adbc_ingest(STAGE_TABLE, arrow, mode="create")
+
+
+@contextmanager
+def entered_on_thread(manager: AbstractContextManager[T]) -> Iterator[Future[T]]:
+    """``manager`` entered on a thread of its own, so that its work overlaps the caller's
+    (staging releases the GIL: Arrow and SQLite's bulk load run in C); exited here on the way
+    out, once its entry has finished, whether or not its result was ever taken. An error of
+    the entry is raised by ``future.result()``, to the caller that needs what it makes."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnelvalue-staging") as pool:
+        future = pool.submit(manager.__enter__)
+        try:
+            yield future
+        finally:
+            if future.exception() is None:  # waits for the entry: nothing made is left behind
+                manager.__exit__(None, None, None)
 
 
 def in_key_order(table: pa.Table) -> pa.Table:

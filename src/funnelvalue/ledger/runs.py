@@ -10,7 +10,8 @@ the outcome: never a conversion sent and forgotten.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +19,16 @@ import pandas as pd
 from sqlalchemy import Connection, func, literal, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from funnelvalue.frames import member
 from funnelvalue.ledger.database import Database, utcnow
-from funnelvalue.ledger.driver import CHUNK, Staged, bulk_write, drop_stale, staged
+from funnelvalue.ledger.driver import (
+    CHUNK,
+    Staged,
+    bulk_write,
+    drop_stale,
+    entered_on_thread,
+    staged,
+)
 from funnelvalue.ledger.locking import holder_info
 from funnelvalue.ledger.requests import record_submitted
 from funnelvalue.ledger.schema import conversions, rejected_rows, runs, watermarks
@@ -100,14 +109,33 @@ class RunBook:
             )
 
     @contextmanager
-    def _staged(self, batch: pd.DataFrame | None) -> Iterator[Staged]:
+    def staging_ahead(self, batch: pd.DataFrame) -> Iterator[StagingAhead]:
+        """Stage ``batch`` on a thread while the caller goes on: the rows a destination that
+        knows its outcome first is about to write, staged while it writes them (900k
+        conversions: the bulk load overlaps the import file's writing and publishing).
+        ``finish`` and ``fail`` take it when their ``written`` rows are these conversions;
+        the staging file goes on the way out, used or not."""
+        rows = _ledger_columns(batch)
+        with entered_on_thread(self._stage(rows)) as future:
+            yield StagingAhead(rows, future)
+
+    @contextmanager
+    def _staged(
+        self, batch: pd.DataFrame | None, ahead: StagingAhead | None = None
+    ) -> Iterator[Staged]:
         """The batch's ledger columns, staged in the database when it is large (driver.staged):
-        entered before the transaction that writes them."""
-        frame = pd.DataFrame(columns=["key", *PAYLOAD]) if batch is None else batch
-        rows = frame[["key", *PAYLOAD]]
-        owner = str(rows["customer_id"].iloc[0]) if len(rows) else ""
-        with staged(self._db.sqlite_file, rows, owner, self._db.where) as ready:
+        entered before the transaction that writes them. ``ahead``: the same rows staged
+        already, when they are exactly these."""
+        rows = _ledger_columns(batch)
+        if ahead is not None and ahead.holds(rows):
+            yield ahead.staged()
+            return
+        with self._stage(rows) as ready:
             yield ready
+
+    def _stage(self, rows: pd.DataFrame) -> AbstractContextManager[Staged]:
+        owner = str(rows["customer_id"].iloc[0]) if len(rows) else ""
+        return staged(self._db.sqlite_file, rows, owner, self._db.where)
 
     def _record_written(
         self,
@@ -191,15 +219,18 @@ class RunBook:
         exit_code: int,
         restatements: pd.DataFrame | None = None,
         written: tuple[pd.DataFrame, str, str] | None = None,
+        ahead: StagingAhead | None = None,
     ) -> None:
         """Record every outcome, the rejected rows, the watermark and the run, atomically.
 
         ``written``: (rows, destination, message) a destination wrote with the outcome known
         before anything left (the import file): each row is written once, as ``written``,
         instead of pending first and updated after (``outcomes`` then says nothing of them).
+        ``ahead``: ``staging_ahead`` of those rows, used when they are exactly its rows.
         """
         now = utcnow()
-        with self._staged(written and written[0]) as rows, self._db.tx(rows.path) as conn:
+        batch = written and written[0]
+        with self._staged(batch, ahead) as rows, self._db.tx(rows.path) as conn:
             self._record_written(conn, run_id, written, rows)
             _record_outcomes(conn, run_id, outcomes, now)
             if restatements is not None:
@@ -226,12 +257,15 @@ class RunBook:
         status: RunStatus = RunStatus.FAILED,
         restatements: pd.DataFrame | None = None,
         written: tuple[pd.DataFrame, str, str] | None = None,
+        ahead: StagingAhead | None = None,
     ) -> None:
         """Close a run that stopped early (``failed``, or ``interrupted`` by a signal) with
         what went through before the stop; its unsent rows stay pending for the next run.
-        ``written``: as for ``finish`` (rows written with their outcome known first)."""
+        ``written``, ``ahead``: as for ``finish`` (rows written with their outcome known
+        first)."""
         now = utcnow()
-        with self._staged(written and written[0]) as rows, self._db.tx(rows.path) as conn:
+        batch = written and written[0]
+        with self._staged(batch, ahead) as rows, self._db.tx(rows.path) as conn:
             self._record_written(conn, run_id, written, rows)
             if rejects is not None:
                 _record_rejects(conn, run_id, rejects)
@@ -273,6 +307,28 @@ class RunBook:
                 set_={"value": stmt.excluded.value, "run_id": run_id, "updated_at": now},
             )
         )
+
+
+class StagingAhead:
+    """Rows being staged on a thread (RunBook.staging_ahead), for the write that needs them."""
+
+    def __init__(self, rows: pd.DataFrame, future: Future[Staged]) -> None:
+        self._rows = rows
+        self._future = future
+
+    def holds(self, rows: pd.DataFrame) -> bool:
+        """Whether ``rows`` are the conversions staged (a subset, e.g. with some refused, is
+        staged anew: the write inserts every staged row)."""
+        return len(rows) == len(self._rows) and bool(member(rows["key"], self._rows["key"]).all())
+
+    def staged(self) -> Staged:
+        """The staged rows, once the thread is done (its error, if it failed)."""
+        return self._future.result()
+
+
+def _ledger_columns(batch: pd.DataFrame | None) -> pd.DataFrame:
+    frame = pd.DataFrame(columns=["key", *PAYLOAD]) if batch is None else batch
+    return frame[["key", *PAYLOAD]]
 
 
 def _record_restatements(
