@@ -288,9 +288,11 @@ def test_entered_on_thread_runs_the_entry_elsewhere_and_always_cleans_up() -> No
         pass  # never taken: still waited for, and cleaned up
     assert events[1:] == ["exit"]
     events.clear()
-    with driver.entered_on_thread(made(fail=True)) as future:
-        with pytest.raises(RuntimeError, match="disk full"):
-            future.result()
+    with (
+        driver.entered_on_thread(made(fail=True)) as future,
+        pytest.raises(RuntimeError, match="disk full"),
+    ):
+        future.result()
     assert len(events) == 1  # entered, nothing to exit
 
 
