@@ -396,3 +396,44 @@ def test_wall_time_is_the_zone_clock_to_the_second() -> None:
     wall = format_wall_time(times, "Europe/Berlin")
     assert wall.tolist() == ["2026-03-29 01:59:59", pd.NA, "2026-03-29 03:00:00"]
     assert wall.index.tolist() == [4, 2, 0]
+
+
+def test_checks_join_into_one_reason_and_the_first_invalid_code_per_row() -> None:
+    """Per row with a problem: every reason in check order, the first invalid code (else the
+    first code) and the kind; rows without a problem are not in the result."""
+    import numpy as np
+
+    from funnelvalue.conversions import Problems, _join_checks
+    from funnelvalue.vocabulary import Reason
+
+    value, identifier, age = Problems(5), Problems(5), Problems(5)
+    value.add(np.array([1, 3]), "value is negative", Reason.VALUE_NEGATIVE)
+    identifier.add(np.array([0, 3, 4]), "no click id", Reason.NO_IDENTIFIER)
+    identifier.add(np.array([1]), "gclid is malformed", Reason.CLICK_ID_MALFORMED)
+    age.add(np.array([0, 1, 4]), "older than the lookback", Reason.EXPIRED)
+    bad, reasons, codes, kinds = _join_checks([value, identifier, age])
+    assert bad.tolist() == [True, True, False, True, True]
+    assert reasons.tolist() == [
+        "no click id; older than the lookback",
+        "value is negative; gclid is malformed; older than the lookback",
+        "value is negative; no click id",
+        "no click id; older than the lookback",
+    ]
+    assert codes.tolist() == ["no_identifier", "value_negative", "value_negative", "no_identifier"]
+    assert kinds.tolist() == ["skipped", "invalid", "invalid", "skipped"]
+    skipped_first = Problems(1)
+    skipped_first.add(np.array([0]), "no click id", Reason.NO_IDENTIFIER)
+    invalid_later = Problems(1)
+    invalid_later.add(np.array([0]), "currency", Reason.CURRENCY_INVALID)
+    _, _, codes, kinds = _join_checks([skipped_first, invalid_later])
+    assert (codes.tolist(), kinds.tolist()) == (["currency_invalid"], ["invalid"])
+
+
+def test_order_ids_hash_the_keys_utf8_bytes() -> None:
+    """24 hex characters of the key's SHA-256, a lead id with non-ASCII letters included."""
+    keys = pd.Series([f"{CUSTOMER}|CRM lead|Müller-7", f"{CUSTOMER}|won|L1"], index=[5, 9])
+    expected = [hashlib.sha256(k.encode("utf-8")).hexdigest()[:24] for k in keys]
+    ids = order_ids(keys)
+    assert ids.tolist() == expected
+    assert ids.index.tolist() == [5, 9]
+    assert order_ids(keys.iloc[:0]).tolist() == []  # a run with nothing new

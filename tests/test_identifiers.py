@@ -81,3 +81,13 @@ def test_sha256_matches_hashlib_and_keeps_missing() -> None:
     values = pd.Series(["a@example.com", None, "a@example.com"], dtype="string")
     expected = hashlib.sha256(b"a@example.com").hexdigest()
     assert sha256_hex(values).tolist() == [expected, pd.NA, expected]
+
+
+@pytest.mark.parametrize("storage", ["python", "pyarrow"])
+def test_sha256_hashes_the_utf8_bytes_of_any_text(storage: str) -> None:
+    """Google hashes the UTF-8 bytes: an address with a non-ASCII letter (IDN domains, names)
+    must give hashlib's digest of exactly those bytes, whatever the column's storage."""
+    texts = ["jürgen@example.de", "ana@españa.es", "李@example.cn"]
+    values = pd.Series([*texts, None], dtype=pd.StringDtype(storage))
+    expected = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    assert sha256_hex(values).tolist() == [*expected, pd.NA]

@@ -7,7 +7,6 @@ adds a reason to the rows it fails, so a rejected row lists all its problems at 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping as MappingT
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,7 +19,13 @@ import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
 from funnelvalue.frames import TEXT, arrow_text, text_array
-from funnelvalue.identifiers import normalise_email, normalise_phone, sha256_hex, valid_click_id
+from funnelvalue.identifiers import (
+    normalise_email,
+    normalise_phone,
+    sha256_hex,
+    sha256_hexes,
+    valid_click_id,
+)
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
 from funnelvalue.redact import scrub
@@ -85,9 +90,7 @@ def idempotency_key(customer_id: str, action_identity: pd.Series, lead_id: pd.Se
 
 def order_ids(keys: pd.Series) -> pd.Series:
     """A short, stable hash of the key: unique per conversion, no PII, same on every replay."""
-    encoded = arrow_text(keys).cast(pa.binary()).to_pylist()  # UTF-8 bytes by Arrow
-    sha256 = hashlib.sha256
-    digests = pa.array([sha256(k).hexdigest()[:24] for k in encoded], pa.string())
+    digests = pc.utf8_slice_codeunits(pa.array(sha256_hexes(arrow_text(keys)), pa.string()), 0, 24)
     return pd.Series(pd.array(digests, dtype=TEXT), index=keys.index)
 
 
@@ -285,29 +288,22 @@ def _join_checks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(mask of the rows with a problem, then for those rows: all their reasons in one text,
     the code (the first invalid one, else the first) and the kind (invalid if any problem
-    is)). Per-row Python only over the rows with a problem."""
+    is)). Column-wise over the checks, only the rows with a problem."""
     bad = np.logical_or.reduce([check.found for check in checks])
     rows = np.flatnonzero(bad)
-    reasons = zip(*(check.reasons[rows] for check in checks), strict=True)
-    joined = np.array([_joined(texts) for texts in reasons], dtype=object)
-    codes = zip(*(check.codes[rows] for check in checks), strict=True)
-    verdicts = [_verdict(found) for found in codes]
-    code = np.array([c for c, _ in verdicts], dtype=object)
-    kind = np.array([k for _, k in verdicts], dtype=object)
-    return bad, joined, code, kind
-
-
-def _joined(texts: tuple[str | None, ...]) -> str:
-    return "; ".join(text for text in texts if text is not None)
-
-
-def _verdict(codes: tuple[str | None, ...]) -> tuple[str | None, str]:
-    """A row's code (its first invalid one, else its first) and kind (invalid if any is)."""
-    present = [code for code in codes if code is not None]
-    invalid = [code for code in present if KIND_OF[code] == RowKind.INVALID]
-    if invalid:
-        return invalid[0], RowKind.INVALID.value
-    return (present[0] if present else None), RowKind.SKIPPED.value
+    reasons = [pa.array(check.reasons[rows], pa.string(), from_pandas=True) for check in checks]
+    joined = pc.binary_join_element_wise(*reasons, "; ", null_handling="skip")
+    first = np.full(len(rows), None, dtype=object)
+    first_invalid = np.full(len(rows), None, dtype=object)
+    for check in reversed(checks):  # the earliest check's code ends up on top
+        codes = check.codes[rows]
+        first = np.where(pd.notna(codes), codes, first)
+        invalid = (pd.Series(codes).map(KIND_OF) == RowKind.INVALID.value).to_numpy()
+        first_invalid = np.where(invalid, codes, first_invalid)
+    any_invalid = pd.notna(first_invalid)
+    code = np.where(any_invalid, first_invalid, first)
+    kind = np.where(any_invalid, RowKind.INVALID.value, RowKind.SKIPPED.value).astype(object)
+    return bad, joined.to_numpy(zero_copy_only=False), code, kind
 
 
 def _backfill(
