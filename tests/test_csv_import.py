@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import stat
 from collections.abc import Callable
@@ -284,12 +285,17 @@ def test_a_window_of_only_this_runs_rows_is_this_runs_file_and_any_other_is_form
     target.upload(batch)
     target.publish(batch)
     write_import_file(tmp_path / "formatted.csv", batch, "Europe/Berlin")
-    assert target.path.read_bytes() == (tmp_path / "formatted.csv").read_bytes()
+    formatted = (tmp_path / "formatted.csv").read_bytes()
+    assert target.path.read_bytes() == formatted
+    assert target.path.samefile(target.run_path)  # linked, not copied
     assert stat.S_IMODE(target.path.stat().st_mode) == 0o644
+    target.publish(batch)  # again: still that file, nothing left beside it
+    assert sorted(p.name for p in target.path.parent.iterdir()) == ["conversions.csv", "runs"]
     fewer = batch.iloc[1:]
     target.publish(fewer)
     _, rows = read(target.path)
     assert len(rows) == len(fewer)
+    assert target.run_path.read_bytes() == formatted  # the run's own file is never touched
     reordered = batch.iloc[::-1]
     target.publish(reordered)
     _, rows = read(target.path)
@@ -310,3 +316,24 @@ def test_only_a_cell_that_starts_like_a_formula_is_quoted() -> None:
     assert safe["Google Click ID"].tolist() == table["Google Click ID"].tolist()
     assert safe["Conversion Value"].tolist() == table["Conversion Value"].tolist()
     assert safe.index.tolist() == table.index.tolist()
+
+
+def test_a_file_system_without_hard_links_gets_a_copy_of_the_runs_file(
+    tmp_path: Path, mapping: Mapping, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window that is this run's file is linked to it; where links are refused (another
+    device, some network shares) the same bytes are copied, and nothing is left beside it."""
+    import errno
+
+    def refused(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refused)
+    batch = conversions(mapping, pd.Timestamp("2026-11-10", tz="UTC"))
+    target = ImportFile.for_run(tmp_path / "out" / "conversions.csv", "UTC", 1)
+    target.upload(batch)
+    target.publish(batch)
+    assert target.path.read_bytes() == target.run_path.read_bytes()
+    assert not target.path.samefile(target.run_path)
+    assert stat.S_IMODE(target.path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in target.path.parent.iterdir()) == ["conversions.csv", "runs"]

@@ -24,6 +24,7 @@ import re
 import shutil
 import stat
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,11 +112,12 @@ class ImportFile:
 
     def publish(self, recent: pd.DataFrame) -> None:
         """Rewrite the fetched file with every conversion written in the window. When that
-        is exactly this run's file (a first run; nothing else written in the window), the file
-        is copied: the same bytes, formatted once (900k rows: 1.3 s)."""
+        is exactly this run's file (a first run; nothing else written in the window), it
+        becomes that file: the same bytes, formatted once (900k rows: 1.3 s), not even copied
+        where the file system has hard links (0.4 s and 150 MB less written)."""
         keys = self._written.get("keys")
         if keys is not None and len(keys) == len(recent) and arrow_text(recent["key"]).equals(keys):
-            _replace(self.path, lambda handle: _copy(self.run_path, handle))
+            _same_file(self.run_path, self.path)
             return
         write_import_file(self.path, recent, self.timezone)
 
@@ -155,6 +157,28 @@ def _replace(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise DestinationError(
             f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
         ) from exc
+
+
+def _same_file(source: Path, path: Path) -> None:
+    """``path`` replaced by ``source``'s content: a hard link to it (both files are only ever
+    replaced whole, never written in place, so the next publish leaves the run's file as it
+    was), else a copy where the file system refuses links (another device, some shares)."""
+    _check_replaceable(path)
+    link = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.link")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, link)
+    except OSError:
+        _replace(path, lambda handle: _copy(source, handle))
+        return
+    try:
+        os.replace(link, path)
+    except OSError as exc:
+        raise DestinationError(
+            f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
+        ) from exc
+    finally:  # gone once renamed; left when path was that file already (rename does nothing)
+        link.unlink(missing_ok=True)
 
 
 def _copy(source: Path, handle: BinaryIO) -> None:
