@@ -214,7 +214,7 @@ def test_times_are_staged_as_sqlalchemy_itself_stores_them_in_sqlite() -> None:
 def test_rows_are_staged_in_key_order_each_row_whole() -> None:
     """in_key_order sorts by key so the INSERT ... SELECT appends to the ledger's key index;
     every other column must move with its key (a column taken in another order would give
-    one conversion another's value), across chunks and with nulls."""
+    one conversion another's value), across chunks, batches and with nulls."""
     import random
 
     import pyarrow as pa
@@ -233,7 +233,7 @@ def test_rows_are_staged_in_key_order_each_row_whole() -> None:
             "message": chunked([None if int(k[1:]) % 3 else k for k in keys], pa.string()),
         }
     )
-    ordered = driver.in_key_order(table)
+    ordered = driver.in_key_order(table, batch=64).read_all()  # across chunks and batches
     assert ordered.column_names == ["value", "key", "message"]
     assert ordered["key"].to_pylist() == sorted(keys)
     for row in ordered.to_pylist():
@@ -250,6 +250,7 @@ def test_the_staging_file_holds_the_rows_in_key_order(
     import sqlite3
 
     monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    monkeypatch.setattr(driver, "STAGE_BATCH", 3)  # two batches
     frame = pd.DataFrame({"key": ["c", "a", "d", "b"], "value": [3.0, 1.0, 4.0, 2.0]})
     with driver.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
         assert rows.path is not None
