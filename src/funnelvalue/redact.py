@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 HIDDEN = "[redacted]"
 
@@ -42,6 +42,28 @@ PHONE = re.compile(r"(?<![\w+])\+\d[\d\s().-]{6,}\d")
 
 _secrets: set[str] = set()
 
+# Each pattern with what replaces a match, in the order applied.
+_REPLACEMENTS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    *[(pattern, HIDDEN) for pattern in _CREDENTIALS],
+    (_PAIRS, lambda m: f"{m.group(1)}{m.group(2)}{HIDDEN}"),
+    (_URL_PASSWORD, rf"\1{HIDDEN}@"),
+    (EMAIL, "[e-mail]"),
+    (PHONE, "[phone]"),
+]
+
+
+def _scoped(pattern: re.Pattern[str]) -> str:
+    """A pattern's text with its leading inline flags scoped to it, to join into one."""
+    flags = re.match(r"\(\?([aiLmsux]+)\)", pattern.pattern)
+    if flags is None:
+        return f"(?:{pattern.pattern})"
+    return f"(?{flags.group(1)}:{pattern.pattern[flags.end() :]})"
+
+
+# Every pattern as one search: text that none of them matches anywhere (nearly every cell and
+# message) is returned after one pass instead of eleven substitutions.
+_ANY = re.compile("|".join(_scoped(pattern) for pattern, _ in _REPLACEMENTS))
+
 
 def remember(*values: str | None) -> None:
     """Secrets the settings hold: their exact values are hidden wherever they appear."""
@@ -49,14 +71,18 @@ def remember(*values: str | None) -> None:
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in sorted({*_secrets, *secrets}, key=len, reverse=True):
+    hidden = {*_secrets, *secrets}
+    if _ANY.search(text) is None and not any(secret in text for secret in hidden):
+        return text  # nothing to hide: every replacement would leave it as it is
+    return _scrub_all(text, hidden)
+
+
+def _scrub_all(text: str, hidden: set[str]) -> str:
+    for secret in sorted(hidden, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
-    for pattern in _CREDENTIALS:
-        text = pattern.sub(HIDDEN, text)
-    text = _PAIRS.sub(lambda m: f"{m.group(1)}{m.group(2)}{HIDDEN}", text)
-    text = _URL_PASSWORD.sub(rf"\1{HIDDEN}@", text)
-    text = EMAIL.sub("[e-mail]", text)
-    return PHONE.sub("[phone]", text)
+    for pattern, replacement in _REPLACEMENTS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class RedactingFilter(logging.Filter):
