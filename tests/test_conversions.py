@@ -437,3 +437,23 @@ def test_order_ids_hash_the_keys_utf8_bytes() -> None:
     assert ids.tolist() == expected
     assert ids.index.tolist() == [5, 9]
     assert order_ids(keys.iloc[:0]).tolist() == []  # a run with nothing new
+
+
+def test_backfill_gives_each_lead_its_skipped_stages_from_its_next_reached_row() -> None:
+    """Per lead (codes as pd.factorize gives them, with a code no row has): every stage below
+    the highest reached and not reached itself, borrowed from the next stage reached."""
+    import numpy as np
+
+    from funnelvalue.conversions import _backfill
+
+    leads = np.array([2, 0, 2, 3])
+    positions = np.array([0, 2, 3, 1])
+    rows = np.array([11, 10, 12, 13])
+    donors, missing = _backfill(leads, positions, rows, 4)
+    assert list(zip(donors.tolist(), missing.tolist(), strict=True)) == [
+        (10, 0),  # lead 0 reached stage 2 only: stages 0 and 1 from row 10
+        (10, 1),
+        (12, 1),  # lead 2 reached 0 and 3: stages 1 and 2 from row 12
+        (12, 2),
+        (13, 0),  # lead 3 reached 1: stage 0 from row 13
+    ]

@@ -313,12 +313,13 @@ def _backfill(
 
     A lead that jumps from 'lead' to 'won' did pass 'qualified' in reality; counting it keeps
     the middle of the funnel honest for bidding. The added row borrows the later row's facts.
+    ``leads``: each row's lead as a code from pd.factorize (0, 1, ...): a row of the table per
+    lead, without sorting them first.
     """
     if len(rows) == 0:
         return rows, positions
-    compact, lead_index = np.unique(leads, return_inverse=True)
-    donor = np.full((len(compact), n_stages), -1, dtype=np.int64)
-    donor[lead_index, positions] = rows
+    donor = np.full((int(leads.max()) + 1, n_stages), -1, dtype=np.int64)
+    donor[leads, positions] = rows
     reached = donor >= 0
     for position in range(n_stages - 2, -1, -1):
         gap = donor[:, position] < 0
@@ -557,7 +558,7 @@ def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, Probl
     raw = frame["consent_ad_user_data"].str.upper()
     codes, uniques = pd.factorize(raw)  # map the few distinct values, not every row
     mapped = np.array([CONSENT.get(str(u)) for u in uniques] + [None], dtype=object)
-    consent = pd.Series(mapped[codes], index=raw.index, dtype="string")
+    consent = pd.Series(text_array(mapped[codes]), index=raw.index)
     problems = Problems(len(frame))
     problems.add(
         _mask(raw.notna() & consent.isna()),
