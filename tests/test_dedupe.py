@@ -124,3 +124,45 @@ def test_legacy_rows_become_one_conversion_each_and_the_first_sent_wins() -> Non
     assert adopted["key"].tolist() == ["c|closed label|L1|closed"]  # sent beats pending
     assert adopted["new_key"].tolist() == ["c|103|L1"]
     assert sorted(superseded["key"]) == ["c|won label|L1|won", "c|won label|L2|won"]
+
+
+def test_every_state_is_the_same_with_the_columns_as_a_sqlite_ledger_reads_them() -> None:
+    """The SQLite ledger's rows come as Arrow strings (missing is NA, not NaN): every state
+    and order id must come out as from plain columns, keys the ledger lacks included."""
+    rows = built("new", "sent", "changed", "pending", "later", "due", "refused", "fixed")
+    rows.loc[2, "value"] = 120.0
+    rows.loc[7, "click_id"] = "click-fixed"
+    plain = known(
+        [
+            ("sent", "uploaded", 100.0),
+            ("changed", "written", 100.0),
+            ("pending", "pending", 100.0),
+            ("later", "retry_after", 100.0),
+            ("due", "retry_after", 100.0),
+            ("refused", "rejected", 100.0),
+            ("fixed", "rejected", 100.0),
+        ]
+    )
+    plain["retry_at"] = pd.Series(
+        [None, None, None, NOW + pd.Timedelta(hours=1), NOW - pd.Timedelta(hours=1), None, None]
+    ).dt.tz_convert(None)
+    text = pd.StringDtype("pyarrow")
+    as_read = plain.astype({"key": text, "status": text, "currency": text, "order_id": text})
+    refused = rows.loc[6:7].drop(columns=["value", "currency"])
+    refused["conversion_time"] = refused["conversion_time"].dt.tz_convert(None)
+    refused.loc[7, "click_id"] = "click-fixed-before"
+    expected = [
+        State.NEW,
+        State.SENT,
+        State.CHANGED,
+        State.PENDING,
+        State.RETRY_LATER,
+        State.RETRY_DUE,
+        State.REJECTED_BEFORE,
+        State.FIXED,
+    ]
+    for ledger in (plain, as_read):
+        got = classify(rows, ledger, NOW, refused=refused)
+        assert states(got) == expected
+        assert got["ledger_order_id"].isna().tolist() == [True] + [False] * 7
+        assert got["ledger_order_id"].iloc[1:].tolist() == [f"order-{k}" for k in rows["key"][1:]]

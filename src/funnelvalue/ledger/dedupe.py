@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
+from funnelvalue.frames import arrow_text
 from funnelvalue.vocabulary import DONE, UNSENT, Outcome, State
 
 # What the ledger knows of each key: the columns ``classify`` reads.
@@ -40,12 +41,14 @@ def classify(
     order_id = pd.Series(pd.NA, index=built.index, dtype="string")
     if built.empty or known.empty:
         return pd.DataFrame({"state": state, "ledger_order_id": order_id})
-    position = pd.Index(known["key"]).get_indexer(built["key"])
-    found = position >= 0
+    # Each built key's row in ``known`` (-1: not there), hashed in Arrow's C++ (pandas'
+    # get_indexer on 900k Arrow strings: 0.8 s); columns taken as they are, Arrow stays Arrow.
+    at = pc.index_in(arrow_text(built["key"]), value_set=arrow_text(known["key"]))
+    position = at.fill_null(-1).to_numpy()
 
     def ledger(column: str) -> pd.Series:
-        values = known[column].take(np.where(found, position, 0)).to_numpy()
-        return pd.Series(values, index=built.index).where(found)
+        values = known[column].array.take(position, allow_fill=True)
+        return pd.Series(values, index=built.index)
 
     status, value, currency = ledger("status"), ledger("value"), ledger("currency")
     done = status.isin(DONE)
@@ -71,7 +74,7 @@ def classify(
         state[rejected] = State.REJECTED_BEFORE
         fixed = fixed_since(built[rejected], refused)
         state[fixed[fixed].index] = State.FIXED
-    order_id[:] = ledger("order_id").astype("string")
+    order_id = ledger("order_id").astype("string")
     return pd.DataFrame({"state": state, "ledger_order_id": order_id})
 
 
