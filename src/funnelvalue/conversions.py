@@ -156,8 +156,8 @@ def build(
         rejected.append(
             _rejects(
                 leads[bad_early],
-                early.reasons[bad_early],
-                early.codes[bad_early],
+                early.reasons(bad_early),
+                early.codes(bad_early),
                 np.full(bad_early.sum(), -1),
                 stage_names,
             )
@@ -267,22 +267,44 @@ class Problems:
 
     numpy object arrays filled by mask, later masks winning: setting a slice of an Arrow
     string column rewrites the whole column, a few hundred ms per check at a million rows.
+    Made at the first problem: most checks of most exports find none.
     """
 
     def __init__(self, rows: int) -> None:
-        self.reasons = np.full(rows, None, dtype=object)
-        self.codes = np.full(rows, None, dtype=object)
+        self.rows = rows
+        self._reasons: np.ndarray | None = None
+        self._codes: np.ndarray | None = None
 
     def add(self, where: np.ndarray, reason: str | pd.Series | None, code: str) -> None:
         """``reason`` for the rows ``where`` says (a bool mask or positions): one text, one
         per selected row, or None to keep the reason already there and change the code."""
+        if self._reasons is None or self._codes is None:
+            self._reasons = np.full(self.rows, None, dtype=object)
+            self._codes = np.full(self.rows, None, dtype=object)
         if reason is not None:
-            self.reasons[where] = reason if isinstance(reason, str) else reason.to_numpy(object)
-        self.codes[where] = str(code)
+            self._reasons[where] = reason if isinstance(reason, str) else reason.to_numpy(object)
+        self._codes[where] = str(code)
 
     @property
     def found(self) -> np.ndarray:
-        return ~pd.isna(self.reasons)
+        if self._reasons is None:
+            return np.zeros(self.rows, dtype=bool)
+        return ~pd.isna(self._reasons)
+
+    def reasons(self, rows: np.ndarray) -> np.ndarray:
+        """The reasons of ``rows`` (positions or a mask), None where there is none."""
+        return _at(self._reasons, rows)
+
+    def codes(self, rows: np.ndarray) -> np.ndarray:
+        return _at(self._codes, rows)
+
+
+def _at(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    if values is None:
+        count = int(rows.sum()) if rows.dtype == bool else len(rows)
+        return np.full(count, None, dtype=object)
+    selected: np.ndarray = values[rows]
+    return selected
 
 
 def _mask(condition: pd.Series) -> np.ndarray:
@@ -298,12 +320,12 @@ def _join_checks(
     is)). Column-wise over the checks, only the rows with a problem."""
     bad = np.logical_or.reduce([check.found for check in checks])
     rows = np.flatnonzero(bad)
-    reasons = [pa.array(check.reasons[rows], pa.string(), from_pandas=True) for check in checks]
+    reasons = [pa.array(check.reasons(rows), pa.string(), from_pandas=True) for check in checks]
     joined = pc.binary_join_element_wise(*reasons, "; ", null_handling="skip")
     first = np.full(len(rows), None, dtype=object)
     first_invalid = np.full(len(rows), None, dtype=object)
     for check in reversed(checks):  # the earliest check's code ends up on top
-        codes = check.codes[rows]
+        codes = check.codes(rows)
         first = np.where(pd.notna(codes), codes, first)
         invalid = (pd.Series(codes).map(KIND_OF) == RowKind.INVALID.value).to_numpy()
         first_invalid = np.where(invalid, codes, first_invalid)
