@@ -238,12 +238,12 @@ def build(
     frame["conversion_time"] = frame["stage_changed_at"].dt.floor("s")
     # The good rows a column at a time, each taken out of the frame as it is copied: the
     # frame and its copy are never both whole (a preview's peak was that moment, +200 MB).
-    keep = ~bad
+    keep, some_bad = ~bad, bool(bad.any())
     columns = {}
     for column in CONVERSION_COLUMNS:
         if column != "key":
             values = frame.pop(column).array
-            columns[column] = values[keep] if bad.any() else values
+            columns[column] = values[keep] if some_bad else values
     del frame
     good = pd.DataFrame(columns)
     good["key"] = idempotency_key(customer_id, good["action_identity"], good["lead_id"])

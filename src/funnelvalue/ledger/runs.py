@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Connection, func, literal, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from funnelvalue.frames import member
+from funnelvalue.frames import arrow_text, member
 from funnelvalue.ledger.database import Database, utcnow
 from funnelvalue.ledger.driver import (
     CHUNK,
@@ -318,8 +318,13 @@ class StagingAhead:
 
     def holds(self, rows: pd.DataFrame) -> bool:
         """Whether ``rows`` are the conversions staged (a subset, e.g. with some refused, is
-        staged anew: the write inserts every staged row)."""
-        return len(rows) == len(self._rows) and bool(member(rows["key"], self._rows["key"]).all())
+        staged anew: the write inserts every staged row). Keys are unique in a run's batch:
+        the same count, all of them staged, are the same rows (in the same order: at once)."""
+        if len(rows) != len(self._rows):
+            return False
+        if arrow_text(rows["key"]).equals(arrow_text(self._rows["key"])):
+            return True
+        return bool(member(rows["key"], self._rows["key"]).all())
 
     def staged(self) -> Staged:
         """The staged rows, once the thread is done (its error, if it failed)."""
