@@ -168,7 +168,7 @@ def build(
     # 2. One conversion per lead and stage: the first time it was reached (then file order).
     lead_codes = pd.factorize(leads["lead_id"])[0]
     times = leads["stage_changed_at"].to_numpy(dtype="datetime64[us]").view("int64")
-    by_time = kept[np.lexsort((kept, times[kept]))]
+    by_time = kept[np.argsort(times[kept], kind="stable")]  # kept ascends: file order on ties
     first = ~pd.Series(lead_codes[by_time] * len(stage_names) + position[by_time]).duplicated()
     chosen = by_time[first.to_numpy()]
     rows, positions = chosen, position[chosen]
@@ -178,7 +178,7 @@ def build(
         rows = np.concatenate([rows, extra_rows])
         positions = np.concatenate([positions, extra_positions])
         backfilled = np.concatenate([backfilled, np.ones(len(extra_rows), dtype=bool)])
-    order = np.lexsort((positions, lead_codes[rows], times[rows]))
+    order = np.lexsort((lead_codes[rows] * len(stage_names) + positions, times[rows]))
     rows, positions, backfilled = rows[order], positions[order], backfilled[order]
 
     # 3. Take each row's columns once; lead-level facts (click id, email...) from any of the
