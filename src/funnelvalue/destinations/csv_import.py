@@ -154,9 +154,7 @@ def _replace(path: Path, write: Callable[[BinaryIO], None]) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise DestinationError(
-            f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
-        ) from exc
+        raise _cannot_write(path, exc) from exc
 
 
 def _same_file(source: Path, path: Path) -> None:
@@ -174,11 +172,15 @@ def _same_file(source: Path, path: Path) -> None:
     try:
         os.replace(link, path)
     except OSError as exc:
-        raise DestinationError(
-            f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
-        ) from exc
+        raise _cannot_write(path, exc) from exc
     finally:  # gone once renamed; left when path was that file already (rename does nothing)
         link.unlink(missing_ok=True)
+
+
+def _cannot_write(path: Path, exc: OSError) -> DestinationError:
+    return DestinationError(
+        f"cannot write the import file {path}: {exc.strerror or exc}", transient=False
+    )
 
 
 def _copy(source: Path, handle: BinaryIO) -> None:
