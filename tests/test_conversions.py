@@ -139,6 +139,34 @@ def test_backfill_adds_skipped_stages_at_the_next_reached_time(
     assert conv.loc["qualified", "click_id"] == gclid("L1")
 
 
+def test_conversions_come_in_time_order_then_lead_then_stage(
+    mapping: Mapping, now: pd.Timestamp
+) -> None:
+    """Ties in time go by lead (in the order the file first names them), then stage; a
+    backfilled stage sits at its donor's time, not after the rows read from the file."""
+    t0, t1, t2 = (now - pd.Timedelta(days=d) for d in (9, 5, 2))
+    built = built_from(
+        [
+            row("L3", "New", t2),
+            row("L2", "Won", t1, amount="700"),  # backfills lead and qualified at t1
+            row("L1", "New", t1),
+            row("L1", "Engaging", t0),
+        ],
+        mapping,
+        now,
+    )
+    conv = built.conversions
+    assert list(zip(conv["lead_id"], conv["stage"], strict=True)) == [
+        ("L1", "qualified"),
+        ("L2", "lead"),
+        ("L2", "qualified"),
+        ("L2", "won"),
+        ("L1", "lead"),
+        ("L3", "lead"),
+    ]
+    assert conv["conversion_time"].is_monotonic_increasing
+
+
 def test_backfill_off_and_top_stage_only(
     mapping_file: Callable[..., Path], now: pd.Timestamp
 ) -> None:
