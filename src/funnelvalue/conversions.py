@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
-from funnelvalue.frames import TEXT, arrow_text, text_array
+from funnelvalue.frames import STR, TEXT, arrow_text, labels, text_array
 from funnelvalue.identifiers import (
     normalise_email,
     normalise_phone,
@@ -192,27 +192,18 @@ def build(
     # 3. Take each row's columns once; lead-level facts (click id, email...) from any of the
     #    lead's rows when this one lacks them: stage histories often carry them on one row.
     frame = _materialise(leads, rows, lead_codes, kept)
-    frame["crm_stage"] = np.array([*crm_stages, None], dtype=object)[stage_codes[rows]]
+    frame["crm_stage"] = labels(crm_stages.array, stage_codes[rows], STR)
     frame["stage_position"] = positions
     frame["backfilled"] = backfilled
     merged = len(kept) - len(chosen)
     del leads  # the caller holds no other reference: free the input before validating
 
     # 4. Values, currency, identifiers, times.
-    frame["stage"] = pd.Series(
-        np.array(stage_names, dtype=object)[frame["stage_position"]],
-        index=frame.index,
-        dtype="string",
-    )
-    actions = np.array([s.conversion_action for s in mapping.stages], dtype=object)
-    frame["conversion_action"] = pd.Series(
-        actions[frame["stage_position"]], index=frame.index, dtype="string"
-    )
+    actions = [s.conversion_action for s in mapping.stages]
     known = identities or {}
-    identity = np.array([known.get(str(a), str(a)) for a in actions], dtype=object)
-    frame["action_identity"] = pd.Series(
-        identity[frame["stage_position"]], index=frame.index, dtype="string"
-    )
+    frame["stage"] = labels(stage_names, positions)
+    frame["conversion_action"] = labels(actions, positions)
+    frame["action_identity"] = labels([known.get(a, a) for a in actions], positions)
     base, value_check = _values(frame, mapping)
     frame["value_factor"], notes = _multipliers(frame, mapping)
     frame["value"] = (base * frame["value_factor"]).round(2)
@@ -510,10 +501,11 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Problems:
     """Pick one identifier per row: gclid, else gbraid or wbraid, else hashed email/phone."""
     gclid, gbraid, wbraid = frame["gclid"], frame["gbraid"], frame["wbraid"]
     has_g, has_gb, has_wb = (c.notna().to_numpy() for c in (gclid, gbraid, wbraid))
-    kind = np.full(len(frame), None, dtype=object)
-    kind[has_wb] = ClickIdKind.WBRAID.value
-    kind[has_gb] = ClickIdKind.GBRAID.value
-    kind[has_g] = ClickIdKind.GCLID.value
+    kinds = list(ClickIdKind)
+    kind = np.full(len(frame), -1, dtype=np.int64)  # a code into kinds
+    kind[has_wb] = kinds.index(ClickIdKind.WBRAID)
+    kind[has_gb] = kinds.index(ClickIdKind.GBRAID)
+    kind[has_g] = kinds.index(ClickIdKind.GCLID)
     click_id = gclid.astype("string")
     for braid, has in ((gbraid, has_gb), (wbraid, has_wb)):
         if has.any():  # most exports have gclids only: no fill over a column of nothing
@@ -530,7 +522,7 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Problems:
     malformed = ~no_click & ~both_braids & ~valid_click_id(click_id).to_numpy()
     problems.add(
         malformed,
-        pd.Series(kind[malformed], dtype="string")
+        pd.Series(labels(kinds, kind[malformed]))
         + " is malformed ("
         + click_id[malformed].str.len().astype("string").to_numpy()
         + " characters; click ids are 16+ characters of A-Z a-z 0-9 _ -)",
@@ -542,8 +534,8 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Problems:
     phone = normalise_phone(frame.loc[no_click, "phone"], mapping.phone_country_code)
     usable = (email.notna() | phone.notna()).to_numpy()
     user = np.flatnonzero(no_click)[usable]
-    kind[user] = ClickIdKind.USER.value
-    frame["click_id_kind"] = text_array(kind)
+    kind[user] = kinds.index(ClickIdKind.USER)
+    frame["click_id_kind"] = labels(kinds, kind)
     frame["click_id"] = click_id.where(~no_click)
     for column, values in (("hashed_email", email), ("hashed_phone", phone)):
         hashed = np.full(len(frame), None, dtype=object)
@@ -594,8 +586,7 @@ def _time_checks(frame: pd.DataFrame, mapping: Mapping, now: pd.Timestamp) -> Pr
 def _consent(frame: pd.DataFrame, default: str | None) -> tuple[pd.Series, Problems]:
     raw = frame["consent_ad_user_data"].str.upper()
     codes, uniques = pd.factorize(raw)  # map the few distinct values, not every row
-    mapped = np.array([CONSENT.get(str(u)) for u in uniques] + [None], dtype=object)
-    consent = pd.Series(text_array(mapped[codes]), index=raw.index)
+    consent = pd.Series(labels([CONSENT.get(str(u)) for u in uniques], codes), index=raw.index)
     problems = Problems(len(frame))
     problems.add(
         _mask(raw.notna() & consent.isna()),
@@ -615,7 +606,6 @@ def _rejects(
     stage_names: list[str],
     kinds: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    names = np.array([*stage_names, None], dtype=object)
     crm_stage = rows["crm_stage"] if "crm_stage" in rows.columns else rows["stage"]
     if kinds is None:
         kinds = np.array([KIND_OF.get(code) for code in codes], dtype=object)
@@ -624,9 +614,7 @@ def _rejects(
             "source_row": rows["source_row"].to_numpy(),
             "lead_id": _shown(rows["lead_id"]).to_numpy(),
             "crm_stage": _shown(crm_stage).to_numpy(),
-            "stage": pd.array(
-                names[np.where(positions >= 0, positions, len(stage_names))], dtype="string"
-            ),
+            "stage": labels(stage_names, positions),
             "reason": np.asarray(reasons, dtype=object),
             "reason_code": np.asarray(codes, dtype=object),
             "kind": np.asarray(kinds, dtype=object),

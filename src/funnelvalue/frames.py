@@ -6,7 +6,7 @@ At the bottom of the house with vocabulary: it imports nothing from funnelvalue.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ def member(values: pd.Series, of: pd.Series | Iterable[object]) -> pd.Series:
 
 
 TEXT = pd.StringDtype("pyarrow")
+STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default for text (missing: NaN)
 
 
 def arrow_text(values: pd.Series) -> pa.ChunkedArray:
@@ -42,6 +43,19 @@ def text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
     built: pd.api.extensions.ExtensionArray = pd.array(
         pa.array(values, pa.string(), from_pandas=True), dtype=TEXT
     )
+    return built
+
+
+def labels(
+    names: Sequence[str | None] | pd.api.extensions.ExtensionArray,
+    codes: np.ndarray,
+    dtype: pd.StringDtype = TEXT,
+) -> pd.api.extensions.ExtensionArray:
+    """``names[codes]`` as a string array, a negative code as missing: Arrow copies the few
+    names into place (3x numpy's object take followed by pandas' check of every value)."""
+    indices = pa.array(codes, pa.int64(), mask=codes < 0)
+    taken = pa.array(names, pa.string(), from_pandas=True).take(indices)
+    built: pd.api.extensions.ExtensionArray = pd.array(taken, dtype=dtype)
     return built
 
 
