@@ -12,7 +12,8 @@ def test_labels_take_names_by_code_and_a_negative_code_is_missing() -> None:
     assert taken.dtype == TEXT
     assert taken.tolist() == ["won", "lead", pd.NA, pd.NA, "lead"]
     plain = labels(pd.array(["Won", "New"], dtype=TEXT), np.array([1, 1, 0]), STR)
-    assert plain.dtype == STR and plain.tolist() == ["New", "New", "Won"]
+    assert plain.dtype == STR
+    assert plain.tolist() == ["New", "New", "Won"]
     kinds = labels(list(ClickIdKind), np.array([3, 0]))
     assert kinds.tolist() == ["email/phone", "gclid"]
     assert labels(["a"], np.array([], dtype=np.int64)).tolist() == []
