@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ def text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
 def labels(
     names: Sequence[str | None] | pd.api.extensions.ExtensionArray,
     codes: np.ndarray,
-    dtype: pd.StringDtype = TEXT,
+    dtype: pd.StringDtype[Literal["pyarrow"]] = TEXT,
 ) -> pd.api.extensions.ExtensionArray:
     """``names[codes]`` as a string array, a negative code as missing: Arrow copies the few
     names into place (3x numpy's object take followed by pandas' check of every value)."""
