@@ -62,10 +62,12 @@ def labels(
 
 def trimmed_text(values: pd.Series) -> pd.Series:
     """Strings trimmed of whitespace, empty ones as missing, in Arrow's C++ (a masked
-    assignment into an Arrow column would rewrite the column)."""
-    trimmed = pc.utf8_trim_whitespace(arrow_text(values))
+    assignment into an Arrow column would rewrite the column). Sources read empty cells as
+    missing already: the column is rebuilt only if trimming emptied a cell."""
+    kept = trimmed = pc.utf8_trim_whitespace(arrow_text(values))
     empty = pc.equal(trimmed, pa.scalar("", trimmed.type))
-    kept = pc.if_else(empty, pa.scalar(None, trimmed.type), trimmed)
+    if pc.any(empty).as_py():
+        kept = pc.if_else(empty, pa.scalar(None, trimmed.type), trimmed)
     return pd.Series(pd.array(kept, dtype=TEXT), index=values.index, name=values.name)
 
 

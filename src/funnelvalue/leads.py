@@ -182,7 +182,8 @@ def normalise(
     time_error = pd.Series(pd.NA, index=out.index, dtype="string")
     for column in TIMESTAMPS:
         parsed, bad = parse_timestamps(out[column], tz, timestamp_format)
-        time_error = time_error.fillna(_unreadable_time_reason(column, out[column], bad))
+        if bad.any():
+            time_error = time_error.fillna(_unreadable_time_reason(column, out[column], bad))
         out[column] = parsed
     missing = out["stage_changed_at"].isna() & time_error.isna()
     time_error[missing] = "stage_changed_at is empty: the time the stage was reached is required"
@@ -261,9 +262,8 @@ def _unreadable_time_reason(column: str, raw: pd.Series, bad: pd.Series) -> pd.S
     """The reason for cells that are not times: the column and the fix, never the cell (a
     shifted row can put anything in it)."""
     reasons = pd.Series(pd.NA, index=raw.index, dtype="string")
-    if bad.any():
-        hint = timestamp_hint(trimmed_text(raw[bad]))
-        reasons[bad] = f"{column} is not a date/time funnelvalue can read; {hint}"
+    hint = timestamp_hint(trimmed_text(raw[bad]))
+    reasons[bad] = f"{column} is not a date/time funnelvalue can read; {hint}"
     return reasons
 
 
