@@ -360,13 +360,15 @@ def _materialise(
     leads: pd.DataFrame, rows: np.ndarray, lead_codes: np.ndarray, kept: np.ndarray
 ) -> pd.DataFrame:
     columns: dict[str, object] = {}
-    repeated = bool(pd.Series(lead_codes[kept]).duplicated().any())
+    kept_leads = lead_codes[kept]
+    repeated = len(kept) > 0 and int(np.bincount(kept_leads).max()) > 1
+    row_leads = lead_codes[rows]
     for column in leads.columns:
         if column in ("stage", "time_error", "row_error"):
             continue
         source = rows
         if repeated and column in LEAD_LEVEL:
-            source = _fill_from_lead(leads[column], rows, lead_codes, kept)
+            source = _fill_from_lead(leads[column], rows, row_leads, kept, kept_leads)
         columns[column] = (
             leads[column].take(source).to_numpy()
             if isinstance(leads[column].dtype, np.dtype)
@@ -376,15 +378,22 @@ def _materialise(
 
 
 def _fill_from_lead(
-    values: pd.Series, rows: np.ndarray, lead_codes: np.ndarray, kept: np.ndarray
+    values: pd.Series,
+    rows: np.ndarray,
+    row_leads: np.ndarray,
+    kept: np.ndarray,
+    kept_leads: np.ndarray,
 ) -> np.ndarray:
-    """Row indices to read ``values`` from: the row itself, or the lead's first row with one."""
-    present = kept[values.notna().to_numpy()[kept]]
-    first_with_value = np.full(lead_codes.max() + 1, -1, dtype=np.int64)
-    first_with_value[lead_codes[present[::-1]]] = present[::-1]
-    fallback = first_with_value[lead_codes[rows]]
-    use_fallback = values.isna().to_numpy()[rows] & (fallback >= 0)
-    return np.where(use_fallback, fallback, rows)
+    """Row indices to read ``values`` from: the row itself, or the lead's first kept row
+    with one (``row_leads``, ``kept_leads``: the lead code of each of ``rows``, ``kept``)."""
+    missing = values.isna().to_numpy()
+    present = ~missing[kept]
+    if not present.any():  # a column the export does not have: nothing to share
+        return rows
+    first_with_value = np.full(int(kept_leads.max()) + 1, -1, dtype=np.int64)
+    first_with_value[kept_leads[present][::-1]] = kept[present][::-1]
+    fallback = first_with_value[row_leads]
+    return np.where(missing[rows] & (fallback >= 0), fallback, rows)
 
 
 def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Problems]:
