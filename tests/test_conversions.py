@@ -264,7 +264,7 @@ def test_identifier_choice_and_rejections(
     t = now - pd.Timedelta(days=1)
     braid = "0AAAAADxyz1234567890abcdef"
     rows = [
-        row("G", "New", t, gbraid=braid),  # gclid wins over gbraid
+        row("G", "New", t, gbraid=braid, email="g@example.com"),  # gclid wins over both
         {**row("GB", "New", t, gbraid=braid), "gclid": None},
         {**row("WB", "New", t, wbraid=braid), "gclid": None},
         {**row("BOTH", "New", t, gbraid=braid, wbraid=braid), "gclid": None},
@@ -284,7 +284,17 @@ def test_identifier_choice_and_rejections(
         "TEL": "email/phone",
     }
     conv = built.conversions.set_index("lead_id")
-    assert len(conv.loc["MAIL", "hashed_email"]) == 64
+    mail = hashlib.sha256(b"janedoe@gmail.com").hexdigest()  # gmail: no dots, lowercase
+    assert conv.loc["MAIL", "hashed_email"] == mail
+    assert len(conv.loc["TEL", "hashed_phone"]) == 64
+    hashes = conv[["hashed_email", "hashed_phone"]].notna()
+    assert hashes.to_dict("index") == {
+        "G": {"hashed_email": False, "hashed_phone": False},
+        "GB": {"hashed_email": False, "hashed_phone": False},
+        "WB": {"hashed_email": False, "hashed_phone": False},
+        "MAIL": {"hashed_email": True, "hashed_phone": False},
+        "TEL": {"hashed_email": False, "hashed_phone": True},
+    }
     assert pd.isna(conv.loc["MAIL", "click_id"])
     why = reasons(built)
     assert why["BOTH"].startswith("both gbraid and wbraid are set")

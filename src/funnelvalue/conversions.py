@@ -18,11 +18,11 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
-from funnelvalue.frames import STR, TEXT, arrow_text, labels, text_array
+from funnelvalue.frames import STR, TEXT, arrow_text, labels
 from funnelvalue.identifiers import (
     normalise_email,
     normalise_phone,
-    sha256_hex,
+    sha256_codes,
     sha256_hexes,
     valid_click_id,
 )
@@ -266,7 +266,7 @@ class Problems:
 
     numpy object arrays filled by mask, later masks winning: setting a slice of an Arrow
     string column rewrites the whole column, a few hundred ms per check at a million rows.
-    Made at the first problem: most checks of most exports find none.
+    Made at the first problem found: most checks of most exports find none.
     """
 
     def __init__(self, rows: int) -> None:
@@ -277,6 +277,8 @@ class Problems:
     def add(self, where: np.ndarray, reason: str | pd.Series | None, code: str) -> None:
         """``reason`` for the rows ``where`` says (a bool mask or positions): one text, one
         per selected row, or None to keep the reason already there and change the code."""
+        if not (where.any() if where.dtype == bool else len(where)):
+            return  # nothing found: no arrays made
         if self._reasons is None or self._codes is None:
             self._reasons = np.full(self.rows, None, dtype=object)
             self._codes = np.full(self.rows, None, dtype=object)
@@ -545,11 +547,12 @@ def _identifiers(frame: pd.DataFrame, mapping: Mapping) -> Problems:
     user = np.flatnonzero(no_click)[usable]
     kind[user] = kinds.index(ClickIdKind.USER)
     frame["click_id_kind"] = labels(kinds, kind)
-    frame["click_id"] = click_id.where(~no_click)
+    frame["click_id"] = click_id  # missing exactly where no_click is
     for column, values in (("hashed_email", email), ("hashed_phone", phone)):
-        hashed = np.full(len(frame), None, dtype=object)
-        hashed[no_click] = sha256_hex(values.where(usable)).to_numpy(dtype=object)
-        frame[column] = text_array(hashed)
+        codes, digests = sha256_codes(values.where(usable))
+        placed = np.full(len(frame), -1, dtype=np.int64)
+        placed[no_click] = codes
+        frame[column] = labels(digests, placed)
     nothing = no_click.copy()
     nothing[user] = False
     offered = (frame["email"].notna() | frame["phone"].notna()).to_numpy()

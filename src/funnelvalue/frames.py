@@ -38,15 +38,6 @@ def arrow_text(values: pd.Series) -> pa.ChunkedArray:
     return cells if isinstance(cells, pa.ChunkedArray) else pa.chunked_array([cells])
 
 
-def text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """An object array of str/None/NA as an Arrow-backed string array, built by Arrow (5x
-    pandas' own conversion, which checks every value in Python)."""
-    built: pd.api.extensions.ExtensionArray = pd.array(
-        pa.array(values, pa.string(), from_pandas=True), dtype=TEXT
-    )
-    return built
-
-
 def labels(
     names: Sequence[str | None] | pd.api.extensions.ExtensionArray,
     codes: np.ndarray,
