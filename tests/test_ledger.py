@@ -49,6 +49,28 @@ def test_migrations_are_recorded_and_applied_once(
     engine.dispose()
 
 
+def test_a_new_ledger_file_has_big_pages_and_an_old_one_keeps_its_own(
+    open_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from funnelvalue.ledger.engine import SQLITE_PAGE_SIZE
+
+    def page_size(path: Path) -> int:
+        with sqlite3.connect(path) as raw:
+            return int(raw.execute("PRAGMA page_size").fetchone()[0])
+
+    open_ledger(f"sqlite:///{tmp_path / 'new.db'}").close()
+    assert page_size(tmp_path / "new.db") == SQLITE_PAGE_SIZE
+    with sqlite3.connect(tmp_path / "old.db") as raw:  # made by an older funnelvalue
+        raw.execute("PRAGMA page_size = 4096")
+        raw.execute("CREATE TABLE kept (x)")
+    old = open_ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    old.runs.start("run", "csv:x", "csv:y", CUSTOMER)
+    old.close()
+    assert page_size(tmp_path / "old.db") == 4096
+
+
 def test_a_ledger_from_before_asynchronous_destinations_is_upgraded(
     ledger_url: str, open_ledger: Callable[..., Ledger], now: pd.Timestamp
 ) -> None:

@@ -439,8 +439,11 @@ class Job:
         # An order id is computed once, when a conversion first goes out; after that the
         # ledger's copy is the truth (a replay or restatement must carry what Google has).
         known_id = fresh["ledger_order_id"]
-        if order_ids_needed:
-            known_id = known_id.fillna(order_ids(fresh.loc[known_id.isna(), "key"]))
+        new = known_id.isna().to_numpy()
+        if order_ids_needed and new.all():  # a first run: no fill over a column of nothing
+            known_id = order_ids(fresh["key"])
+        elif order_ids_needed and new.any():
+            known_id = known_id.fillna(order_ids(fresh.loc[new, "key"]))
         fresh = fresh.assign(order_id=known_id).drop(columns="ledger_order_id")
         leftover = ledger.due_elsewhere(self.customer_id, conversions["key"], now)
         if not leftover.empty:

