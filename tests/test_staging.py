@@ -1,6 +1,7 @@
-"""Large ledger writes go through a staging file (Arrow bulk load, attached, one INSERT ...
-SELECT): they must store exactly what the executemany path stores, leave no file behind, and
-a file a killed run left is removed by its account's next run."""
+"""Large ledger writes go through staging files (Arrow bulk loads on a thread, each attached
+and read by an INSERT ... SELECT once complete): they must store exactly what the executemany
+path stores, leave no file behind, and a file a killed run left is removed by its account's
+next run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from funnelvalue.destinations import registry as destinations
-from funnelvalue.ledger import Ledger, driver
+from funnelvalue.ledger import Ledger, driver, staging
 from funnelvalue.ledger import engine as engine_module
 from funnelvalue.ledger import runs as runs_module
 from funnelvalue.pipeline import execute
@@ -63,17 +64,17 @@ def test_staged_writes_store_what_executemany_stores(
     mapping = mapping_file(timezone="UTC")
     found = {}
     used: list[bool] = []
-    real = driver.staged
+    real = staging.staged
 
     @contextmanager
-    def watched(*args: Any) -> Iterator[driver.Staged]:
+    def watched(*args: Any) -> Iterator[staging.Staged]:
         with real(*args) as rows:
-            used.append(rows.table is not None)
+            used.append(rows.staging is not None)
             yield rows
 
     monkeypatch.setattr(runs_module, "staged", watched)
     for name, threshold in (("staged", 1), ("bound", 10**9)):
-        monkeypatch.setattr(driver, "STAGE_FROM", threshold)
+        monkeypatch.setattr(staging, "STAGE_FROM", threshold)
         url = f"sqlite:///{tmp_path / f'{name}.db'}"
         settings = load_settings(
             mapping=mapping,
@@ -133,7 +134,7 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
 
     from funnelvalue.errors import EXIT_TRY_LATER, LedgerError
 
-    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    monkeypatch.setattr(staging, "STAGE_FROM", 1)
     monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT", 0.2)
     url = f"sqlite:///{tmp_path / 'l.db'}"
     settings = load_settings(
@@ -143,7 +144,7 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
         ledger=url,
         output=tmp_path / "out" / "import.csv",
     )
-    real = driver.staged
+    real = staging.staged
     calls: list[int] = []
     hold = (
         "import sqlite3, sys, time\n"
@@ -154,7 +155,7 @@ def test_a_locked_ledger_while_staging_is_try_later_and_sends_nothing(
     )
 
     @contextmanager
-    def while_locked(*args: Any) -> Iterator[driver.Staged]:
+    def while_locked(*args: Any) -> Iterator[staging.Staged]:
         """Another process takes the write lock just before the bulk load; once, for
         mark_pending."""
         if calls:
@@ -212,9 +213,10 @@ def test_times_are_staged_as_sqlalchemy_itself_stores_them_in_sqlite() -> None:
 
 
 def test_rows_are_staged_in_key_order_each_row_whole() -> None:
-    """in_key_order sorts by key so the INSERT ... SELECT appends to the ledger's key index;
-    every other column must move with its key (a column taken in another order would give
-    one conversion another's value), across chunks, batches and with nulls."""
+    """in_key_order sorts by key so the INSERT ... SELECT of each part appends to the
+    ledger's key index; every other column must move with its key (a column taken in
+    another order would give one conversion another's value), across chunks, parts and with
+    nulls; at most ``parts`` parts of at least ``rows`` rows (the last may hold fewer)."""
     import random
 
     import pyarrow as pa
@@ -233,7 +235,10 @@ def test_rows_are_staged_in_key_order_each_row_whole() -> None:
             "message": chunked([None if int(k[1:]) % 3 else k for k in keys], pa.string()),
         }
     )
-    ordered = driver.in_key_order(table, batch=64).read_all()  # across chunks and batches
+    parts = list(staging.in_key_order(table, parts=8, rows=64))
+    assert [len(p) for p in parts] == [64] * 7 + [52]
+    assert [len(p) for p in staging.in_key_order(table, parts=3, rows=64)] == [167, 167, 166]
+    ordered = pa.concat_tables(parts)
     assert ordered.column_names == ["value", "key", "message"]
     assert ordered["key"].to_pylist() == sorted(keys)
     for row in ordered.to_pylist():
@@ -242,59 +247,93 @@ def test_rows_are_staged_in_key_order_each_row_whole() -> None:
         assert row["message"] == (None if number % 3 else row["key"])
 
 
-def test_the_staging_file_holds_the_rows_in_key_order(
+def test_the_staging_files_hold_the_rows_in_key_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the INSERT ... SELECT reads (its rowid order) is the keys' order, whatever order
-    the frame came in."""
+    """What the INSERT ... SELECTs read (each file's rowid order, file after file) is the
+    keys' order, whatever order the frame came in."""
     import sqlite3
 
-    monkeypatch.setattr(driver, "STAGE_FROM", 1)
-    monkeypatch.setattr(driver, "STAGE_BATCH", 3)  # two batches
+    monkeypatch.setattr(staging, "STAGE_FROM", 1)
+    monkeypatch.setattr(staging, "STAGE_PART_ROWS", 3)  # two files
     frame = pd.DataFrame({"key": ["c", "a", "d", "b"], "value": [3.0, 1.0, 4.0, 2.0]})
-    with driver.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
-        assert rows.path is not None
-        with sqlite3.connect(rows.path) as connection:
-            found = connection.execute(
-                f"SELECT key, value FROM {driver.STAGE_TABLE} ORDER BY rowid"
-            ).fetchall()
-    assert found == [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0)]
+    found = []
+    with staging.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
+        assert rows.staging is not None
+        files = list(rows.staging.parts())
+        for path in files:
+            with sqlite3.connect(path) as connection:
+                found.append(
+                    connection.execute(
+                        f"SELECT key, value FROM {staging.STAGE_TABLE} ORDER BY rowid"
+                    ).fetchall()
+                )
+            connection.close()
+    assert found == [[("a", 1.0), ("b", 2.0), ("c", 3.0)], [("d", 4.0)]]
     assert stage_files(tmp_path) == set()
 
 
-def test_entered_on_thread_runs_the_entry_elsewhere_and_always_cleans_up() -> None:
-    """The entry runs on its own thread; the exit runs on the way out once the entry is
-    done, whether its result was taken or not; an entry that failed has nothing to exit and
-    says why to whoever takes its result."""
+def test_a_part_is_read_while_the_next_is_loaded_and_everything_is_cleaned_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts are loaded on their own thread and each is handed over once complete (the
+    writer does not wait for the whole); leaving early stops the loading after the part in
+    hand and removes every file; a failed load reaches the writer after the parts before
+    it."""
     import threading
 
-    events: list[str] = []
+    import pyarrow as pa
 
-    @contextmanager
-    def made(fail: bool = False) -> Iterator[str]:
-        events.append(f"enter on {threading.current_thread().name}")
-        if fail:
-            raise RuntimeError("disk full")
-        try:
-            yield "file"
-        finally:
-            events.append("exit")
+    monkeypatch.setattr(staging, "STAGE_FROM", 1)
+    monkeypatch.setattr(staging, "STAGE_PART_ROWS", 1)
+    real_load = staging._bulk_load
+    loaded: list[str] = []
+    gate = threading.Event()
 
-    with driver.entered_on_thread(made()) as future:
-        assert future.result() == "file"
-    assert events[0].startswith("enter on funnelvalue-staging")
-    assert events[1:] == ["exit"]
-    events.clear()
-    with driver.entered_on_thread(made()):
-        pass  # never taken: still waited for, and cleaned up
-    assert events[1:] == ["exit"]
-    events.clear()
-    with (
-        driver.entered_on_thread(made(fail=True)) as future,
-        pytest.raises(RuntimeError, match="disk full"),
-    ):
-        future.result()
-    assert len(events) == 1  # entered, nothing to exit
+    def gated(adbc: Any, path: Path, rows: pa.Table) -> None:
+        loaded.append(threading.current_thread().name)
+        if len(loaded) == 2:
+            assert gate.wait(10)  # the second part waits until the first has been read
+        if len(loaded) == 3 and fail:
+            raise OSError("disk full")
+        if len(loaded) == 3:
+            third.set()
+            assert stopped.wait(10)  # still loading when the writer leaves
+        real_load(adbc, path, rows)
+
+    real_stop = staging.Staging.stop
+    stopped, third = threading.Event(), threading.Event()
+
+    def stop(self: staging.Staging) -> None:
+        real_stop(self)
+        stopped.set()
+
+    monkeypatch.setattr(staging, "_bulk_load", gated)
+    monkeypatch.setattr(staging.Staging, "stop", stop)
+    frame = pd.DataFrame({"key": ["a", "b", "c", "d"], "value": [1.0, 2.0, 3.0, 4.0]})
+    fail = False
+    with staging.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
+        assert rows.staging is not None
+        parts = rows.staging.parts()
+        assert next(parts).exists()  # while the second part is still loading
+        gate.set()
+        assert next(parts).exists()
+        assert third.wait(10)
+    assert set(loaded) == {"funnelvalue-staging"}
+    assert len(loaded) == 3  # stopped: the part being loaded is finished, the fourth never
+    assert stage_files(tmp_path) == set()
+
+    loaded.clear()
+    gate.set()
+    fail = True
+    with staging.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
+        assert rows.staging is not None
+        parts = rows.staging.parts()
+        assert next(parts).exists()
+        assert next(parts).exists()
+        with pytest.raises(OSError, match="disk full"):
+            next(parts)
+    assert stage_files(tmp_path) == set()
 
 
 @pytest.fixture
@@ -335,9 +374,9 @@ def test_rows_staged_ahead_are_the_rows_written_and_a_subset_is_staged_anew(
     file when its rows are those conversions (staged once), stores what the synchronous
     path stores, and stages anew when only some of them were written (the staged file holds
     them all, and every staged row is inserted)."""
-    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    monkeypatch.setattr(staging, "STAGE_FROM", 1)
     staged_lengths: list[int] = []
-    real = driver.staged
+    real = staging.staged
 
     def counted(database: str | None, frame: pd.DataFrame, *rest: Any) -> Any:
         staged_lengths.append(len(frame))
@@ -370,12 +409,12 @@ def test_a_failed_staging_ahead_is_a_ledger_error_and_nothing_is_written(
     would (a LedgerError: exit 3, try later); the run's rows are not recorded half."""
     from funnelvalue.errors import LedgerError
 
-    monkeypatch.setattr(driver, "STAGE_FROM", 1)
+    monkeypatch.setattr(staging, "STAGE_FROM", 1)
 
     def broken(*args: Any) -> None:
-        raise driver.database_error(OSError("disk I/O error"), "test", "staging")
+        raise staging.database_error(OSError("disk I/O error"), "test", "staging")
 
-    monkeypatch.setattr(driver, "_bulk_load", broken)
+    monkeypatch.setattr(staging, "_bulk_load", broken)
     url = f"sqlite:///{tmp_path / 'l.db'}"
     with Ledger.open(url) as ledger, ledger.runs.staging_ahead(payload) as ahead:
         with pytest.raises(LedgerError, match="disk I/O error"):

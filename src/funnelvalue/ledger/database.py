@@ -21,10 +21,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from funnelvalue.errors import LedgerError
-from funnelvalue.ledger.driver import STAGE_SCHEMA, read_frame
+from funnelvalue.ledger.driver import read_frame
 from funnelvalue.ledger.engine import EMPTY_LEDGER, database_error, make_engine
 from funnelvalue.ledger.locking import lock_for_migration
 from funnelvalue.ledger.schema import MIGRATIONS, schema_migrations
+from funnelvalue.ledger.staging import detach_parts
 
 log = logging.getLogger(__name__)
 
@@ -112,27 +113,26 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def tx(self, attach: Path | None = None) -> Iterator[Connection]:
+    def tx(self, staged: bool = False) -> Iterator[Connection]:
         """A write transaction; refused on the stand-in, database errors in plain words.
-        ``attach``: a SQLite staging file (driver.staged), readable in it as STAGE_SCHEMA."""
+        ``staged``: it reads staging files (staging.attached_parts), detached after it."""
         if not self.exists:
             raise LedgerError(f"the ledger at {self.where} was opened read-only and does not exist")
         try:
-            if attach is None:
+            if not staged:
                 with self.engine.begin() as conn:
                     yield conn
                 return
             with self.engine.connect() as conn:
-                raw: Any = conn.connection.driver_connection  # autocommit: outside any BEGIN
-                raw.execute(f"ATTACH DATABASE ? AS {STAGE_SCHEMA}", (str(attach),))
+                raw: Any = conn.connection.driver_connection
                 try:
                     with conn.begin():
                         yield conn
                 finally:
                     try:
-                        raw.execute(f"DETACH DATABASE {STAGE_SCHEMA}")
+                        detach_parts(raw)
                     except sqlite3.Error:
-                        conn.invalidate()  # never back to the pool with the file attached
+                        conn.invalidate()  # never back to the pool with a file attached
         except SQLAlchemyError as exc:
             raise database_error(exc, self.where, "ledger write failed") from exc
 

@@ -10,7 +10,6 @@ the outcome: never a conversion sent and forgotten.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -21,17 +20,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from funnelvalue.frames import arrow_text, member
 from funnelvalue.ledger.database import Database, utcnow
-from funnelvalue.ledger.driver import (
-    CHUNK,
-    Staged,
-    bulk_write,
-    drop_stale,
-    entered_on_thread,
-    staged,
-)
+from funnelvalue.ledger.driver import CHUNK, bulk_write
 from funnelvalue.ledger.locking import holder_info
 from funnelvalue.ledger.requests import record_submitted
 from funnelvalue.ledger.schema import conversions, rejected_rows, runs, watermarks
+from funnelvalue.ledger.staging import Staged, attached_parts, drop_stale, staged
 from funnelvalue.vocabulary import DONE, PAYLOAD, REJECT_COLUMNS, Outcome, Restatement, RunStatus
 
 
@@ -100,7 +93,7 @@ class RunBook:
         """Write the batch as pending, with its payload, before anything is sent."""
         if batch.empty:
             return
-        with self._staged(batch) as rows, self._db.tx(rows.path) as conn:
+        with self._staged(batch) as rows, self._db.tx(rows.staging is not None) as conn:
             self._write_rows(conn, run_id, rows, destination, Outcome.PENDING, None)
             conn.execute(  # the destination's own name (e.g. with its account), for later polls
                 update(runs)
@@ -110,22 +103,22 @@ class RunBook:
 
     @contextmanager
     def staging_ahead(self, batch: pd.DataFrame) -> Iterator[StagingAhead]:
-        """Stage ``batch`` on a thread while the caller goes on: the rows a destination that
+        """Start staging ``batch`` while the caller goes on: the rows a destination that
         knows its outcome first is about to write, staged while it writes them (900k
         conversions: the bulk load overlaps the import file's writing and publishing).
         ``finish`` and ``fail`` take it when their ``written`` rows are these conversions;
-        the staging file goes on the way out, used or not."""
+        the staging files go on the way out, used or not."""
         rows = _ledger_columns(batch)
-        with entered_on_thread(self._stage(rows)) as future:
-            yield StagingAhead(rows, future)
+        with self._stage(rows) as ready:
+            yield StagingAhead(rows, ready)
 
     @contextmanager
     def _staged(
         self, batch: pd.DataFrame | None, ahead: StagingAhead | None = None
     ) -> Iterator[Staged]:
-        """The batch's ledger columns, staged in the database when it is large (driver.staged):
-        entered before the transaction that writes them. ``ahead``: the same rows staged
-        already, when they are exactly these."""
+        """The batch's ledger columns, staged beside the database when it is large
+        (staging.staged): started before the transaction that reads them part by part.
+        ``ahead``: the same rows being staged already, when they are exactly these."""
         rows = _ledger_columns(batch)
         if ahead is not None and ahead.holds(rows):
             yield ahead.staged()
@@ -162,7 +155,7 @@ class RunBook:
         message: str | None,
     ) -> None:
         """Each row with its payload and ``status`` (inserted, or over an older row of the
-        same key): one INSERT ... SELECT from the staging table, else one executemany."""
+        same key): an INSERT ... SELECT per staging file, else one executemany."""
         stmt = self._db.insert(conn)(conversions)
         done = status in DONE
         now = utcnow()
@@ -180,33 +173,30 @@ class RunBook:
                 else {}
             ),
         }
-        staging = rows.table
-        if staging is not None:
-            # In the staging file's order: the keys' (driver.in_key_order).
-            names = list(rows.frame.columns)
+        updated = [
+            *PAYLOAD,
+            "status",
+            "destination",
+            "last_run_id",
+            "updated_at",
+            *(["message", "error_code", "retry_at", "sent_at"] if done else []),
+        ]
+
+        def upsert(into: Any) -> Any:
+            return into.on_conflict_do_update(
+                index_elements=[conversions.c.key], set_={c: into.excluded[c] for c in updated}
+            )
+
+        if rows.staging is None:
+            bulk_write(conn, upsert(stmt), rows.frame, **constants)
+            return
+        names = list(rows.frame.columns)
+        for part in attached_parts(conn, rows):  # each file once loaded, in the keys' order
             source = select(
-                *[staging.c[n] for n in names],
+                *[part.c[n] for n in names],
                 *[literal(v).label(k) for k, v in constants.items()],
             ).where(text("true"))  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
-            stmt = stmt.from_select([*names, *constants], source)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[conversions.c.key],
-            set_={
-                c: stmt.excluded[c]
-                for c in [
-                    *PAYLOAD,
-                    "status",
-                    "destination",
-                    "last_run_id",
-                    "updated_at",
-                    *(["message", "error_code", "retry_at", "sent_at"] if done else []),
-                ]
-            },
-        )
-        if staging is not None:
-            conn.execute(stmt)
-        else:
-            bulk_write(conn, stmt, rows.frame, **constants)
+            conn.execute(upsert(stmt.from_select([*names, *constants], source)))
 
     def finish(
         self,
@@ -230,7 +220,7 @@ class RunBook:
         """
         now = utcnow()
         batch = written and written[0]
-        with self._staged(batch, ahead) as rows, self._db.tx(rows.path) as conn:
+        with self._staged(batch, ahead) as rows, self._db.tx(rows.staging is not None) as conn:
             self._record_written(conn, run_id, written, rows)
             _record_outcomes(conn, run_id, outcomes, now)
             if restatements is not None:
@@ -265,7 +255,7 @@ class RunBook:
         first)."""
         now = utcnow()
         batch = written and written[0]
-        with self._staged(batch, ahead) as rows, self._db.tx(rows.path) as conn:
+        with self._staged(batch, ahead) as rows, self._db.tx(rows.staging is not None) as conn:
             self._record_written(conn, run_id, written, rows)
             if rejects is not None:
                 _record_rejects(conn, run_id, rejects)
@@ -312,9 +302,9 @@ class RunBook:
 class StagingAhead:
     """Rows being staged on a thread (RunBook.staging_ahead), for the write that needs them."""
 
-    def __init__(self, rows: pd.DataFrame, future: Future[Staged]) -> None:
+    def __init__(self, rows: pd.DataFrame, staged: Staged) -> None:
         self._rows = rows
-        self._future = future
+        self._staged = staged
 
     def holds(self, rows: pd.DataFrame) -> bool:
         """Whether ``rows`` are the conversions staged (a subset, e.g. with some refused, is
@@ -327,8 +317,9 @@ class StagingAhead:
         return bool(member(rows["key"], self._rows["key"]).all())
 
     def staged(self) -> Staged:
-        """The staged rows, once the thread is done (its error, if it failed)."""
-        return self._future.result()
+        """The staged rows: the write reads each part once loaded (and meets the staging's
+        error, if it failed, where it needs the next part)."""
+        return self._staged
 
 
 def _ledger_columns(batch: pd.DataFrame | None) -> pd.DataFrame:
