@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from funnelvalue.frames import TEXT
+
 
 class Destination(Protocol):
     """Sends conversions; batching, retries and error mapping live inside.
@@ -101,11 +103,12 @@ def outcomes(
     """The same outcome for every key (all written, all uploaded, all too young...).
 
     Each constant is broadcast by pandas, not built from a list of ``len(keys)`` copies
-    (900k written rows: 0.65 -> 0.15 s)."""
+    (900k written rows: 0.65 -> 0.15 s), and the keys stay the Arrow strings they are (as
+    a numpy array of Python strings, pandas would convert them back: 0.3 s more)."""
     index = pd.RangeIndex(len(keys))
     return pd.DataFrame(
         {
-            "key": keys.to_numpy(),
+            "key": pd.array(keys.array, dtype=TEXT),
             "status": status,
             "error_code": pd.Series(error_code, index=index, dtype="string"),
             "message": pd.Series(message, index=index, dtype="string"),
