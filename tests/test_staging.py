@@ -319,6 +319,10 @@ def test_a_part_is_read_while_the_next_is_loaded_and_everything_is_cleaned_up(
         gate.set()
         assert next(parts).exists()
         assert third.wait(10)
+        rows.staging.stop()  # as leaving does
+        assert next(parts).exists()  # the third, loading when the writer stopped it
+        with pytest.raises(RuntimeError, match="stopped before its last part"):
+            next(parts)  # never an early end that looks like the whole
     assert set(loaded) == {"funnelvalue-staging"}
     assert len(loaded) == 3  # stopped: the part being loaded is finished, the fourth never
     assert stage_files(tmp_path) == set()

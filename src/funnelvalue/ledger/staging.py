@@ -66,7 +66,8 @@ class Staging:
             ordered = in_key_order(arrow, _parts_allowed(), STAGE_PART_ROWS)
             for part in ordered if keyed else iter([arrow]):
                 with self._changed:
-                    if self._stopping:
+                    if self._stopping:  # a write reading on would miss rows: say so
+                        self._error = RuntimeError("staging stopped before its last part")
                         return
                     path = self._prefix.with_name(f"{self._prefix.name}{uuid.uuid4().hex[:12]}.db")
                     self._made.append(path)
