@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from funnelvalue.amounts import read_amounts
-from funnelvalue.conversions import Built, build, order_ids
+from funnelvalue.conversions import Built, build
 from funnelvalue.formatting import format_conversion_time, format_wall_time
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping, load_mapping
+from funnelvalue.order_ids import order_ids
 from tests.conftest import CUSTOMER, HEADER, funnel_rows, gclid, ts
 
 

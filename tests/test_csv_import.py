@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from funnelvalue.conversions import build, order_ids
+from funnelvalue.conversions import build
 from funnelvalue.destinations.csv_import import ImportFile, neutralise_formulas
 from funnelvalue.errors import ConfigError, DestinationError
 from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
+from funnelvalue.order_ids import order_ids
 from tests.conftest import CUSTOMER, HEADER, gclid
 
 

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
-from funnelvalue.conversions import build, order_ids
+from funnelvalue.conversions import build
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import LedgerError
 from funnelvalue.leads import normalise
 from funnelvalue.ledger import Ledger, dedupe, schema_migrations
 from funnelvalue.mapping import Mapping
+from funnelvalue.order_ids import order_ids
 from funnelvalue.vocabulary import RunStatus
 from funnelvalue.vocabulary import State as states
 from tests.conftest import CUSTOMER, HEADER, funnel_rows

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from funnelvalue.conversions import build, order_ids
+from funnelvalue.conversions import build
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.leads import normalise
 from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.requests import MAX_SUBMISSIONS
 from funnelvalue.mapping import Mapping
+from funnelvalue.order_ids import order_ids
 from tests.conftest import CUSTOMER, HEADER, funnel_rows
 
 DESTINATION = "data-manager:" + CUSTOMER

@@ -342,9 +342,10 @@ def test_a_part_is_read_while_the_next_is_loaded_and_everything_is_cleaned_up(
 
 @pytest.fixture
 def payload(mapping_file: Callable[..., Path], now: pd.Timestamp) -> pd.DataFrame:
-    from funnelvalue.conversions import build, order_ids
+    from funnelvalue.conversions import build
     from funnelvalue.leads import normalise
     from funnelvalue.mapping import load_mapping
+    from funnelvalue.order_ids import order_ids
     from tests.conftest import HEADER
 
     mapping = load_mapping(mapping_file(timezone="UTC"))

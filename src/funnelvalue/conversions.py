@@ -18,16 +18,16 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
-from funnelvalue.frames import STR, TEXT, arrow_text, labels
+from funnelvalue.frames import STR, labels
 from funnelvalue.identifiers import (
     normalise_email,
     normalise_phone,
     sha256_codes,
-    sha256_hexes,
     valid_click_id,
 )
 from funnelvalue.leads import LEAD_LEVEL, canonical_header
 from funnelvalue.mapping import Expected, FromColumn, Mapping, stage_key
+from funnelvalue.order_ids import order_ids_ahead
 from funnelvalue.redact import scrub
 from funnelvalue.vocabulary import (
     CONVERSION_COLUMNS,
@@ -72,6 +72,9 @@ class Built:
     # Every placed stage row, valid or not (lead_id, stage_position, reached_at, created_at,
     # value, identified): what funnel statistics are computed from. Only when asked for.
     funnel: pd.DataFrame | None = None
+    # The order id of each conversion (aligned with ``conversions``), when asked for: hashed
+    # by a worker process while the checks ran (order_ids.order_ids_ahead).
+    order_ids: pd.Series | None = None
 
 
 def idempotency_key(customer_id: str, action_identity: pd.Series, lead_id: pd.Series) -> pd.Series:
@@ -88,12 +91,6 @@ def idempotency_key(customer_id: str, action_identity: pd.Series, lead_id: pd.Se
     return pd.Series(pd.array(joined, dtype=arrow), index=lead_id.index)
 
 
-def order_ids(keys: pd.Series) -> pd.Series:
-    """A short, stable hash of the key: unique per conversion, no PII, same on every replay."""
-    digests = pc.utf8_slice_codeunits(pa.array(sha256_hexes(arrow_text(keys)), pa.string()), 0, 24)
-    return pd.Series(pd.array(digests, dtype=TEXT), index=keys.index)
-
-
 def build(
     leads: pd.DataFrame,
     mapping: Mapping,
@@ -102,12 +99,14 @@ def build(
     *,
     identities: MappingT[str, str] | None = None,
     keep_funnel: bool = False,
+    order_ids: bool = False,
 ) -> Built:
     """Map normalised leads (see ``leads.normalise``) to conversions and rejects.
 
     ``identities`` maps each conversion action label of the mapping to the action as the
     destination's Google counts it (default: the label, as the import file's Conversion
-    Name). ``keep_funnel`` also returns every placed stage row, rejected or not.
+    Name). ``keep_funnel`` also returns every placed stage row, rejected or not;
+    ``order_ids`` the conversions' order ids, computed on another core during the checks.
     """
     rows_read = len(leads)
     latest = leads["stage_changed_at"].max() if rows_read else None
@@ -204,6 +203,13 @@ def build(
     frame["stage"] = labels(stage_names, positions)
     frame["conversion_action"] = labels(actions, positions)
     frame["action_identity"] = labels([known.get(a, a) for a in actions], positions)
+    # The ids of every placed row, hashed on another core while the checks run (the good
+    # rows' are taken after); the frame keeps no key column meanwhile (a preview's peak).
+    hashing = (
+        order_ids_ahead(idempotency_key(customer_id, frame["action_identity"], frame["lead_id"]))
+        if order_ids
+        else None
+    )
     base, value_check = _values(frame, mapping)
     frame["value_factor"], notes = _multipliers(frame, mapping)
     frame["value"] = (base * frame["value_factor"]).round(2)
@@ -246,6 +252,10 @@ def build(
     del frame
     good = pd.DataFrame(columns)
     good["key"] = idempotency_key(customer_id, good["action_identity"], good["lead_id"])
+    ids = None
+    if hashing is not None:
+        every = hashing.result().array
+        ids = pd.Series(every[keep] if some_bad else every, index=good.index)
     rejects = pd.concat(rejected, ignore_index=True) if rejected else _empty_rejects()
     return Built(
         conversions=good[CONVERSION_COLUMNS],
@@ -258,6 +268,7 @@ def build(
         latest_change=None if latest is None or pd.isna(latest) else latest,
         notes=notes,
         funnel=funnel,
+        order_ids=ids,
     )
 
 

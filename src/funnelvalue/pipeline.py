@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
 from funnelvalue import advice, progress, stopping
-from funnelvalue.conversions import Built, build, order_ids
+from funnelvalue.conversions import Built, build
 from funnelvalue.destinations.base import (
     Asynchronous,
     Destination,
@@ -44,6 +44,7 @@ from funnelvalue.ledger import Ledger
 from funnelvalue.ledger.engine import database_error
 from funnelvalue.ledger.runs import StagingAhead
 from funnelvalue.mapping import Mapping, load_mapping
+from funnelvalue.order_ids import order_ids
 from funnelvalue.redact import scrub
 from funnelvalue.settings import Settings
 from funnelvalue.sources.base import Source
@@ -416,6 +417,9 @@ class Job:
             self.customer_id,
             identities=identities,
             keep_funnel=needs_funnel,
+            # An account with nothing in the ledger yet sends every conversion it builds
+            # (a first run): their ids are hashed on another core while the build goes on.
+            order_ids=order_ids_needed and ledger.knows_nothing_of(self.customer_id),
         )
         if not incremental and built.rows_read == 0:
             raise SourceError(
@@ -440,10 +444,14 @@ class Job:
         # ledger's copy is the truth (a replay or restatement must carry what Google has).
         known_id = fresh["ledger_order_id"]
         new = known_id.isna().to_numpy()
-        if order_ids_needed and new.all():  # a first run: no fill over a column of nothing
-            known_id = order_ids(fresh["key"])
-        elif order_ids_needed and new.any():
-            known_id = known_id.fillna(order_ids(fresh.loc[new, "key"]))
+        if order_ids_needed and new.any():
+            computed = (
+                order_ids(fresh.loc[new, "key"])
+                if built.order_ids is None
+                else built.order_ids.loc[fresh.index[new]]
+            )
+            # A first run: no fill over a column of nothing
+            known_id = computed if new.all() else known_id.fillna(computed)
         fresh = fresh.assign(order_id=known_id).drop(columns="ledger_order_id")
         leftover = ledger.due_elsewhere(self.customer_id, conversions["key"], now)
         if not leftover.empty:

@@ -80,9 +80,14 @@ class Ledger:
         if built.empty or (not self.db.exists and self._adopted is None):
             return nothing  # no ledger yet: nothing known
         customer_id = str(built["customer_id"].iloc[0])
-        if self._adopted is None and not self._holds_any(customer_id):
+        if self.knows_nothing_of(customer_id):
             return nothing  # a first run: no million-key join against an empty account
         return self._known(customer_id, built["key"])
+
+    def knows_nothing_of(self, customer_id: str) -> bool:
+        """Whether the ledger has no conversion of the account (nor any re-keyed in memory):
+        its first run, every conversion built is new."""
+        return self._adopted is None and not self._holds_any(customer_id)
 
     def classify(
         self,
