@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pycountry
 
 from funnelvalue.amounts import ambiguity_hint, read_amounts
-from funnelvalue.frames import STR, labels
+from funnelvalue.frames import STR, TEXT, labels, missing_text
 from funnelvalue.identifiers import (
     normalise_email,
     normalise_phone,
@@ -168,8 +168,7 @@ def build(
     lead_codes = pd.factorize(leads["lead_id"])[0]
     times = leads["stage_changed_at"].to_numpy(dtype="datetime64[us]").view("int64")
     by_time = kept[np.argsort(times[kept], kind="stable")]  # kept ascends: file order on ties
-    first = ~pd.Series(lead_codes[by_time] * len(stage_names) + position[by_time]).duplicated()
-    chosen = by_time[first.to_numpy()]
+    chosen = by_time[_first_of_each(lead_codes[by_time] * len(stage_names) + position[by_time])]
     rows, positions = chosen, position[chosen]
     backfilled = np.zeros(len(rows), dtype=bool)
     if mapping.backfill_skipped_stages and len(stage_names) > 1:
@@ -250,7 +249,7 @@ def build(
             values = frame.pop(column).array
             columns[column] = values[keep] if some_bad else values
     del frame
-    good = pd.DataFrame(columns)
+    good = pd.DataFrame(columns, copy=False)  # each column is its own copy already
     good["key"] = idempotency_key(customer_id, good["action_identity"], good["lead_id"])
     ids = None
     if hashing is not None:
@@ -369,6 +368,18 @@ def _backfill(
     return donor[lead_rows, missing], missing
 
 
+def _first_of_each(codes: np.ndarray) -> np.ndarray:
+    """Whether each row holds the first occurrence of its (non-negative) code: the least
+    position per code in a table of codes (0.04 -> 0.02 s at 900k rows, against hashing)."""
+    where = np.arange(len(codes))
+    if not len(codes):
+        return where.astype(bool)
+    first = np.full(int(codes.max()) + 1, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, where)
+    found: np.ndarray = first[codes] == where
+    return found
+
+
 def _materialise(
     leads: pd.DataFrame, rows: np.ndarray, lead_codes: np.ndarray, kept: np.ndarray
 ) -> pd.DataFrame:
@@ -379,15 +390,16 @@ def _materialise(
     for column in leads.columns:
         if column in ("stage", "time_error", "row_error"):
             continue
+        values = leads[column]
+        if values.dtype == TEXT and not values.notna().any():  # a column the input lacks
+            columns[column] = missing_text(pd.RangeIndex(len(rows))).array
+            continue
         source = rows
         if repeated and column in LEAD_LEVEL:
-            source = _fill_from_lead(leads[column], rows, row_leads, kept, kept_leads)
-        columns[column] = (
-            leads[column].take(source).to_numpy()
-            if isinstance(leads[column].dtype, np.dtype)
-            else leads[column].take(source).array
-        )
-    return pd.DataFrame(columns)
+            source = _fill_from_lead(values, rows, row_leads, kept, kept_leads)
+        taken = values.take(source)
+        columns[column] = taken.to_numpy() if isinstance(values.dtype, np.dtype) else taken.array
+    return pd.DataFrame(columns, copy=False)  # each column taken already: no second copy
 
 
 def _fill_from_lead(
@@ -403,10 +415,11 @@ def _fill_from_lead(
     present = ~missing[kept]
     if not present.any():  # a column the export does not have: nothing to share
         return rows
-    first_with_value = np.full(int(kept_leads.max()) + 1, -1, dtype=np.int64)
-    first_with_value[kept_leads[present][::-1]] = kept[present][::-1]
+    none = len(values)  # no row of the lead has one
+    first_with_value = np.full(int(kept_leads.max()) + 1, none, dtype=np.int64)
+    np.minimum.at(first_with_value, kept_leads[present], kept[present])
     fallback = first_with_value[row_leads]
-    return np.where(missing[rows] & (fallback >= 0), fallback, rows)
+    return np.where(missing[rows] & (fallback < none), fallback, rows)
 
 
 def _values(frame: pd.DataFrame, mapping: Mapping) -> tuple[pd.Series, Problems]:

@@ -51,11 +51,20 @@ def labels(
     return built
 
 
+def missing_text(index: pd.Index) -> pd.Series:
+    """A text column of nothing but missing cells (an optional column the input lacks),
+    made by Arrow at once rather than filled cell by cell."""
+    return pd.Series(pd.array(pa.nulls(len(index), pa.large_string()), dtype=TEXT), index=index)
+
+
 def trimmed_text(values: pd.Series) -> pd.Series:
     """Strings trimmed of whitespace, empty ones as missing, in Arrow's C++ (a masked
     assignment into an Arrow column would rewrite the column). Sources read empty cells as
     missing already: the column is rebuilt only if trimming emptied a cell."""
-    kept = trimmed = pc.utf8_trim_whitespace(arrow_text(values))
+    cells = arrow_text(values)
+    if cells.null_count == len(cells) and values.dtype == TEXT:  # an absent column: nothing to trim
+        return values
+    kept = trimmed = pc.utf8_trim_whitespace(cells)
     empty = pc.equal(trimmed, pa.scalar("", trimmed.type))
     if pc.any(empty).as_py():
         kept = pc.if_else(empty, pa.scalar(None, trimmed.type), trimmed)

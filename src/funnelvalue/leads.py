@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from funnelvalue.errors import SourceError
-from funnelvalue.frames import trimmed_text
+from funnelvalue.frames import missing_text, trimmed_text
 
 REQUIRED = ("lead_id", "stage", "stage_changed_at")
 OPTIONAL = (
@@ -169,7 +169,7 @@ def normalise(
     out = frame
     for column in (*CANONICAL, "row_error"):
         if column not in out.columns:
-            out[column] = pd.Series(pd.NA, index=out.index, dtype="string")
+            out[column] = missing_text(out.index)
     # The row's number in its source, for reasons; int64 even in an empty read (the contract).
     if "source_row" not in out.columns:
         out["source_row"] = np.arange(1, len(out) + 1)
@@ -179,7 +179,7 @@ def normalise(
             continue
         out[column] = trimmed_text(out[column])
     tz = ZoneInfo(timezone)
-    time_error = pd.Series(pd.NA, index=out.index, dtype="string")
+    time_error = missing_text(out.index)
     for column in TIMESTAMPS:
         parsed, bad = parse_timestamps(out[column], tz, timestamp_format)
         if bad.any():
