@@ -247,6 +247,53 @@ def test_rows_are_staged_in_key_order_each_row_whole() -> None:
         assert row["message"] == (None if number % 3 else row["key"])
 
 
+def test_constant_columns_are_those_with_one_value_or_none_in_every_row() -> None:
+    """Written as literals, so a column that differs anywhere (even past the first rows
+    looked at, or by a missing cell) must never be one; the key never is."""
+    import pyarrow as pa
+
+    rows = 3_000
+    table = pa.table(
+        {
+            "key": ["same"] * rows,
+            "customer_id": ["123"] * rows,
+            "value": [10.0] * rows,
+            "phone": pa.nulls(rows, pa.string()),
+            "currency": ["EUR"] * (rows - 1) + ["USD"],  # differs only in the last row
+            "consent": ["GRANTED"] * (rows - 1) + [None],  # one missing cell
+            "stage": ["lead", "won"] * (rows // 2),
+        }
+    )
+    assert staging.constant_columns(table) == {"customer_id": "123", "value": 10.0, "phone": None}
+    assert staging.constant_columns(table.slice(0, 0)) == {}
+
+
+def test_constant_columns_are_not_staged_and_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    monkeypatch.setattr(staging, "STAGE_FROM", 1)
+    frame = pd.DataFrame(
+        {
+            "key": ["b", "a"],
+            "customer_id": ["123", "123"],
+            "hashed_phone": pd.Series([None, None], dtype="string"),
+            "value": [2.0, 1.0],
+        }
+    )
+    with staging.staged(str(tmp_path / "l.db"), frame, CUSTOMER, "test") as rows:
+        assert rows.staging is not None
+        [path] = list(rows.staging.parts())
+        with sqlite3.connect(path) as connection:
+            columns = [
+                r[1] for r in connection.execute(f"PRAGMA table_info({staging.STAGE_TABLE})")
+            ]
+        connection.close()
+        assert rows.staging.constants == {"customer_id": "123", "hashed_phone": None}
+    assert columns == ["key", "value"]
+
+
 def test_the_staging_files_hold_the_rows_in_key_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -192,10 +192,9 @@ class RunBook:
             return
         names = list(rows.frame.columns)
         for part in attached_parts(conn, rows):  # each file once loaded, in the keys' order
-            source = select(
-                *[part.c[n] for n in names],
-                *[literal(v).label(k) for k, v in constants.items()],
-            ).where(text("true"))  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
+            source = select(*part, *[literal(v).label(k) for k, v in constants.items()]).where(
+                text("true")
+            )  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
             conn.execute(upsert(stmt.from_select([*names, *constants], source)))
 
     def finish(

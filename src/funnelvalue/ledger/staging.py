@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Column, Connection, MetaData, Table
+from sqlalchemy import Column, ColumnElement, Connection, MetaData, Table, literal
 
 from funnelvalue.ledger.driver import sqlite_times
 from funnelvalue.ledger.engine import database_error
@@ -57,11 +57,17 @@ class Staging:
         self._done = False
         self._stopping = False
         self._error: BaseException | None = None
+        # Columns with one value in every row (the account, often the currency, a column
+        # nobody fills): written as literals, not loaded and read back 900k times.
+        self.constants: dict[str, Any] = {}
 
     def make(self) -> None:
         """Load every part, in key order; an error is kept for ``parts`` to raise."""
         try:
             arrow = pa.table({c: _arrow_column(self._frame[c]) for c in self._frame.columns})
+            # Set before the first part is ready, read by the writer only after it.
+            self.constants = constant_columns(arrow)
+            arrow = arrow.drop_columns(list(self.constants))
             keyed = "key" in arrow.column_names
             ordered = in_key_order(arrow, _parts_allowed(), STAGE_PART_ROWS)
             for part in ordered if keyed else iter([arrow]):
@@ -148,16 +154,37 @@ def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) ->
         staging.remove()
 
 
-def attached_parts(conn: Connection, rows: Staged) -> Iterator[Table]:
+def attached_parts(conn: Connection, rows: Staged) -> Iterator[list[ColumnElement[Any]]]:
     """Each staging file of ``rows``, attached to ``conn`` inside its transaction (SQLite
-    allows it), as the table to select from; Database.tx detaches them after."""
-    assert rows.staging is not None
+    allows it), as what to select: each of the frame's columns, from the file, or as its
+    literal value where it is a constant. Database.tx detaches the files after."""
+    staging = rows.staging
+    assert staging is not None
     raw: Any = conn.connection.driver_connection
-    columns = list(rows.frame.columns)
-    for number, path in enumerate(rows.staging.parts()):
+    for number, path in enumerate(staging.parts()):
         schema = f"{STAGE_SCHEMA}{number}"
         raw.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
-        yield Table(STAGE_TABLE, MetaData(schema=schema), *[Column(c) for c in columns])
+        fixed = staging.constants
+        loaded = [c for c in rows.frame.columns if c not in fixed]
+        part = Table(STAGE_TABLE, MetaData(schema=schema), *[Column(c) for c in loaded])
+        yield [literal(fixed[c]).label(c) if c in fixed else part.c[c] for c in rows.frame.columns]
+
+
+def constant_columns(table: pa.Table) -> dict[str, Any]:
+    """The columns with the same value, or nothing, in every row (never the key): a look
+    at the first rows rules most columns out before any whole column is compared."""
+    found: dict[str, Any] = {}
+    for name in table.column_names:
+        column = table[name]
+        if name == "key" or not len(column) or 0 < column.null_count < len(column):
+            continue
+        if column.null_count:
+            found[name] = None
+            continue
+        first = column[0]
+        if all(pc.all(pc.equal(cells, first)).as_py() for cells in (column[:1000], column)):
+            found[name] = first.as_py()
+    return found
 
 
 def detach_parts(raw: Any) -> None:
