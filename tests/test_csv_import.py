@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from funnelvalue.conversions import build
@@ -317,6 +318,27 @@ def test_only_a_cell_that_starts_like_a_formula_is_quoted() -> None:
     assert safe["Google Click ID"].tolist() == table["Google Click ID"].tolist()
     assert safe["Conversion Value"].tolist() == table["Conversion Value"].tolist()
     assert safe.index.tolist() == table.index.tolist()
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.string_view()])
+def test_a_formula_start_is_found_in_any_chunk_slice_and_layout(kind: pa.DataType) -> None:
+    """Every formula character, in every Arrow layout pandas may hand over: several chunks,
+    a slice (offsets not from zero), a missing cell whose bytes are still there, a cell
+    whose first character is not ASCII."""
+    cells = ["=1", "+1", "-1", "@a", "\tx", "\rx", "x=", "", "é=", " =", "=z"]
+    risky = [True] * 6 + [False] * 5
+    base = pa.array(["pad", *cells, "pad"], pa.large_string())
+    offsets, data = base.buffers()[1], base.buffers()[2]
+    # The last real cell ("=z") marked missing, its bytes kept: it must not be quoted.
+    validity = pa.py_buffer(bytes([0xFF, 0b1111_0111]))  # bit 3 of byte 1: cell 11
+    masked = pa.Array.from_buffers(pa.large_string(), len(base), [validity, offsets, data])
+    column = pa.chunked_array(
+        [masked.slice(1, 5).cast(kind), masked.slice(6, len(cells) - 5).cast(kind)]
+    )
+    table = pd.DataFrame({"Conversion Name": pd.array(column, dtype=pd.StringDtype("pyarrow"))})
+    safe = [None if c is pd.NA else c for c in neutralise_formulas(table)["Conversion Name"]]
+    expected = [f"'{c}" if r else c for c, r in zip(cells, risky, strict=True)]
+    assert safe == [*expected[:-1], None]
 
 
 def test_a_file_system_without_hard_links_gets_a_copy_of_the_runs_file(
