@@ -267,3 +267,37 @@ def test_a_run_takes_arrow_memory_from_an_allocator_that_gives_it_back(
         assert pa.default_memory_pool().backend_name == "mimalloc"
     finally:
         pa.set_memory_pool(before)
+
+
+def test_outcome_counts_follow_the_outcomes_the_report_holds() -> None:
+    """Counted once per outcome frame (a summary asks a dozen times), never a stale count
+    when the frame is replaced (a stop keeps what went through)."""
+    from funnelvalue.conversions import Built
+    from funnelvalue.destinations.base import outcomes
+    from funnelvalue.pipeline import RunReport
+    from funnelvalue.vocabulary import Outcome
+
+    to_send = pd.DataFrame({"key": ["a", "b", "c"]})
+    report = RunReport(
+        dry_run=False,
+        source="csv:x",
+        destination="fake",
+        built=Built(conversions=to_send, rejects=pd.DataFrame(), rows_read=3),
+        conversions=to_send,
+        to_send=to_send,
+    )
+    assert report.outcome_count(Outcome.UPLOADED) == 0  # nothing sent yet
+    first = pd.concat(
+        [outcomes(to_send["key"][:2], Outcome.UPLOADED), outcomes(to_send["key"][2:], "failed")],
+        ignore_index=True,
+    )
+    report.outcomes = first
+    assert report.outcome_count(Outcome.UPLOADED) == 2
+    assert report.outcome_count(Outcome.UPLOADED, Outcome.UPLOADED) == 2  # a status once
+    assert report.outcome_count(Outcome.UPLOADED, Outcome.FAILED) == 3
+    assert report.sent_with(Outcome.UPLOADED)["key"].tolist() == ["a", "b"]
+    assert report.sent_with(Outcome.UPLOADED, Outcome.FAILED) is to_send  # every row: as is
+    report.outcomes = outcomes(to_send["key"][:1], Outcome.REJECTED)
+    assert report.outcome_count(Outcome.UPLOADED) == 0
+    assert report.outcome_count(Outcome.REJECTED) == 1
+    assert report.sent_with(Outcome.REJECTED)["key"].tolist() == ["a"]

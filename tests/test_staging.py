@@ -107,6 +107,49 @@ def test_staged_writes_store_what_executemany_stores(
     assert found["staged"]["conversion_time"].notna().all()
 
 
+@pytest.mark.parametrize("down", [False, True])  # finished / failed (rejects recorded both)
+def test_staged_rejects_store_what_executemany_stores_in_file_order(
+    down: bool,
+    fake: FakeDestination,
+    tmp_path: Path,
+    mapping_file: Callable[..., Path],
+    now: pd.Timestamp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    rows = funnel_rows(40, now)
+    for n, row in enumerate(rows):
+        if n % 3 == 0:
+            row["gclid"] = ""  # not attributable: skipped
+        if n % 7 == 0:
+            row["stage"] = f"Stage {n}"  # unknown: invalid
+    export = write_export(tmp_path / "export.csv", rows)  # type: ignore[arg-type]
+    fake.unavailable = down
+    found = {}
+    for name, threshold in (("staged", 1), ("bound", 10**9)):
+        monkeypatch.setattr(staging, "STAGE_FROM", threshold)
+        database = tmp_path / f"{name}.db"
+        settings = load_settings(
+            mapping=mapping_file(timezone="UTC"),
+            input=export,
+            destination="fake",
+            ledger=f"sqlite:///{database}",
+        )
+        report = execute(settings, dry_run=False)
+        assert len(report.rejects) > 10
+        with sqlite3.connect(database) as connection:
+            found[name] = connection.execute(
+                "SELECT run_id, source_row, typeof(source_row), lead_id, crm_stage, stage,"
+                " reason, reason_code, kind FROM rejected_rows ORDER BY id"
+            ).fetchall()
+        connection.close()
+        assert stage_files(tmp_path) == set()
+    assert found["staged"] == found["bound"]
+    assert [r[1] for r in found["staged"]] == sorted(r[1] for r in found["staged"])
+    assert {r[2] for r in found["staged"]} == {"integer"}
+
+
 def test_a_staging_file_left_by_a_killed_run_is_removed_by_the_next_run_of_its_account(
     tmp_path: Path,
 ) -> None:

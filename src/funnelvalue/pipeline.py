@@ -91,6 +91,10 @@ class RunReport:
     ledger_created: bool = False  # this run started a new, empty ledger
     aged_out: int = 0  # rows past the lookback that were sent before: not a problem
     moved: int = 0  # new conversions of leads and stages already sent under another action
+    # (outcomes frame, its count per status): a summary asks a dozen counts of 900k outcomes
+    _counted: tuple[pd.DataFrame, dict[str, int]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def rejects(self) -> pd.DataFrame:
@@ -112,7 +116,12 @@ class RunReport:
     def outcome_count(self, *statuses: Outcome) -> int:
         if self.outcomes is None:
             return 0
-        return int(self.outcomes["status"].isin(statuses).sum())
+        counted = self._counted
+        if counted is None or counted[0] is not self.outcomes:  # counted once per frame
+            statuses_found = self.outcomes["status"].value_counts()
+            counted = (self.outcomes, {str(k): int(v) for k, v in statuses_found.items()})
+            self._counted = counted
+        return sum(counted[1].get(str(status), 0) for status in set(statuses))
 
     @property
     def pending(self) -> int:
@@ -138,9 +147,10 @@ class RunReport:
         """The rows of ``to_send`` whose outcome is one of ``statuses`` (none before any)."""
         if self.outcomes is None or self.outcomes.empty:
             return self.to_send.iloc[0:0]
-        chosen = self.outcomes["status"].isin(statuses)
-        if chosen.all() and len(self.outcomes) == len(self.to_send):  # one outcome a row
+        every = self.outcome_count(*statuses) == len(self.outcomes)
+        if every and len(self.outcomes) == len(self.to_send):  # one outcome a row
             return self.to_send
+        chosen = self.outcomes["status"].isin(statuses)
         return self.to_send[member(self.to_send["key"], self.outcomes.loc[chosen, "key"])]
 
     def value_totals(self, by: str, rows: pd.DataFrame | None = None) -> list[dict[str, Any]]:
