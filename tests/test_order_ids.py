@@ -161,6 +161,22 @@ def test_a_worker_that_cannot_start_changes_nothing(monkeypatch: pytest.MonkeyPa
     assert order_ids_ahead(keys(10)).result().tolist() == by_hashlib(keys(10))
 
 
+@pytest.mark.usefixtures("ahead_always")
+def test_a_frozen_application_is_not_run_as_a_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker process started")
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    assert order_ids_ahead(keys(10)).result().tolist() == by_hashlib(keys(10))
+
+
+def test_no_keys_no_ids() -> None:
+    empty = keys(0)
+    assert order_ids(empty).tolist() == []
+    assert order_ids_ahead(empty).result().index.equals(empty.index)
+
+
 def test_a_missing_key_is_an_error_not_an_id() -> None:
     with pytest.raises(ValueError, match="key is missing"):
         order_ids(pd.Series(["a", None], dtype=TEXT))

@@ -12,6 +12,7 @@ start, a crash) and the ids are computed here, as before. Same ids either way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -93,17 +94,20 @@ class OrderIdsAhead:
             self._worker.wait()
 
     def __del__(self) -> None:  # a build that raised before asking for the result
-        self._stop_worker()
+        with contextlib.suppress(OSError):  # already gone (interpreter shutdown)
+            self._stop_worker()
 
 
 def order_ids_ahead(keys: pd.Series) -> OrderIdsAhead:
     """Start computing the order ids of ``keys`` on another core, when there are enough of
     them and a core to spare."""
-    if len(keys) < AHEAD_FROM or _cores() < 2 or not sys.executable:
+    # A frozen application's executable is the application, not a Python to run a file.
+    python = sys.executable if not getattr(sys, "frozen", False) else ""
+    if len(keys) < AHEAD_FROM or _cores() < 2 or not python:
         return OrderIdsAhead(keys, None)
     try:
         worker = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(WORKER)],
+            [python, "-I", "-S", str(WORKER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
