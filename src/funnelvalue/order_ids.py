@@ -156,8 +156,8 @@ def _binary(keys: pd.Series) -> pa.LargeBinaryArray:
 def _id_series(ids: bytes, index: pd.Index) -> pd.Series:
     """Fixed-width ids, concatenated, as a text column (no Python str per id)."""
     count = len(ids) // ORDER_ID_LENGTH
-    offsets = np.arange(0, len(ids) + 1, ORDER_ID_LENGTH, dtype=np.int32)
+    offsets = np.arange(0, len(ids) + 1, ORDER_ID_LENGTH, dtype=np.int64)
     array = pa.Array.from_buffers(
-        pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(ids)]
+        pa.large_string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(ids)]
     )
     return pd.Series(pd.array(array, dtype=TEXT), index=index)
