@@ -20,10 +20,8 @@ from funnelvalue.leads import normalise
 from funnelvalue.mapping import Mapping
 from funnelvalue.order_id_worker import HEADER, serve
 from funnelvalue.order_ids import order_ids, order_ids_ahead, request
-from funnelvalue.settings import Settings, load_settings
-from tests.conftest import CUSTOMER, funnel_rows, write_export
+from tests.conftest import CUSTOMER, funnel_rows
 from tests.conftest import HEADER as EXPORT_HEADER
-from tests.fakes.destinations import FakeDestination
 
 TEXT = pd.StringDtype("pyarrow")
 
@@ -213,43 +211,3 @@ def test_build_gives_the_good_conversions_their_ids(
     assert built.order_ids.index.equals(built.conversions.index)
     assert built.order_ids.tolist() == by_hashlib(built.conversions["key"])
     assert build(leads, mapping, now, CUSTOMER).order_ids is None  # a preview: none
-
-
-@pytest.fixture
-def settings(tmp_path: Path, mapping_file: Callable[..., Path], ledger_url: str) -> Settings:
-    return load_settings(
-        mapping=mapping_file(timezone="UTC"),
-        input=tmp_path / "export.csv",
-        destination="fake",
-        ledger=ledger_url,
-    )
-
-
-@pytest.mark.usefixtures("ahead_always")
-def test_a_first_run_has_its_ids_hashed_ahead_later_runs_only_the_new(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, now: pd.Timestamp
-) -> None:
-    from funnelvalue.destinations import registry as destinations
-    from funnelvalue.pipeline import execute
-
-    fake = FakeDestination()
-    monkeypatch.setitem(destinations.DESTINATIONS, "fake", lambda context: fake)
-    started: list[int] = []
-    real = ids.order_ids_ahead
-
-    def spy(values: pd.Series) -> ids.OrderIdsAhead:
-        started.append(len(values))
-        return real(values)
-
-    monkeypatch.setattr("funnelvalue.conversions.order_ids_ahead", spy)
-    write_export(settings.input, funnel_rows(20, now))  # type: ignore[arg-type]
-    execute(settings, dry_run=False)
-    assert started == [20 + 10 + 2]
-    write_export(settings.input, funnel_rows(25, now))  # type: ignore[arg-type]
-    execute(settings, dry_run=False)
-    assert started == [32]  # the account has a ledger now: its 5 new leads hashed here
-    sent = pd.concat(fake.received, ignore_index=True)
-    assert len(sent) == 32 + 5 + 3 + 1  # leads, and the qualified and won among them
-    assert sent["order_id"].tolist() == by_hashlib(sent["key"])
-    assert sent["order_id"].is_unique
-    assert pa.array(sent["order_id"].array).null_count == 0

@@ -301,3 +301,37 @@ def test_outcome_counts_follow_the_outcomes_the_report_holds() -> None:
     assert report.outcome_count(Outcome.UPLOADED) == 0
     assert report.outcome_count(Outcome.REJECTED) == 1
     assert report.sent_with(Outcome.REJECTED)["key"].tolist() == ["a"]
+
+
+def test_a_first_run_has_its_ids_hashed_ahead_later_runs_only_the_new(
+    settings: Settings, fake: FakeDestination, monkeypatch: pytest.MonkeyPatch, now: pd.Timestamp
+) -> None:
+    """The worker hashes a first run's ids (the account has nothing in the ledger); a later
+    run hashes its few new ones here; every id sent is the key's, whichever way."""
+    import hashlib
+
+    from funnelvalue import order_ids as ids
+
+    monkeypatch.setattr(ids, "AHEAD_FROM", 1)
+    monkeypatch.setattr(ids, "_cores", lambda: 2)
+    started: list[int] = []
+    real = ids.order_ids_ahead
+
+    def spy(values: pd.Series) -> ids.OrderIdsAhead:
+        started.append(len(values))
+        return real(values)
+
+    monkeypatch.setattr("funnelvalue.conversions.order_ids_ahead", spy)
+    write_export(settings.input, funnel_rows(20, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    assert started == [20 + 10 + 2]
+    write_export(settings.input, funnel_rows(25, now))  # type: ignore[arg-type]
+    execute(settings, dry_run=False)
+    assert started == [32]  # the account has a ledger now: its 5 new leads hashed here
+    sent = pd.concat(fake.received, ignore_index=True)
+    assert len(sent) == 32 + 5 + 3 + 1  # leads, and the qualified and won among them
+    assert sent["order_id"].tolist() == [
+        hashlib.sha256(k.encode()).hexdigest()[:24] for k in sent["key"]
+    ]
+    assert sent["order_id"].is_unique
+    assert pa.array(sent["order_id"].array).null_count == 0

@@ -18,8 +18,8 @@ from funnelvalue.destinations import registry as destinations
 from funnelvalue.ledger import Ledger, driver, staging
 from funnelvalue.ledger import engine as engine_module
 from funnelvalue.ledger import runs as runs_module
-from funnelvalue.pipeline import execute
-from funnelvalue.settings import load_settings
+from funnelvalue.pipeline import RunReport, execute
+from funnelvalue.settings import Settings, load_settings
 from tests.conftest import CUSTOMER, funnel_rows, write_export
 from tests.fakes.destinations import FakeDestination
 
@@ -51,6 +51,21 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def staged_and_bound(
+    monkeypatch: pytest.MonkeyPatch,
+    folder: Path,
+    before: Callable[[], None] = lambda: None,
+    **settings: Any,
+) -> Iterator[tuple[str, Settings, RunReport]]:
+    """The same run into two ledgers (folder/staged.db, folder/bound.db): its writes staged
+    from the first row, then never staged (executemany). ``before`` runs before each."""
+    for name, threshold in (("staged", 1), ("bound", 10**9)):
+        monkeypatch.setattr(staging, "STAGE_FROM", threshold)
+        run_settings = load_settings(ledger=f"sqlite:///{folder / f'{name}.db'}", **settings)
+        before()
+        yield name, run_settings, execute(run_settings, dry_run=False)
+
+
 @pytest.mark.parametrize("destination", ["csv", "fake"])  # written at once / pending first
 def test_staged_writes_store_what_executemany_stores(
     destination: str,
@@ -73,18 +88,17 @@ def test_staged_writes_store_what_executemany_stores(
             yield rows
 
     monkeypatch.setattr(runs_module, "staged", watched)
-    for name, threshold in (("staged", 1), ("bound", 10**9)):
-        monkeypatch.setattr(staging, "STAGE_FROM", threshold)
-        url = f"sqlite:///{tmp_path / f'{name}.db'}"
-        settings = load_settings(
-            mapping=mapping,
-            input=export,
-            destination=destination,
-            ledger=url,
-            output=tmp_path / "out" / "import.csv",  # the same words in both ledgers
-        )
-        used.clear()
-        report = execute(settings, dry_run=False)
+    runs = staged_and_bound(
+        monkeypatch,
+        tmp_path,
+        before=used.clear,
+        mapping=mapping,
+        input=export,
+        destination=destination,
+        output=tmp_path / "out" / "import.csv",  # the same words in both ledgers
+    )
+    for name, settings, report in runs:
+        url = settings.ledger
         assert report.summary()["sent"] == 60 + 30 + 6
         assert any(used) == (name == "staged")  # the path under test was taken
         # Each row staged once: the import file's on a thread while it is written, the fake's
@@ -127,18 +141,16 @@ def test_staged_rejects_store_what_executemany_stores_in_file_order(
     export = write_export(tmp_path / "export.csv", rows)  # type: ignore[arg-type]
     fake.unavailable = down
     found = {}
-    for name, threshold in (("staged", 1), ("bound", 10**9)):
-        monkeypatch.setattr(staging, "STAGE_FROM", threshold)
-        database = tmp_path / f"{name}.db"
-        settings = load_settings(
-            mapping=mapping_file(timezone="UTC"),
-            input=export,
-            destination="fake",
-            ledger=f"sqlite:///{database}",
-        )
-        report = execute(settings, dry_run=False)
+    runs = staged_and_bound(
+        monkeypatch,
+        tmp_path,
+        mapping=mapping_file(timezone="UTC"),
+        input=export,
+        destination="fake",
+    )
+    for name, _, report in runs:
         assert len(report.rejects) > 10
-        with sqlite3.connect(database) as connection:
+        with sqlite3.connect(tmp_path / f"{name}.db") as connection:
             found[name] = connection.execute(
                 "SELECT run_id, source_row, typeof(source_row), lead_id, crm_stage, stage,"
                 " reason, reason_code, kind FROM rejected_rows ORDER BY id"
