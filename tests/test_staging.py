@@ -321,6 +321,10 @@ def test_constant_columns_are_those_with_one_value_or_none_in_every_row() -> Non
     )
     assert staging.constant_columns(table) == {"customer_id": "123", "value": 10.0, "phone": None}
     assert staging.constant_columns(table.slice(0, 0)) == {}
+    # Nothing but constants (rejects of one row each way alike): one column stays loaded,
+    # or the part would have no rows to select.
+    same = table.select(["customer_id", "value"])
+    assert staging.constant_columns(same) == {"value": 10.0}
 
 
 def test_constant_columns_are_not_staged_and_still_written(
@@ -528,3 +532,35 @@ def test_a_failed_staging_ahead_is_a_ledger_error_and_nothing_is_written(
             finish_written(ledger, payload, ahead)
         assert ledger.views.conversions_frame().empty
     assert stage_files(tmp_path) == set()
+
+
+def test_a_ledger_unreadable_before_staging_rejects_is_a_ledger_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whose rejects they are is read before their files are named: a ledger that cannot be
+    read then is the usual LedgerError (exit 3, try later), not an internal error."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from funnelvalue.destinations.base import outcomes
+    from funnelvalue.errors import LedgerError
+    from funnelvalue.vocabulary import REJECT_COLUMNS
+
+    with Ledger.open(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        run_id, _ = ledger.runs.start("run", "csv:x", "csv:out", CUSTOMER)
+        rejects = pd.DataFrame({c: ["x"] * 3 for c in REJECT_COLUMNS}).assign(source_row=[2, 3, 4])
+
+        def locked(*args: object, **kwargs: object) -> None:
+            raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+
+        monkeypatch.setattr(ledger.db.engine, "connect", locked)
+        with pytest.raises(LedgerError, match=r"ledger write failed.*locked"):
+            ledger.runs.finish(
+                run_id,
+                outcomes=outcomes(pd.Series([], dtype="string"), "uploaded"),
+                rejects=rejects,
+                watermark=None,
+                summary={},
+                exit_code=0,
+            )

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from funnelvalue.frames import arrow_text, member
 from funnelvalue.ledger.database import Database, utcnow
 from funnelvalue.ledger.driver import CHUNK, bulk_write
+from funnelvalue.ledger.engine import database_error
 from funnelvalue.ledger.locking import holder_info
 from funnelvalue.ledger.requests import record_submitted
 from funnelvalue.ledger.schema import conversions, rejected_rows, runs, watermarks
@@ -137,9 +138,12 @@ class RunBook:
         frame = rejects[REJECT_COLUMNS]
         if self._db.sqlite_file is None:
             return nullcontext(Staged(frame))
-        with self._db.engine.connect() as conn:  # the account's name is in the files' names
-            owner = conn.scalar(select(runs.c.customer_id).where(runs.c.id == run_id)) or ""
-        return staged(self._db.sqlite_file, frame, owner, self._db.where)
+        try:  # the account's name is in the files' names (drop_stale)
+            with self._db.engine.connect() as conn:
+                owner = conn.scalar(select(runs.c.customer_id).where(runs.c.id == run_id))
+        except SQLAlchemyError as exc:
+            raise database_error(exc, self._db.where, "ledger write failed") from exc
+        return staged(self._db.sqlite_file, frame, owner or "", self._db.where)
 
     def _stage(self, rows: pd.DataFrame) -> AbstractContextManager[Staged]:
         owner = str(rows["customer_id"].iloc[0]) if len(rows) else ""

@@ -185,6 +185,8 @@ def constant_columns(table: pa.Table) -> dict[str, Any]:
         first = column[0]
         if all(pc.all(pc.equal(cells, first)).as_py() for cells in (column[:1000], column)):
             found[name] = first.as_py()
+    if len(found) == table.num_columns:  # one column stays: a part without one has no rows
+        found.pop(table.column_names[0], None)
     return found
 
 
