@@ -320,24 +320,42 @@ def test_only_a_cell_that_starts_like_a_formula_is_quoted() -> None:
     assert safe.index.tolist() == table.index.tolist()
 
 
-@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.string_view()])
-def test_a_formula_start_is_found_in_any_chunk_slice_and_layout(kind: pa.DataType) -> None:
-    """Every formula character, in every Arrow layout pandas may hand over: several chunks,
-    a slice (offsets not from zero), a missing cell whose bytes are still there, a cell
-    whose first character is not ASCII."""
-    cells = ["=1", "+1", "-1", "@a", "\tx", "\rx", "x=", "", "é=", " =", "=z"]
-    risky = [True] * 6 + [False] * 5
-    base = pa.array(["pad", *cells, "pad"], pa.large_string())
-    offsets, data = base.buffers()[1], base.buffers()[2]
-    # The last real cell ("=z") marked missing, its bytes kept: it must not be quoted.
-    validity = pa.py_buffer(bytes([0xFF, 0b1111_0111]))  # bit 3 of byte 1: cell 11
-    masked = pa.Array.from_buffers(pa.large_string(), len(base), [validity, offsets, data])
-    column = pa.chunked_array(
-        [masked.slice(1, 5).cast(kind), masked.slice(6, len(cells) - 5).cast(kind)]
+FORMULA_CELLS = ["=1", "+1", "-1", "@a", "\tx", "\rx", "x=", "", "é=", " =", "=z"]
+FORMULA_RISKY = [True] * 6 + [False] * 5
+
+
+def formula_cells(kind: pa.DataType) -> pa.ChunkedArray:
+    """FORMULA_CELLS in two chunks, each a slice (offsets not from zero), the last cell
+    ("=z") missing with its bytes still in the buffer."""
+    base = pa.array(["pad", *FORMULA_CELLS, "pad"], pa.large_string())
+    validity = pa.py_buffer(bytes([0xFF, 0b1111_0111]))  # bit 3 of byte 1: cell 11, "=z"
+    masked = pa.Array.from_buffers(
+        pa.large_string(), len(base), [validity, base.buffers()[1], base.buffers()[2]]
     )
-    table = pd.DataFrame({"Conversion Name": pd.array(column, dtype=pd.StringDtype("pyarrow"))})
+    cut = 5
+    return pa.chunked_array(
+        [
+            masked.slice(1, cut).cast(kind),
+            masked.slice(1 + cut, len(FORMULA_CELLS) - cut).cast(kind),
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.string_view()])
+def test_a_formula_start_is_found_by_its_first_byte_in_any_string_layout(
+    kind: pa.DataType,
+) -> None:
+    from funnelvalue.destinations.csv_import import _formula_starts
+
+    found = [bool(v) for c in formula_cells(kind).chunks for v in _formula_starts(c)]
+    assert found == [*FORMULA_RISKY[:-1], False]  # the missing cell is not a formula
+
+
+def test_a_formula_start_is_quoted_in_every_chunk_and_slice() -> None:
+    cells = formula_cells(pa.large_string())
+    table = pd.DataFrame({"Conversion Name": pd.array(cells, dtype=pd.StringDtype("pyarrow"))})
     safe = [None if c is pd.NA else c for c in neutralise_formulas(table)["Conversion Name"]]
-    expected = [f"'{c}" if r else c for c, r in zip(cells, risky, strict=True)]
+    expected = [f"'{c}" if r else c for c, r in zip(FORMULA_CELLS, FORMULA_RISKY, strict=True)]
     assert safe == [*expected[:-1], None]
 
 

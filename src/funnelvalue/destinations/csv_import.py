@@ -293,12 +293,9 @@ def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
 def _formula_starts(cells: pa.Array) -> np.ndarray:
     """Whether each cell starts with a FORMULA_START character: its first byte, read from
     Arrow's buffers (the characters are ASCII, so the byte is the character; 6x slicing a
-    string per cell). Other string layouts take the slicing way."""
+    string per cell). Another string layout (a view) is read as large strings first."""
     if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
-        first_character = pc.utf8_slice_codeunits(cells, 0, 1)
-        found = pc.is_in(first_character, value_set=pa.array(list(FORMULA_START), cells.type))
-        flags: np.ndarray = found.fill_null(False).to_numpy(zero_copy_only=False)
-        return flags
+        cells = cells.cast(pa.large_string())
     _, offsets_buffer, data_buffer = cells.buffers()
     if offsets_buffer is None or data_buffer is None:  # no cells, or none with text
         return np.zeros(len(cells), dtype=bool)
