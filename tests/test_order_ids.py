@@ -175,6 +175,36 @@ def test_no_keys_no_ids() -> None:
     assert order_ids_ahead(empty).result().index.equals(empty.index)
 
 
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [
+        ("max 100000\n", 4),  # no quota: the affinity's
+        ("100000 100000\n", 1),  # one CPU: no worker
+        ("250000 100000\n", 2),
+        ("50000 100000\n", 1),  # half a CPU is still one
+        ("garbage", 4),
+        (None, 4),  # no cgroup v2
+    ],
+)
+def test_cores_are_the_affinity_capped_by_a_containers_cpu_quota(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str | None, cores: int
+) -> None:
+    own = tmp_path / "system.slice" / "funnelvalue.service"  # as systemd places a service
+    own.mkdir(parents=True)
+    if cpu_max is not None:
+        (own / "cpu.max").write_text(cpu_max)
+    (tmp_path / "cpu.max").write_text("100000 100000")  # the root's: not this process's
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("1:name=systemd:/\n0::/system.slice/funnelvalue.service\n")
+    monkeypatch.setattr(ids, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(ids, "PROC_CGROUP", proc)
+    monkeypatch.setattr(ids.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert ids._cores() == (cores if cpu_max is not None else 1)  # none of its own: the root's
+    proc.write_text("0::/\n")  # a container's own namespace: its root is its cgroup
+    (tmp_path / "cpu.max").write_text(cpu_max or "max 100000")
+    assert ids._cores() == cores
+
+
 def test_a_missing_key_is_an_error_not_an_id() -> None:
     with pytest.raises(ValueError, match="key is missing"):
         order_ids(pd.Series(["a", None], dtype=TEXT))

@@ -33,6 +33,8 @@ AHEAD_FROM = 50_000  # keys: below this, starting a process costs more than hash
 WORKER_TIMEOUT = 120.0  # seconds to wait for the worker before hashing here instead
 WORKER = Path(__file__).with_name("order_id_worker.py")
 HEX_DIGITS = b"0123456789abcdef"
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # cgroup v2; cpu.max: "<quota> <period>" or "max <period>"
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def order_ids(keys: pd.Series) -> pd.Series:
@@ -139,8 +141,28 @@ def _close(worker: subprocess.Popen[bytes]) -> None:
 
 
 def _cores() -> int:
+    """The CPUs this process may use: its affinity, capped by its cgroup v2 CPU quota (a
+    container or a systemd CPUQuota= limited to one CPU still shows every CPU of the
+    machine, and a worker would only share that one)."""
     affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    count = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    try:
+        quota, period = _cpu_max().read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 (or not Linux): the affinity it is
+        pass
+    return count
+
+
+def _cpu_max() -> Path:
+    """This process's cgroup v2 cpu.max ("0::/its/path" in /proc/self/cgroup)."""
+    for line in PROC_CGROUP.read_text().splitlines():
+        if line.startswith("0::"):
+            own = CGROUP_ROOT / line[3:].strip().lstrip("/") / "cpu.max"
+            if own.exists():
+                return own
+    return CGROUP_ROOT / "cpu.max"
 
 
 def _binary(keys: pd.Series) -> pa.LargeBinaryArray:
