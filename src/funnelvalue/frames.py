@@ -51,6 +51,18 @@ def labels(
     return built
 
 
+def value_offsets(values: pa.Array) -> np.ndarray:
+    """The n + 1 offsets of a string or binary array's values into its data buffer, read
+    in place (a slice shares its parent's buffers: its own window of the offsets)."""
+    wide = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
+    width = np.dtype("<i8" if wide else "<i4")
+    buffer = values.buffers()[1]
+    if buffer is None:  # an empty array may have no offsets at all
+        return np.zeros(len(values) + 1, dtype=width)
+    offsets: np.ndarray = np.frombuffer(buffer, dtype=width)
+    return offsets[values.offset : values.offset + len(values) + 1]
+
+
 def missing_text(index: pd.Index) -> pd.Series:
     """A text column of nothing but missing cells (an optional column the input lacks),
     made by Arrow at once rather than filled cell by cell."""

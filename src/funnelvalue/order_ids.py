@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from funnelvalue.frames import TEXT, arrow_text
+from funnelvalue.frames import TEXT, arrow_text, value_offsets
 from funnelvalue.order_id_worker import HEADER, ORDER_ID_LENGTH, hex_prefixes
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ def order_ids_ahead(keys: pd.Series) -> OrderIdsAhead:
 def request(texts: pa.LargeBinaryArray) -> list[bytes | memoryview]:
     """The worker's input for ``texts`` (order_id_worker's protocol): the texts' bytes as
     Arrow holds them, not copied."""
-    first = texts.offset  # a slice of a larger array: its own offsets only
-    offsets = np.frombuffer(texts.buffers()[1], dtype="<i8")[first : first + len(texts) + 1]
+    offsets = value_offsets(texts)
     data = texts.buffers()[2]
     start, end = int(offsets[0]), int(offsets[-1])
     return [

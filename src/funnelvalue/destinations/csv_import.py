@@ -39,7 +39,7 @@ import pyarrow.csv as pa_csv
 from funnelvalue.destinations.base import outcomes
 from funnelvalue.errors import ConfigError, DestinationError
 from funnelvalue.formatting import format_wall_time
-from funnelvalue.frames import TEXT, arrow_text
+from funnelvalue.frames import TEXT, arrow_text, value_offsets
 from funnelvalue.vocabulary import BRAIDS, ClickIdKind, Outcome
 
 CLICK_ID_COLUMNS = ("Google Click ID", "GBRAID", "WBRAID")
@@ -296,12 +296,10 @@ def _formula_starts(cells: pa.Array) -> np.ndarray:
     string per cell). Another string layout (a view) is read as large strings first."""
     if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
         cells = cells.cast(pa.large_string())
-    _, offsets_buffer, data_buffer = cells.buffers()
-    if offsets_buffer is None or data_buffer is None:  # no cells, or none with text
+    data_buffer = cells.buffers()[2]
+    if data_buffer is None:  # no cells, or none with text
         return np.zeros(len(cells), dtype=bool)
-    width = np.int64 if pa.types.is_large_string(cells.type) else np.int32
-    offsets: np.ndarray = np.frombuffer(offsets_buffer, dtype=width)
-    offsets = offsets[cells.offset : cells.offset + len(cells) + 1]
+    offsets = value_offsets(cells)
     data = np.frombuffer(data_buffer, dtype=np.uint8)
     has_text = np.greater(offsets[1:], offsets[:-1])  # a missing cell may span bytes: see below
     if cells.null_count:
