@@ -554,6 +554,7 @@ def test_a_ledger_unreadable_before_staging_rejects_is_a_ledger_error(
         def locked(*args: object, **kwargs: object) -> None:
             raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
 
+        monkeypatch.setattr(staging, "STAGE_FROM", 1)  # staged: their owner is read first
         monkeypatch.setattr(ledger.db.engine, "connect", locked)
         with pytest.raises(LedgerError, match=r"ledger write failed.*locked"):
             ledger.runs.finish(

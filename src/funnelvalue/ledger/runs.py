@@ -25,7 +25,13 @@ from funnelvalue.ledger.engine import database_error
 from funnelvalue.ledger.locking import holder_info
 from funnelvalue.ledger.requests import record_submitted
 from funnelvalue.ledger.schema import conversions, rejected_rows, runs, watermarks
-from funnelvalue.ledger.staging import Staged, attached_parts, drop_stale, staged
+from funnelvalue.ledger.staging import (
+    Staged,
+    attached_parts,
+    drop_stale,
+    staged,
+    worth_staging,
+)
 from funnelvalue.vocabulary import DONE, PAYLOAD, REJECT_COLUMNS, Outcome, Restatement, RunStatus
 
 
@@ -136,7 +142,7 @@ class RunBook:
         if rejects is None or rejects.empty:
             return nullcontext(Staged(pd.DataFrame(columns=REJECT_COLUMNS)))
         frame = rejects[REJECT_COLUMNS]
-        if self._db.sqlite_file is None:
+        if not worth_staging(self._db.sqlite_file, len(frame)):  # no read for whose they are
             return nullcontext(Staged(frame))
         try:  # the account's name is in the files' names (drop_stale)
             with self._db.engine.connect() as conn:

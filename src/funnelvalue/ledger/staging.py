@@ -129,6 +129,12 @@ class Staged:
     staging: Staging | None = None
 
 
+def worth_staging(database: str | None, rows: int) -> bool:
+    """Whether ``rows`` rows written to the ledger ``database`` go through staging files:
+    a SQLite ledger (PostgreSQL: None) and enough of them to pay for the files."""
+    return database is not None and rows >= STAGE_FROM
+
+
 @contextmanager
 def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) -> Iterator[Staged]:
     """``frame`` being staged beside the ledger ``database`` on a thread, its files deleted
@@ -136,9 +142,10 @@ def staged(database: str | None, frame: pd.DataFrame, owner: str, where: str) ->
     PostgreSQL and a missing ADBC driver get Staged(frame): the executemany path.
     ``owner``: the account, in the file names, so that a killed run's files are removed by
     its account's next run (drop_stale)."""
-    if database is None or len(frame) < STAGE_FROM:
+    if not worth_staging(database, len(frame)):
         yield Staged(frame)
         return
+    assert database is not None
     try:
         import adbc_driver_sqlite.dbapi as adbc
     except ImportError:
