@@ -374,10 +374,18 @@ def _first_of_each(codes: np.ndarray) -> np.ndarray:
     where = np.arange(len(codes))
     if not len(codes):
         return where.astype(bool)
-    first = np.full(int(codes.max()) + 1, len(codes), dtype=np.int64)
-    np.minimum.at(first, codes, where)
-    found: np.ndarray = first[codes] == where
+    least = _least_per_code(codes, where, int(codes.max()) + 1, none=len(codes))
+    found: np.ndarray = least[codes] == where
     return found
+
+
+def _least_per_code(codes: np.ndarray, positions: np.ndarray, size: int, none: int) -> np.ndarray:
+    """The least of ``positions`` for each of ``size`` codes, ``none`` for a code without
+    any: np.minimum.at, whose result does not depend on the order of repeated codes (a
+    fancy-index assignment's does)."""
+    least = np.full(size, none, dtype=np.int64)
+    np.minimum.at(least, codes, positions)
+    return least
 
 
 def _materialise(
@@ -416,8 +424,8 @@ def _fill_from_lead(
     if not present.any():  # a column the export does not have: nothing to share
         return rows
     none = len(values)  # no row of the lead has one
-    first_with_value = np.full(int(kept_leads.max()) + 1, none, dtype=np.int64)
-    np.minimum.at(first_with_value, kept_leads[present], kept[present])
+    leads = int(kept_leads.max()) + 1
+    first_with_value = _least_per_code(kept_leads[present], kept[present], leads, none)
     fallback = first_with_value[row_leads]
     return np.where(missing[rows] & (fallback < none), fallback, rows)
 
